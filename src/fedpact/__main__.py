@@ -1,0 +1,3 @@
+from fedpact.cli.main import app
+
+app(prog_name="fedpact")

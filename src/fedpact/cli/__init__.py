@@ -1,0 +1,1 @@
+"""The ``fedpact`` command line: the top layer, built on the SDK."""

@@ -1,0 +1,403 @@
+"""HTTP client for the hub's `/api/v1`.
+
+One class, one method per route, so the SDK, the CLI and the runtime share a single,
+tested way of talking to a hub. Transient connection failures (a hub restarting, a
+dropped connection) are retried for ``retry_for_s`` seconds: every request the client
+sends is safe to repeat, because reads are reads, uploads carry their offset and messages
+carry an idempotency key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+
+from fedpact.common.errors import FedpactError
+
+API = "/api/v1"
+#: Payloads above this size travel as blobs rather than inline in the message.
+INLINE_LIMIT = 256 * 1024
+CHUNK_SIZE = 8 * 1024 * 1024
+
+ProgressFn = Callable[[int, int], None]
+
+
+class HubError(FedpactError):
+    """The hub refused a request; ``status`` is the HTTP status, ``detail`` its reason."""
+
+    def __init__(self, status: int, detail: Any, method: str = "", path: str = ""):
+        self.status = status
+        self.detail = detail
+        super().__init__(f"{_format_detail(detail)} (HTTP {status} on {method} {path})".strip())
+
+
+class HubUnreachable(FedpactError):
+    """No connection to the hub could be made within the retry window."""
+
+
+def _format_detail(detail: Any) -> str:
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", ()) if p not in ("body",))
+                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)
+
+
+def blob_ref(sha256: str, size: int) -> dict[str, Any]:
+    return {"sha256": sha256, "size": size}
+
+
+class HubClient:
+    """A connection to one hub, as one user (after ``login`` or with a token)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retry_for_s: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.retry_for_s = retry_for_s
+        self._http = httpx.Client(base_url=self.url + API, timeout=timeout)
+        self.user: dict[str, Any] | None = None
+
+    # -- plumbing -------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "HubClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        h = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if extra:
+            h.update(extra)
+        return h
+
+    def _send(self, method: str, path: str, *, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+        deadline = time.monotonic() + self.retry_for_s
+        delay = 0.2
+        while True:
+            try:
+                resp = self._http.request(method, path, headers=self._headers(headers), **kw)
+            except httpx.TransportError as exc:
+                if time.monotonic() >= deadline:
+                    raise HubUnreachable(
+                        f"cannot reach the hub at {self.url} ({exc.__class__.__name__}: {exc}); "
+                        "check the URL and that the hub is running"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if resp.status_code == 503 and time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            return resp
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self._send(method, path, **kw)
+        return self._result(resp, method, path)
+
+    @staticmethod
+    def _result(resp: httpx.Response, method: str, path: str) -> Any:
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("detail", resp.text)
+            except ValueError:
+                detail = resp.text or resp.reason_phrase
+            raise HubError(resp.status_code, detail, method, path)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        return resp.json()
+
+    # -- users ------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")
+
+    def register(self, name: str, password: str, organisation: str) -> dict[str, Any]:
+        return self._call("POST", "/users", json={"name": name, "password": password, "organisation": organisation})
+
+    def login(self, name: str, password: str) -> str:
+        out = self._call("POST", "/auth/login", json={"name": name, "password": password})
+        self.token = out["token"]
+        self.user = out["user"]
+        return self.token
+
+    def logout(self) -> None:
+        self._call("POST", "/auth/logout")
+        self.token = None
+        self.user = None
+
+    def me(self) -> dict[str, Any]:
+        self.user = self._call("GET", "/users/me")
+        return self.user
+
+    # -- tasks ------------------------------------------------------------------------
+    def create_task(self, name: str, definition: dict[str, Any], description: str = "") -> dict[str, Any]:
+        return self._call("POST", "/tasks", json={"name": name, "description": description, "definition": definition})
+
+    def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        creator: str | None = None,
+        joined: bool | None = None,
+        mine: bool | None = None,
+        q: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        for k, v in (("status", status), ("creator", creator), ("q", q)):
+            if v:
+                params[k] = v
+        if joined:
+            params["joined"] = "true"
+        if mine:
+            params["mine"] = "true"
+        return self._call("GET", "/tasks", params=params)["items"]
+
+    def get_task(self, task: str | int) -> dict[str, Any]:
+        return self._call("GET", f"/tasks/{task}")
+
+    def cancel_task(self, task: str | int) -> dict[str, Any]:
+        return self._call("POST", f"/tasks/{task}/cancel")
+
+    def delete_task(self, task: str | int) -> None:
+        self._call("DELETE", f"/tasks/{task}")
+
+    def set_status(self, task: str | int, status: str, reason: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/tasks/{task}/status", json={"status": status, "reason": reason})
+
+    def join(self, task: str | int) -> dict[str, Any]:
+        return self._call("POST", f"/tasks/{task}/join")
+
+    def leave(self, task: str | int) -> None:
+        self._call("POST", f"/tasks/{task}/leave")
+
+    def assignments(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/assignments")["items"]
+
+    # -- relay ------------------------------------------------------------------------
+    def send(
+        self,
+        task: str | int,
+        *,
+        sender: str,
+        recipient: str,
+        kind: str,
+        round: int = 0,
+        payload: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Post a message; payloads over INLINE_LIMIT are uploaded as a blob first."""
+        body: dict[str, Any] = {
+            "sender": sender,
+            "recipient": recipient,
+            "kind": kind,
+            "round": round,
+            "headers": headers or {},
+        }
+        if payload is not None:
+            if len(payload) > INLINE_LIMIT:
+                body["blob"] = self.upload_blob(task, payload)
+            else:
+                body["payload"] = base64.b64encode(payload).decode("ascii")
+        key = uuid.uuid4().hex
+        return self._call("POST", f"/tasks/{task}/messages", json=body, headers={"Idempotency-Key": key})
+
+    def poll(
+        self, task: str | int, address: str, *, after: int | None = None, wait: float = 0, limit: int = 500
+    ) -> tuple[list[dict[str, Any]], int]:
+        params: dict[str, Any] = {"wait": wait, "limit": limit}
+        if after is not None:
+            params["after"] = after
+        out = self._call("GET", f"/tasks/{task}/mailbox/{address}", params=params, timeout=wait + 30)
+        return out["messages"], out["cursor"]
+
+    def ack(self, task: str | int, address: str, cursor: int) -> int:
+        return self._call("POST", f"/tasks/{task}/mailbox/{address}/ack", json={"cursor": cursor})["cursor"]
+
+    def message_payload(self, task: str | int, message: dict[str, Any]) -> bytes | None:
+        """The bytes a message carries, fetched from the blob store when needed."""
+        if message.get("payload") is not None:
+            return base64.b64decode(message["payload"])
+        if message.get("blob"):
+            return self.download_blob(task, message["blob"]["sha256"])
+        return None
+
+    # -- blobs ------------------------------------------------------------------------
+    def upload_blob(
+        self,
+        task: str | int,
+        data: bytes | str | Path,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, Any]:
+        """Upload bytes or a file in chunks; resumes from the hub's offset after a failure.
+
+        A file is hashed and sent chunk by chunk, so a large model never sits whole in memory.
+        """
+        if isinstance(data, (str, Path)):
+            path = Path(data)
+            size = path.stat().st_size
+            sha = _sha256_file(path)
+            opener: Callable[[], BinaryIO] = lambda: open(path, "rb")  # noqa: E731
+        else:
+            raw = bytes(data)
+            size = len(raw)
+            sha = hashlib.sha256(raw).hexdigest()
+            opener = lambda: io.BytesIO(raw)  # noqa: E731
+        start = self._call("POST", f"/tasks/{task}/uploads", json={"sha256": sha, "size": size})
+        if start["complete"]:
+            if progress:
+                progress(size, size)
+            return blob_ref(sha, size)
+        upload_id = start["upload_id"]
+        offset = int(start["offset"])
+        deadline = time.monotonic() + self.retry_for_s
+        with opener() as fh:
+            while offset < size:
+                fh.seek(offset)
+                chunk = fh.read(min(chunk_size, size - offset))
+                try:
+                    resp = self._http.put(
+                        f"/tasks/{task}/uploads/{upload_id}",
+                        params={"offset": offset},
+                        content=chunk,
+                        headers=self._headers({"Content-Type": "application/octet-stream"}),
+                    )
+                except httpx.TransportError as exc:
+                    if time.monotonic() >= deadline:
+                        raise HubUnreachable(f"upload to {self.url} kept failing: {exc}") from exc
+                    time.sleep(0.5)
+                    offset = int(self._call("GET", f"/tasks/{task}/uploads/{upload_id}")["offset"])
+                    continue
+                if resp.status_code == 409:
+                    offset = int(self._call("GET", f"/tasks/{task}/uploads/{upload_id}")["offset"])
+                    continue
+                offset = int(self._result(resp, "PUT", f"/tasks/{task}/uploads/{upload_id}")["offset"])
+                deadline = time.monotonic() + self.retry_for_s
+                if progress:
+                    progress(offset, size)
+        self._call("POST", f"/tasks/{task}/uploads/{upload_id}/complete")
+        return blob_ref(sha, size)
+
+    def _stream_to(self, path: str, sink: BinaryIO, expected_sha: str | None, progress: ProgressFn | None) -> None:
+        """Download into ``sink``; a dropped connection resumes with a Range request."""
+        h = hashlib.sha256()
+        received = 0
+        deadline = time.monotonic() + self.retry_for_s
+        while True:
+            extra = {"Range": f"bytes={received}-"} if received else None
+            try:
+                with self._http.stream("GET", path, headers=self._headers(extra)) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        self._result(resp, "GET", path)
+                    if received and resp.status_code != 206:
+                        raise HubError(resp.status_code, "hub ignored the Range request", "GET", path)
+                    total = received + int(resp.headers.get("Content-Length", 0))
+                    for chunk in resp.iter_bytes(1024 * 1024):
+                        sink.write(chunk)
+                        h.update(chunk)
+                        received += len(chunk)
+                        if progress:
+                            progress(received, total)
+                break
+            except httpx.TransportError as exc:
+                if time.monotonic() >= deadline:
+                    raise HubUnreachable(f"download from {self.url} kept failing: {exc}") from exc
+                time.sleep(0.5)
+        if expected_sha and h.hexdigest() != expected_sha:
+            raise FedpactError(f"downloaded data does not match sha256 {expected_sha}; try again")
+
+    def download_blob(self, task: str | int, sha256: str, *, progress: ProgressFn | None = None) -> bytes:
+        buf = io.BytesIO()
+        self._stream_to(f"/tasks/{task}/blobs/{sha256}", buf, sha256, progress)
+        return buf.getvalue()
+
+    # -- rounds, checkpoints ---------------------------------------------------------
+    def put_round(self, task: str | int, number: int, **fields: Any) -> dict[str, Any]:
+        return self._call("PUT", f"/tasks/{task}/rounds/{number}", json=fields)
+
+    def list_rounds(self, task: str | int) -> list[dict[str, Any]]:
+        return self._call("GET", f"/tasks/{task}/rounds")["items"]
+
+    def put_checkpoint(self, task: str | int, round: int, blob: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PUT", f"/tasks/{task}/checkpoint", json={"round": round, "blob": blob, "state": state})
+
+    def get_checkpoint(self, task: str | int) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", f"/tasks/{task}/checkpoint")
+        except HubError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # -- models -----------------------------------------------------------------------
+    def register_model(
+        self,
+        task: str | int,
+        *,
+        blob: dict[str, Any],
+        metadata: dict[str, Any],
+        contributors: list[str],
+        rounds: int,
+        metrics: dict[str, Any],
+    ) -> dict[str, Any]:
+        return self._call(
+            "POST",
+            f"/tasks/{task}/models",
+            json={"blob": blob, "metadata": metadata, "contributors": contributors, "rounds": rounds, "metrics": metrics},
+        )
+
+    def list_models(self, task: str | int | None = None) -> list[dict[str, Any]]:
+        params = {"task": task} if task is not None else None
+        return self._call("GET", "/models", params=params)["items"]
+
+    def get_model(self, model_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/models/{model_id}")
+
+    def download_model(self, model_id: int, dest: str | Path, *, progress: ProgressFn | None = None) -> Path:
+        """Stream the model's safetensors file to ``dest`` (written atomically, sha256 checked)."""
+        info = self.get_model(model_id)
+        dest = Path(dest)
+        if dest.is_dir():
+            dest = dest / f"{info['task_name']}-model-{model_id}.safetensors"
+        tmp = dest.with_name(dest.name + ".part")
+        with open(tmp, "wb") as fh:
+            self._stream_to(f"/models/{model_id}/download", fh, info["sha256"], progress)
+        os.replace(tmp, dest)
+        return dest
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK_SIZE), b""):
+            h.update(block)
+    return h.hexdigest()
+

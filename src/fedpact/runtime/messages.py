@@ -1,0 +1,63 @@
+"""The protocol between an aggregator and its participants, on top of the hub's relay.
+
+Every message body is one safetensors container: its tensors (model weights, feature
+moments) and a JSON document in the container's metadata. One format for everything
+means one parser to trust, and it never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fedpact.common.tensors import Weights, decode_metadata, decode_weights, encode_weights
+
+AGGREGATOR = "aggregator"
+BROADCAST = "participants"
+
+# participant -> aggregator
+HELLO = "hello"  # ready to train: {"num_samples"}
+REFUSE = "refuse"  # cannot take part: {"problems": [...]}
+STATS = "stats"  # per-feature moments for federated standardisation
+UPDATE = "update"  # trained weights for a round
+EVALUATION = "evaluation"  # metrics of the final model on local hold-out data
+# aggregator -> participants
+AGGREGATOR_ONLINE = "aggregator_online"  # please (re)announce yourselves
+STATS_REQUEST = "stats_request"
+ROUND_START = "round_start"
+ROUND_END = "round_end"
+UPDATE_REJECTED = "update_rejected"
+FINAL_EVALUATE = "final_evaluate"
+FINISHED = "finished"
+STOPPED = "stopped"  # failed or cancelled: {"status", "reason"}
+
+_META_KEY = "fedpact"
+
+
+def participant_address(name: str) -> str:
+    return f"participant/{name}"
+
+
+def pack(meta: Mapping[str, Any], tensors: Mapping[str, np.ndarray] | None = None) -> bytes:
+    return encode_weights(tensors or {}, {_META_KEY: json.dumps(meta, separators=(",", ":"))})
+
+
+def unpack(data: bytes) -> tuple[dict[str, Any], Weights]:
+    meta_raw = decode_metadata(data).get(_META_KEY, "{}")
+    meta = json.loads(meta_raw)
+    if not isinstance(meta, dict):
+        raise ValueError("message metadata is not a JSON object")
+    return meta, decode_weights(data)
+
+
+def split_prefixed(tensors: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """Tensors whose names start with ``prefix``, with the prefix removed."""
+    n = len(prefix)
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def prefixed(tensors: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {prefix + k: v for k, v in tensors.items()}

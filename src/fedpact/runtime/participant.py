@@ -1,0 +1,353 @@
+"""The participant side: train on local data when the aggregator asks, never share the data.
+
+Two ways in. Feed a :class:`DataParticipant` with a dataset and the built-in model named by
+the task trains on it; or subclass :class:`Participant` and bring your own training loop,
+as long as it exchanges weights as named NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedpact.client.hub import HubClient
+from fedpact.common.definition import TaskDefinition, parse_definition
+from fedpact.common.errors import DataSchemaError, FedpactError
+from fedpact.common.tensors import Weights
+from fedpact.runtime import messages as m
+from fedpact.runtime.mailbox import Mailbox, Message
+from fedpact.runtime.progress import Progress
+
+TERMINAL = {"COMPLETE", "FAILED", "CANCELLED"}
+#: Messages that make an earlier request in the same batch obsolete.
+_SUPERSEDING = {m.ROUND_START, m.ROUND_END, m.FINAL_EVALUATE, m.FINISHED, m.STOPPED}
+_REQUESTS = {m.ROUND_START, m.FINAL_EVALUATE, m.STATS_REQUEST}
+
+
+class TaskEnded(FedpactError):
+    """The task was cancelled or failed while this process took part."""
+
+    def __init__(self, status: str, reason: str):
+        self.status = status
+        self.reason = reason
+        super().__init__(f"task {status.lower()}: {reason}" if reason else f"task {status.lower()}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What the aggregator asks of one round of local training."""
+
+    round: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+    seed: int
+    prox_mu: float = 0.0
+
+
+class Participant:
+    """Base class: subclass and implement ``num_samples``, ``fit`` and optionally ``evaluate``.
+
+    ``fit`` receives the global weights and returns the locally trained weights, the
+    number of samples they were trained on (the FedAvg weight) and training metrics.
+    """
+
+    definition: TaskDefinition
+
+    def setup(self, definition: TaskDefinition) -> None:
+        """Called once with the task's definition before anything else; raise to refuse."""
+        self.definition = definition
+
+    def num_samples(self) -> int:
+        raise NotImplementedError
+
+    def fit(self, weights: Weights, config: TrainConfig, progress: Progress) -> tuple[Weights, int, dict[str, float]]:
+        raise NotImplementedError
+
+    def evaluate(self, weights: Weights) -> dict[str, float]:
+        return {}
+
+    def local_moments(self) -> dict[str, np.ndarray] | None:
+        """Per-feature sums for federated standardisation; None if not supported."""
+        return None
+
+    def set_standardization(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Receive the global feature mean and deviation (only if the task asks for it)."""
+
+
+class DataParticipant(Participant):
+    """Trains the task's built-in model on a local :class:`~fedpact.data.Dataset`."""
+
+    def __init__(self, data: Any, *, threads: int | None = None) -> None:
+        self.data = data
+        self.threads = threads
+        self._std: tuple[np.ndarray, np.ndarray] | None = None
+
+    def setup(self, definition: TaskDefinition) -> None:
+        from fedpact.data.schema import check_dataset, conform, encode_labels
+        from fedpact.models.registry import build_model
+
+        super().setup(definition)
+        schema = definition.data
+        problems = check_dataset(self.data, schema)
+        if problems:
+            raise DataSchemaError(problems)
+        data = conform(self.data, schema)
+        self.model = build_model(definition.model, schema, seed=definition.seed)
+        if self.threads:
+            _set_torch_threads(self.threads)
+        train, test = data.split(definition.evaluation.holdout, seed=definition.seed)
+        self._raw_train_x, self._raw_test_x = train.x, test.x
+        self.train_x, self.test_x = train.x, test.x
+        self.train_y = encode_labels(train.y, schema.classes)
+        self.test_y = encode_labels(test.y, schema.classes)
+
+    def num_samples(self) -> int:
+        return int(len(self.train_y))
+
+    def local_moments(self) -> dict[str, np.ndarray]:
+        from fedpact.algorithms.standardize import local_moments
+
+        return local_moments(self._raw_train_x)
+
+    def set_standardization(self, mean: np.ndarray, std: np.ndarray) -> None:
+        from fedpact.algorithms.standardize import apply_standardization
+
+        if self._std is not None and np.array_equal(self._std[0], mean) and np.array_equal(self._std[1], std):
+            return
+        self._std = (mean, std)
+        self.train_x = apply_standardization(self._raw_train_x, mean, std)
+        self.test_x = apply_standardization(self._raw_test_x, mean, std)
+
+    def fit(self, weights: Weights, config: TrainConfig, progress: Progress) -> tuple[Weights, int, dict[str, float]]:
+        self.model.set_weights(weights)
+        batches = max(1, -(-self.num_samples() // config.batch_size))
+        progress.training_started(config.round, config.epochs, batches)
+        metrics = self.model.fit(
+            self.train_x,
+            self.train_y,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.learning_rate,
+            optimizer=config.optimizer,
+            seed=config.seed,
+            prox_mu=config.prox_mu,
+            on_epoch=lambda e, mt: progress.epoch(config.round, e, config.epochs, mt),
+            on_batch=lambda done, total: progress.batch(config.round, 0, done, total),
+        )
+        progress.training_finished(config.round)
+        return self.model.get_weights(), self.num_samples(), metrics
+
+    def evaluate(self, weights: Weights) -> dict[str, float]:
+        if len(self.test_y) == 0:
+            return {}
+        self.model.set_weights(weights)
+        return self.model.evaluate(self.test_x, self.test_y)
+
+
+def _set_torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+@dataclass
+class ParticipantResult:
+    task_id: int
+    task_name: str
+    status: str
+    rounds_trained: list[int] = field(default_factory=list)
+    model_id: int | None = None
+    model_path: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def run_participant(
+    client: HubClient,
+    task: str | int,
+    participant: Participant,
+    *,
+    progress: Progress | None = None,
+    poll_wait: float = 10.0,
+    model_dir: str | Path | None = None,
+    idle_timeout_s: float | None = None,
+) -> ParticipantResult:
+    """Take part in ``task`` until it completes; returns what was trained and stored.
+
+    Checks the local data against the task's schema *before* joining, so a data owner
+    whose data does not fit learns exactly why and is never counted in a round.
+    """
+    progress = progress or Progress()
+    me = (client.user or client.me())["name"]
+    info = client.get_task(task)
+    tid, tname = int(info["id"]), info["name"]
+    if info["status"] in TERMINAL:
+        raise FedpactError(f"task {tname!r} is {info['status']}; there is nothing left to train")
+    definition = parse_definition(info["definition"])
+    participant.setup(definition)
+    if me not in info.get("participants", []):
+        client.join(tid)
+        progress.info(f"joined task {tname!r}")
+    address = m.participant_address(me)
+    mailbox = Mailbox(client, tid, address, from_start=False)
+    result = ParticipantResult(tid, tname, "RUNNING")
+    handled: set[str] = set()
+    last_activity = time.monotonic()
+
+    def hello() -> None:
+        client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.HELLO,
+                    payload=m.pack({"num_samples": participant.num_samples()}))
+
+    hello()
+    progress.info(f"ready for task {tname!r} with {participant.num_samples()} training samples; waiting for the aggregator")
+    while True:
+        batch = mailbox.fetch(wait=poll_wait)
+        if not batch:
+            status = client.get_task(tid)["status"]
+            if status in TERMINAL:
+                return _ended_without_notice(client, tid, status, result, model_dir, progress)
+            if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
+                raise FedpactError(f"no word from the aggregator of {tname!r} for {idle_timeout_s:.0f} s; giving up")
+            continue
+        last_activity = time.monotonic()
+        said_hello = False
+        for i, msg in enumerate(batch):
+            later = {x.kind for x in batch[i + 1 :]}
+            if msg.kind in _REQUESTS and later & _SUPERSEDING:
+                continue
+            if msg.kind == m.AGGREGATOR_ONLINE and not said_hello:
+                hello()
+                said_hello = True
+            elif msg.kind == m.STATS_REQUEST:
+                _answer_stats(client, tid, address, participant, msg, handled)
+            elif msg.kind == m.ROUND_START:
+                _train_round(client, tid, address, participant, msg, handled, progress, me, result)
+            elif msg.kind == m.ROUND_END:
+                meta, _ = msg.body()
+                progress.round_finished(msg.round, definition.rounds, meta.get("metrics", {}))
+            elif msg.kind == m.UPDATE_REJECTED:
+                meta, _ = msg.body()
+                progress.warning(f"round {msg.round}: the aggregator rejected this update: {meta.get('reason')}")
+            elif msg.kind == m.FINAL_EVALUATE:
+                _final_evaluation(client, tid, address, participant, msg, handled)
+            elif msg.kind == m.FINISHED:
+                mailbox.ack()
+                meta, _ = msg.body()
+                return _finish(client, meta, result, model_dir, progress)
+            elif msg.kind == m.STOPPED:
+                mailbox.ack()
+                meta, _ = msg.body()
+                raise TaskEnded(meta.get("status", "FAILED"), meta.get("reason", ""))
+        mailbox.ack()
+
+
+def _answer_stats(client: HubClient, tid: int, address: str, p: Participant, msg: Message, handled: set[str]) -> None:
+    meta, _ = msg.body()
+    key = f"stats:{meta.get('request_id')}"
+    if key in handled:
+        return
+    moments = p.local_moments()
+    if moments is None:
+        payload = m.pack({"request_id": meta.get("request_id"), "unsupported": True})
+    else:
+        payload = m.pack({"request_id": meta.get("request_id")}, moments)
+    client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.STATS, payload=payload)
+    handled.add(key)
+
+
+def _apply_standardization(p: Participant, tensors: Mapping[str, np.ndarray]) -> None:
+    std = m.split_prefixed(tensors, "std.")
+    if std:
+        p.set_standardization(std["mean"], std["std"])
+
+
+def _train_round(
+    client: HubClient,
+    tid: int,
+    address: str,
+    p: Participant,
+    msg: Message,
+    handled: set[str],
+    progress: Progress,
+    me: str,
+    result: ParticipantResult,
+) -> None:
+    meta, tensors = msg.body()
+    round_id = str(meta.get("round_id"))
+    if me not in meta.get("selected", []) or f"round:{round_id}" in handled:
+        return
+    handled.add(f"round:{round_id}")
+    weights = m.split_prefixed(tensors, "w.")
+    _apply_standardization(p, tensors)
+    c = meta["config"]
+    cfg = TrainConfig(
+        round=msg.round,
+        epochs=int(c["epochs"]),
+        batch_size=int(c["batch_size"]),
+        learning_rate=float(c["learning_rate"]),
+        optimizer=str(c["optimizer"]),
+        seed=int(c["seed"]),
+        prox_mu=float(c.get("prox_mu", 0.0)),
+    )
+    progress.round_started(msg.round, int(meta.get("rounds", 0)), meta.get("selected", []))
+    started = time.monotonic()
+    val = p.evaluate(weights)
+    new_weights, n, train_metrics = p.fit(weights, cfg, progress)
+    reply = {
+        "round_id": round_id,
+        "num_samples": int(n),
+        "train": {k: float(v) for k, v in train_metrics.items()},
+        "val": {k: float(v) for k, v in val.items()},
+        "train_seconds": time.monotonic() - started,
+    }
+    client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.UPDATE, round=msg.round,
+                payload=m.pack(reply, m.prefixed(new_weights, "w.")))
+    result.rounds_trained.append(msg.round)
+
+
+def _final_evaluation(client: HubClient, tid: int, address: str, p: Participant, msg: Message, handled: set[str]) -> None:
+    meta, tensors = msg.body()
+    key = f"final:{meta.get('request_id')}"
+    if key in handled:
+        return
+    handled.add(key)
+    _apply_standardization(p, tensors)
+    metrics = p.evaluate(m.split_prefixed(tensors, "w."))
+    client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.EVALUATION,
+                payload=m.pack({"request_id": meta.get("request_id"), "metrics": metrics,
+                                "num_samples": int(metrics.get("num_samples", 0))}))
+
+
+def _finish(
+    client: HubClient, meta: dict[str, Any], result: ParticipantResult, model_dir: str | Path | None, progress: Progress
+) -> ParticipantResult:
+    result.status = "COMPLETE"
+    result.model_id = meta.get("model_id")
+    result.metrics = meta.get("metrics", {})
+    if model_dir is not None and result.model_id is not None:
+        Path(model_dir).mkdir(parents=True, exist_ok=True)
+        result.model_path = client.download_model(result.model_id, model_dir)
+        progress.info(f"final model saved to {result.model_path}")
+    progress.info(f"task {result.task_name!r} complete")
+    return result
+
+
+def _ended_without_notice(
+    client: HubClient, tid: int, status: str, result: ParticipantResult, model_dir: str | Path | None, progress: Progress
+) -> ParticipantResult:
+    """The task ended while we were not listening (e.g. we joined after the last round)."""
+    if status != "COMPLETE":
+        events = client.get_task(tid).get("events", [])
+        raise TaskEnded(status, events[-1].get("reason", "") if events else "")
+    models = client.list_models(tid)
+    if not models:
+        result.status = status
+        return result
+    newest = models[-1]
+    return _finish(client, {"model_id": newest["id"], "metrics": newest.get("metrics", {})}, result, model_dir, progress)

@@ -1,0 +1,170 @@
+"""The Python API: one object per user and hub, one method per workflow step.
+
+``Client.embedded()`` starts a hub inside the current process (SQLite and files on local
+disk), ``Client(url)`` connects to a running hub; everything else is identical, so a
+notebook experiment and a multi-organisation deployment run the same code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedpact.client.hub import HubClient
+from fedpact.common.definition import TaskDefinition
+from fedpact.common.errors import FedpactError
+from fedpact.runtime.aggregator import AggregatorResult, run_aggregator
+from fedpact.runtime.participant import DataParticipant, Participant, ParticipantResult, run_participant
+from fedpact.runtime.progress import Progress
+
+
+def load_definition(source: str | Path | Mapping[str, Any] | TaskDefinition) -> dict[str, Any]:
+    """A definition as a plain dict, from a mapping, a model, or a YAML/JSON file."""
+    if isinstance(source, TaskDefinition):
+        return source.model_dump(mode="json")
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise FedpactError(f"cannot read the definition file {path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise FedpactError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise FedpactError(f"{path} must hold a mapping (the task definition), not {type(data).__name__}")
+    return data
+
+
+class Client:
+    """A user's handle on a hub."""
+
+    def __init__(self, url: str, token: str | None = None, *, retry_for_s: float = 30.0) -> None:
+        self.hub = HubClient(url, token, retry_for_s=retry_for_s)
+        self._embedded: Any = None
+
+    @classmethod
+    def embedded(cls, data_dir: str | Path | None = None, **config: Any) -> "Client":
+        """Start a hub in this process (stopped by :meth:`close`) and connect to it."""
+        import tempfile
+
+        from fedpact.hub.config import HubConfig
+        from fedpact.hub.server import EmbeddedHub
+
+        data_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="fedpact-hub-"))
+        hub = EmbeddedHub(data_dir, HubConfig(data_dir=data_dir, **config))
+        hub.start()
+        client = cls(hub.url)
+        client._embedded = hub
+        return client
+
+    @property
+    def url(self) -> str:
+        return self.hub.url
+
+    @property
+    def token(self) -> str | None:
+        return self.hub.token
+
+    def close(self) -> None:
+        self.hub.close()
+        if self._embedded is not None:
+            self._embedded.stop()
+            self._embedded = None
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- users ------------------------------------------------------------------------
+    def register(self, name: str, password: str, organisation: str) -> dict[str, Any]:
+        return self.hub.register(name, password, organisation)
+
+    def login(self, name: str, password: str) -> str:
+        return self.hub.login(name, password)
+
+    def logout(self) -> None:
+        self.hub.logout()
+
+    # -- tasks ------------------------------------------------------------------------
+    def create_task(
+        self, name: str, definition: str | Path | Mapping[str, Any] | TaskDefinition, description: str = ""
+    ) -> dict[str, Any]:
+        return self.hub.create_task(name, load_definition(definition), description)
+
+    def list_tasks(self, **filters: Any) -> list[dict[str, Any]]:
+        return self.hub.list_tasks(**filters)
+
+    def get_task(self, task: str | int) -> dict[str, Any]:
+        return self.hub.get_task(task)
+
+    def rounds(self, task: str | int) -> list[dict[str, Any]]:
+        return self.hub.list_rounds(task)
+
+    def join(self, task: str | int) -> dict[str, Any]:
+        return self.hub.join(task)
+
+    def leave(self, task: str | int) -> None:
+        self.hub.leave(task)
+
+    def assignments(self) -> list[dict[str, Any]]:
+        return self.hub.assignments()
+
+    def cancel_task(self, task: str | int) -> dict[str, Any]:
+        return self.hub.cancel_task(task)
+
+    def delete_task(self, task: str | int) -> None:
+        self.hub.delete_task(task)
+
+    # -- running ----------------------------------------------------------------------
+    def run_aggregator(
+        self,
+        task: str | int,
+        *,
+        eval_data: Any = None,
+        resume: bool = False,
+        progress: Progress | None = None,
+        **options: Any,
+    ) -> AggregatorResult:
+        """Run the task's rounds here until it completes (creator only)."""
+        return run_aggregator(self.hub, task, eval_data=eval_data, resume=resume, progress=progress, **options)
+
+    def run_participant(
+        self,
+        task: str | int,
+        data: Any,
+        *,
+        model_dir: str | Path | None = None,
+        progress: Progress | None = None,
+        **options: Any,
+    ) -> ParticipantResult:
+        """Train on ``data`` (a Dataset, or a Participant subclass) whenever the task asks."""
+        participant = data if isinstance(data, Participant) else DataParticipant(data)
+        return run_participant(self.hub, task, participant, model_dir=model_dir, progress=progress, **options)
+
+    # -- models -----------------------------------------------------------------------
+    def models(self, task: str | int | None = None) -> list[dict[str, Any]]:
+        return self.hub.list_models(task)
+
+    def download_model(self, task: str | int | None = None, dest: str | Path = ".", *, model_id: int | None = None) -> Path:
+        """Save a task's final model (or the model ``model_id``) as a safetensors file."""
+        if model_id is None:
+            if task is None:
+                raise FedpactError("name a task or a model_id to download")
+            found = self.hub.list_models(task)
+            if not found:
+                raise FedpactError(f"task {task!r} has no stored model you may download (yet)")
+            model_id = int(found[-1]["id"])
+        return self.hub.download_model(model_id, dest)
+
+
+def connect(url: str, token: str | None = None) -> Client:
+    return Client(url, token)
