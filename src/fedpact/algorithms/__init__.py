@@ -1,0 +1,27 @@
+"""Server-side algorithms: update validation, weighted averaging, strategies, standardisation."""
+
+from fedpact.algorithms.fedavg import weighted_average
+from fedpact.algorithms.standardize import apply_standardization, combine_moments, local_moments
+from fedpact.algorithms.strategies import (
+    Aggregator,
+    FedAvg,
+    FedProx,
+    available_algorithms,
+    check_updates,
+    get_aggregator,
+)
+from fedpact.algorithms.validation import validate_update
+
+__all__ = [
+    "Aggregator",
+    "FedAvg",
+    "FedProx",
+    "apply_standardization",
+    "available_algorithms",
+    "check_updates",
+    "combine_moments",
+    "get_aggregator",
+    "local_moments",
+    "validate_update",
+    "weighted_average",
+]

@@ -1,0 +1,222 @@
+"""PyTorch networks (MLP and CNN) behind the framework-neutral Model interface.
+
+Training is reproducible from ``seed`` without touching the caller's global RNG state
+(``fork_rng``), and thread settings are left to the caller, who knows how many
+participants share the machine.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedpact.models.base import (
+    BatchCallback,
+    EpochCallback,
+    Model,
+    ModelConfigError,
+    check_fit_args,
+    check_labels,
+    check_weights,
+    empty_metrics,
+)
+
+
+def _as_input(x: np.ndarray, sample_shape: tuple[int, ...]) -> torch.Tensor:
+    arr = np.asarray(x, dtype=np.float32)
+    size = int(np.prod(sample_shape))
+    if int(np.prod(arr.shape[1:], dtype=np.int64)) != size:
+        raise ValueError(
+            f"model expects samples of shape {'x'.join(map(str, sample_shape))}, "
+            f"got {'x'.join(map(str, arr.shape[1:]))}"
+        )
+    arr = np.ascontiguousarray(arr.reshape((len(arr), *sample_shape)))
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(arr)
+
+
+class TorchModel(Model):
+    """Adapter from an ``nn.Module`` classifier to Model; weights are its state_dict."""
+
+    def __init__(self, net: nn.Module, sample_shape: Sequence[int], num_classes: int):
+        self.net = net
+        self.sample_shape = tuple(int(d) for d in sample_shape)
+        self.num_classes = num_classes
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().numpy().astype(np.float32, copy=True) for k, v in self.net.state_dict().items()}
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        state = self.net.state_dict()
+        checked = check_weights({k: tuple(v.shape) for k, v in state.items()}, weights)
+        with torch.no_grad():
+            for name, tensor in state.items():
+                tensor.copy_(torch.from_numpy(checked[name]))
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y_idx: np.ndarray,
+        *,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        optimizer: str = "sgd",
+        seed: int = 0,
+        prox_mu: float = 0.0,
+        on_epoch: EpochCallback | None = None,
+        on_batch: BatchCallback | None = None,
+    ) -> dict[str, float]:
+        xt = _as_input(x, self.sample_shape)
+        yt = torch.from_numpy(check_labels(y_idx, self.num_classes))
+        check_fit_args(len(xt), len(yt), epochs, batch_size, lr, optimizer, prox_mu)
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        start = [p.detach().clone() for p in params] if prox_mu > 0 else None
+        opt: torch.optim.Optimizer = (
+            torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr)
+        )
+        n = len(xt)
+        n_batches = -(-n // batch_size)
+        metrics = empty_metrics()
+        self.net.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            for epoch in range(epochs):
+                perm = torch.randperm(n, generator=gen)
+                loss_sum, correct = 0.0, 0
+                for b in range(n_batches):
+                    idx = perm[b * batch_size : (b + 1) * batch_size]
+                    xb, yb = xt[idx], yt[idx]
+                    opt.zero_grad(set_to_none=True)
+                    out = self.net(xb)
+                    loss = F.cross_entropy(out, yb)
+                    loss.backward()
+                    if start is not None:
+                        with torch.no_grad():
+                            for p, p0 in zip(params, start):
+                                if p.grad is not None:
+                                    p.grad.add_(p - p0, alpha=prox_mu)
+                    opt.step()
+                    loss_sum += loss.item() * len(idx)
+                    correct += int((out.argmax(dim=1) == yb).sum())
+                    if on_batch is not None:
+                        on_batch(epoch * n_batches + b + 1, epochs * n_batches)
+                metrics = {"loss": loss_sum / n, "accuracy": correct / n, "num_samples": n}
+                if on_epoch is not None:
+                    on_epoch(epoch, dict(metrics))
+        self.net.eval()
+        return metrics
+
+    def evaluate(self, x: np.ndarray, y_idx: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
+        xt = _as_input(x, self.sample_shape)
+        yt = torch.from_numpy(check_labels(y_idx, self.num_classes))
+        if len(xt) != len(yt):
+            raise ValueError(f"x has {len(xt)} samples but y_idx has {len(yt)} labels")
+        if len(xt) == 0:
+            return empty_metrics()
+        self.net.eval()
+        loss_sum, correct = 0.0, 0
+        with torch.inference_mode():
+            for s in range(0, len(xt), batch_size):
+                out = self.net(xt[s : s + batch_size])
+                yb = yt[s : s + batch_size]
+                loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
+                correct += int((out.argmax(dim=1) == yb).sum())
+        return {"loss": loss_sum / len(xt), "accuracy": correct / len(xt), "num_samples": len(xt)}
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        xt = _as_input(x, self.sample_shape)
+        self.net.eval()
+        with torch.inference_mode():
+            parts = [self.net(xt[s : s + 1024]).argmax(dim=1) for s in range(0, len(xt), 1024)]
+        if not parts:
+            return np.empty(0, dtype=np.int64)
+        return torch.cat(parts).numpy().astype(np.int64, copy=False)
+
+
+def _seeded(seed: int, build: Callable[..., nn.Module], *args: object) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(*args)
+
+
+def _mlp_net(n_in: int, n_classes: int, hidden: Sequence[int], dropout: float) -> nn.Module:
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+    width = n_in
+    for i, h in enumerate(hidden):
+        layers[f"fc{i}"] = nn.Linear(width, h)
+        layers[f"relu{i}"] = nn.ReLU()
+        if dropout > 0:
+            layers[f"drop{i}"] = nn.Dropout(dropout)
+        width = h
+    layers["out"] = nn.Linear(width, n_classes)
+    return nn.Sequential(layers)
+
+
+def _cnn_net(
+    sample_shape: tuple[int, int, int], n_classes: int, channels: Sequence[int], hidden: int, dropout: float
+) -> nn.Module:
+    c, h, w = sample_shape
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, ch in enumerate(channels):
+        if h < 2 or w < 2:
+            raise ModelConfigError(
+                f"images of {sample_shape[1]}x{sample_shape[2]} are too small for {len(channels)} "
+                "conv blocks (each halves the size); use fewer channels entries"
+            )
+        layers[f"conv{i}"] = nn.Conv2d(c, ch, kernel_size=3, padding=1)
+        layers[f"relu{i}"] = nn.ReLU()
+        layers[f"pool{i}"] = nn.MaxPool2d(2)
+        c, h, w = ch, h // 2, w // 2
+    layers["flatten"] = nn.Flatten()
+    if dropout > 0:
+        layers["drop_conv"] = nn.Dropout(dropout)
+    layers["fc"] = nn.Linear(c * h * w, hidden)
+    layers["relu_fc"] = nn.ReLU()
+    if dropout > 0:
+        layers["drop_fc"] = nn.Dropout(dropout)
+    layers["out"] = nn.Linear(hidden, n_classes)
+    return nn.Sequential(layers)
+
+
+class MLPModel(TorchModel):
+    """Fully connected ReLU network on flattened samples."""
+
+    def __init__(
+        self,
+        sample_shape: Sequence[int],
+        n_classes: int,
+        *,
+        hidden: Sequence[int] = (128,),
+        dropout: float = 0.0,
+        seed: int = 0,
+    ):
+        n_in = int(np.prod(sample_shape))
+        super().__init__(_seeded(seed, _mlp_net, n_in, n_classes, list(hidden), dropout), sample_shape, n_classes)
+
+
+class CNNModel(TorchModel):
+    """Small convnet: per entry of ``channels`` a 3x3 conv + ReLU + 2x2 max-pool, then one hidden layer."""
+
+    def __init__(
+        self,
+        sample_shape: Sequence[int],
+        n_classes: int,
+        *,
+        channels: Sequence[int] = (32, 64),
+        hidden: int = 128,
+        dropout: float = 0.25,
+        seed: int = 0,
+    ):
+        shape = tuple(int(d) for d in sample_shape)
+        if len(shape) != 3:
+            raise ModelConfigError(f"cnn needs image samples shaped [channels, height, width], got {list(shape)}")
+        net = _seeded(seed, _cnn_net, shape, n_classes, list(channels), hidden, dropout)
+        super().__init__(net, shape, n_classes)
