@@ -192,6 +192,7 @@ class Aggregator:
                 except UpdateRejected as exc:
                     self.progress.warning(f"round {msg.round}: rejected the update of {name}: {exc}")
                     self.rejected[name] = str(exc)
+                    c.expected.discard(name)
                     self._send_to(name, m.UPDATE_REJECTED, {"reason": str(exc)}, round=msg.round)
                     return
                 c.replies[name] = (meta, update)
