@@ -31,9 +31,9 @@ def demo_definition(participants: int, rounds: int) -> dict[str, Any]:
         "model": {"name": "mlp", "params": {"hidden": [64]}},
         "algorithm": {"name": "fedavg"},
         "rounds": rounds,
-        "local_epochs": 2,
+        "local_epochs": 3,
         "batch_size": 32,
-        "learning_rate": 0.05,
+        "learning_rate": 0.1,
         "optimizer": "sgd",
         "quorum": participants,
         "min_participants": max(1, participants - 1),
@@ -52,7 +52,7 @@ def _write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> None:
     np.savetxt(path, rows, delimiter=",", header=header, comments="", fmt="%.6g")
 
 
-def run_demo(*, participants: int = 3, rounds: int = 8, data_dir: Path | None = None, console: Console | None = None) -> bool:
+def run_demo(*, participants: int = 3, rounds: int = 10, data_dir: Path | None = None, console: Console | None = None) -> bool:
     from fedpact.data.builtin import digits_federation
     from fedpact.hub.server import EmbeddedHub
     from fedpact.inference import load_model
@@ -150,7 +150,7 @@ def _follow(alice: HubClient, procs: dict[str, subprocess.Popen[bytes]], console
                 mt = r["metrics"]
                 console.print(
                     f"round {r['number']}/{rounds}: test accuracy {mt.get('eval_accuracy', float('nan')):.4f}  "
-                    f"train loss {mt.get('train_loss', float('nan')):.4f}  ({mt.get('participants')} participants, "
+                    f"train loss {mt.get('train_loss', float('nan')):.4f}  ({int(mt.get('participants', 0))} participants, "
                     f"{mt.get('seconds', 0):.2f} s)"
                 )
         agg = procs["aggregator"].poll()

@@ -385,7 +385,7 @@ def model_download(
 @app.command()
 def demo(
     participants: Annotated[int, typer.Option(help="Number of participant processes.")] = 3,
-    rounds: Annotated[int, typer.Option(help="Training rounds.")] = 8,
+    rounds: Annotated[int, typer.Option(help="Training rounds.")] = 10,
     data_dir: Annotated[Optional[Path], typer.Option(help="Keep the hub's data here (default: a temporary folder).")] = None,
 ) -> None:
     """Run a whole federation on this machine: a hub, an aggregator and participants on digits."""
