@@ -144,8 +144,8 @@ def test_participant_killed_mid_round_the_round_completes_with_the_others(fed: F
     alice = fed.user("alice")
     for n in ("bob", "carol", "dave"):
         fed.user(n)
-    alice.create_task("digits", definition(quorum=3, min_participants=2, rounds=4, local_epochs=15,
-                                           batch_size=4, round_timeout_s=6))
+    alice.create_task("digits", definition(quorum=3, min_participants=2, rounds=4, local_epochs=5,
+                                           batch_size=4, round_timeout_s=20))
     procs = {n: fed.participate(n, "digits") for n in ("bob", "carol", "dave")}
     agg = fed.cli("alice", "aggregate", "digits", "--eval-data", str(fed.files["test"]))
     wait_for(lambda: any(r["number"] == 2 for r in alice.list_rounds("digits")), 90, "round 2 to start")

@@ -1,0 +1,91 @@
+"""The database engine and sessions.
+
+Everything above this module speaks portable SQLAlchemy, so the same code runs on the
+embedded SQLite file and on PostgreSQL. SQLite needs three settings to behave under
+concurrent requests: WAL (readers never block the writer), a busy timeout (a second
+writer waits instead of failing) and ``BEGIN IMMEDIATE`` (a transaction takes the write
+lock up front, so two transactions that read then write cannot deadlock and fail with
+"database is locked"). Taking the lock up front also serialises writers, which is what
+makes message ids increase in commit order on SQLite (see ``tables.Message``). Sessions
+that only read (token checks, mailbox polls: the hot paths) use :meth:`Database.reading`,
+which begins a plain deferred transaction, so under WAL they run in parallel with each
+other and with the writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from fedpact.hub.tables import Base
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_READ_ONLY = "fedpact_read_only"
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine for ``url`` and the tables it lacks."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=20,
+            max_overflow=20,
+        )
+        _configure_sqlite(engine)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class Database:
+    """The engine and its session factory, owned by one app."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that rolls back on error and is always closed."""
+        with self._sessions() as s:
+            try:
+                yield s
+            except BaseException:
+                s.rollback()
+                raise
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only; writing through it may fail on SQLite (stale snapshot)."""
+        with self._sessions() as s:
+            try:
+                s.connection(execution_options={_READ_ONLY: True})
+                yield s
+            finally:
+                s.rollback()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

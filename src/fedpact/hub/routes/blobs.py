@@ -1,0 +1,261 @@
+"""Resumable, content-addressed blob uploads and streamed downloads.
+
+The bytes received so far are the partial file's length on disk, not a counter in the
+database, so a connection that breaks mid-chunk leaves exactly what arrived and the
+client resumes from ``GET .../uploads/{id}``. Request bodies are written as they arrive,
+in bounded pieces, never held whole in memory.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Annotated, BinaryIO
+
+import anyio
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from fedpact.hub.access import find_task, require_member
+from fedpact.hub.auth import CurrentUser, State
+from fedpact.hub.blobstore import SHA256_RE
+from fedpact.hub.schemas import BlobRef, OffsetOut, UploadIn, UploadOut, UploadStatus
+from fedpact.hub.state import HubState
+from fedpact.hub.tables import Blob, Upload
+
+router = APIRouter(tags=["blobs"])
+
+WRITE_BUFFER = 1024 * 1024
+
+
+def _check_sha(sha256: str) -> None:
+    if not SHA256_RE.match(sha256):
+        raise HTTPException(422, f"{sha256!r} is not a sha256: use 64 lowercase hex digits")
+
+
+@router.post(
+    "/tasks/{task}/uploads",
+    status_code=201,
+    response_model=UploadOut,
+    responses={200: {"model": UploadOut, "description": "the blob is already stored; nothing to send"}},
+)
+def start_upload(task: str, body: UploadIn, user: CurrentUser, state: State) -> UploadOut | JSONResponse:
+    limit = state.config.max_blob_bytes
+    if body.size > limit:
+        raise HTTPException(413, f"a blob of {body.size} bytes exceeds this hub's limit of {limit} bytes")
+    with state.db.session() as s:
+        row = find_task(s, task)
+        require_member(s, row, user, "upload blobs")
+        if s.scalars(select(Blob.id).where(Blob.task_id == row.id, Blob.sha256 == body.sha256)).first() is not None:
+            done = UploadOut(upload_id=None, offset=body.size, complete=True)
+            return JSONResponse(done.model_dump(), status_code=200)
+        upload = s.scalars(select(Upload).where(Upload.task_id == row.id, Upload.sha256 == body.sha256)).first()
+        if upload is None:
+            upload = Upload(
+                id=secrets.token_urlsafe(24), task_id=row.id, sha256=body.sha256, size=body.size, created_by=user.id
+            )
+            s.add(upload)
+            try:
+                s.commit()
+            except IntegrityError:
+                s.rollback()
+                upload = s.scalars(select(Upload).where(Upload.task_id == row.id, Upload.sha256 == body.sha256)).one()
+            else:
+                state.store.start(upload.id)
+        if upload.size != body.size:
+            raise HTTPException(
+                409,
+                f"an upload of {body.sha256} declared as {upload.size} bytes is in progress; the same content cannot be {body.size} bytes",
+            )
+        return UploadOut(upload_id=upload.id, offset=state.store.received(upload.id), complete=False)
+
+
+@dataclass
+class _Target:
+    upload_id: str
+    sha256: str
+    size: int
+    task_id: int
+
+
+def _find_upload(state: HubState, task: str, upload_id: str, user: CurrentUser) -> _Target:
+    with state.db.session() as s:
+        row = find_task(s, task)
+        require_member(s, row, user, "upload blobs")
+        upload = s.get(Upload, upload_id)
+        if upload is None or upload.task_id != row.id:
+            raise HTTPException(
+                404,
+                f"no upload {upload_id!r} in task {row.name!r}: it finished, failed or never existed; start one with POST /api/v1/tasks/{row.name}/uploads",
+            )
+        return _Target(upload_id=upload.id, sha256=upload.sha256, size=upload.size, task_id=row.id)
+
+
+@router.get("/tasks/{task}/uploads/{upload_id}", response_model=UploadStatus)
+def upload_status(task: str, upload_id: str, user: CurrentUser, state: State) -> UploadStatus:
+    target = _find_upload(state, task, upload_id, user)
+    return UploadStatus(
+        upload_id=target.upload_id,
+        offset=state.store.received(target.upload_id),
+        size=target.size,
+        sha256=target.sha256,
+    )
+
+
+def _busy(upload_id: str) -> HTTPException:
+    return HTTPException(
+        409,
+        f"another request is writing to upload {upload_id}; wait for it to finish, then resume from GET .../uploads/{upload_id}",
+    )
+
+
+@router.put(
+    "/tasks/{task}/uploads/{upload_id}",
+    response_model=OffsetOut,
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "required": True,
+        }
+    },
+)
+async def put_chunk(
+    task: str,
+    upload_id: str,
+    request: Request,
+    user: CurrentUser,
+    state: State,
+    offset: Annotated[int, Query(ge=0, description="the number of bytes already received")],
+) -> OffsetOut | JSONResponse:
+    target = await run_in_threadpool(_find_upload, state, task, upload_id, user)
+    if upload_id in state.busy_uploads:
+        raise _busy(upload_id)
+    state.busy_uploads.add(upload_id)
+    try:
+        return await _receive(state, target, request, offset)
+    finally:
+        state.busy_uploads.discard(upload_id)
+
+
+async def _receive(state: HubState, target: _Target, request: Request, offset: int) -> OffsetOut | JSONResponse:
+    store = state.store
+    received = store.received(target.upload_id)
+    if offset != received:
+        raise HTTPException(
+            409, f"offset {offset} does not match the {received} bytes received so far: resume with ?offset={received}"
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and offset + int(declared) > target.size:
+        raise HTTPException(
+            413, f"a chunk of {declared} bytes at offset {offset} would pass the declared size of {target.size} bytes"
+        )
+    path = store.partial_path(target.upload_id)
+    f: BinaryIO = await anyio.to_thread.run_sync(open, path, "ab")
+    written = 0
+    buffer = bytearray()
+    try:
+        try:
+            async for chunk in request.stream():
+                if offset + written + len(buffer) + len(chunk) > target.size:
+                    buffer.clear()
+                    await anyio.to_thread.run_sync(_rewind, f, offset)
+                    raise HTTPException(
+                        413,
+                        f"the chunk passes the declared size of {target.size} bytes (offset {offset}); nothing was kept",
+                    )
+                buffer += chunk
+                if len(buffer) >= WRITE_BUFFER:
+                    await anyio.to_thread.run_sync(f.write, bytes(buffer))
+                    written += len(buffer)
+                    buffer.clear()
+        except ClientDisconnect:
+            # Keep what arrived: the client resumes from it.
+            await anyio.to_thread.run_sync(_flush, f, bytes(buffer))
+            return JSONResponse(
+                {"detail": "the client disconnected; resume from GET the upload's offset"}, status_code=400
+            )
+        await anyio.to_thread.run_sync(_flush, f, bytes(buffer))
+        written += len(buffer)
+    finally:
+        await anyio.to_thread.run_sync(f.close)
+    return OffsetOut(offset=offset + written)
+
+
+def _flush(f: BinaryIO, data: bytes) -> None:
+    if data:
+        f.write(data)
+    f.flush()
+
+
+def _rewind(f: BinaryIO, size: int) -> None:
+    f.flush()
+    f.truncate(size)
+
+
+@router.post("/tasks/{task}/uploads/{upload_id}/complete", status_code=201, response_model=BlobRef)
+async def complete_upload(task: str, upload_id: str, user: CurrentUser, state: State) -> BlobRef:
+    target = await run_in_threadpool(_find_upload, state, task, upload_id, user)
+    if upload_id in state.busy_uploads:
+        raise _busy(upload_id)
+    state.busy_uploads.add(upload_id)
+    try:
+        return await run_in_threadpool(_complete, state, target, user.id)
+    finally:
+        state.busy_uploads.discard(upload_id)
+
+
+def _complete(state: HubState, target: _Target, user_id: int) -> BlobRef:
+    store = state.store
+    received = store.received(target.upload_id)
+    if received != target.size:
+        raise HTTPException(
+            409,
+            f"{target.size - received} bytes are missing: {received} of {target.size} arrived; resume with PUT ?offset={received}",
+        )
+    actual = store.hash_partial(target.upload_id)
+    with state.db.session() as s:
+        upload = s.get(Upload, target.upload_id)
+        if upload is None:
+            raise HTTPException(404, f"upload {target.upload_id} was removed (its task was deleted?)")
+        if actual != target.sha256:
+            s.delete(upload)
+            s.commit()
+            store.discard(target.upload_id)
+            raise HTTPException(
+                422,
+                f"sha256 mismatch: the {received} bytes received hash to {actual}, not the declared {target.sha256}; the upload was discarded, start again",
+            )
+        # The move happens while this transaction holds the write lock (SQLite), so a task
+        # deletion cannot unlink the file between the move and the row that references it.
+        s.delete(upload)
+        s.flush()
+        store.commit(target.upload_id, target.sha256)
+        if (
+            s.scalars(select(Blob.id).where(Blob.task_id == target.task_id, Blob.sha256 == target.sha256)).first()
+            is None
+        ):
+            s.add(Blob(task_id=target.task_id, sha256=target.sha256, size=target.size, uploaded_by=user_id))
+        s.commit()
+    return BlobRef(sha256=target.sha256, size=target.size)
+
+
+@router.get("/tasks/{task}/blobs/{sha256}", response_class=FileResponse)
+@router.head("/tasks/{task}/blobs/{sha256}", response_class=FileResponse, operation_id="head_blob")
+def get_blob(task: str, sha256: str, user: CurrentUser, state: State) -> Response:
+    _check_sha(sha256)
+    with state.db.session() as s:
+        row = find_task(s, task)
+        require_member(s, row, user, "read its blobs")
+        blob = s.scalars(select(Blob).where(Blob.task_id == row.id, Blob.sha256 == sha256)).first()
+        if blob is None:
+            raise HTTPException(404, f"no blob {sha256} in task {row.name!r}")
+    path = state.store.blob_path(sha256)
+    if not path.is_file():
+        raise HTTPException(
+            500, f"blob {sha256} is recorded but its file is missing from the store; tell the hub operator"
+        )
+    return FileResponse(path, media_type="application/octet-stream", headers={"X-Content-SHA256": sha256})

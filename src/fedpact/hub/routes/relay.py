@@ -1,0 +1,284 @@
+"""The relay: per-task mailboxes between the aggregator and the participants.
+
+A mailbox read can long-poll. While it waits it holds neither a database connection nor a
+worker thread: each check is a short query in the thread pool, and between checks the
+request sleeps on the notifier, re-checking the database every ``recheck_interval_s`` in
+case the wake-up came from another hub process (or was lost).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from fedpact.hub.access import TERMINAL, find_task, is_joined, require_member
+from fedpact.hub.auth import CurrentUser, Principal, State
+from fedpact.hub.schemas import (
+    NAME_CHARS,
+    AckIn,
+    AckOut,
+    MailboxOut,
+    MessageIn,
+    MessageOut,
+)
+from fedpact.hub.tables import Blob, Cursor, Message, Task, User, utcnow
+from fedpact.hub.views import message_out
+
+router = APIRouter(tags=["relay"])
+
+AGGREGATOR = "aggregator"
+BROADCAST = "participants"
+PARTICIPANT_PREFIX = "participant/"
+ADDRESS_HELP = "addresses are 'aggregator', 'participants' or 'participant/<user name>'"
+
+
+def _participant_name(address: str) -> str | None:
+    if address.startswith(PARTICIPANT_PREFIX):
+        name = address[len(PARTICIPANT_PREFIX) :]
+        if 3 <= len(name) <= 64 and NAME_CHARS.match(name):
+            return name
+    return None
+
+
+def check_address(address: str, field: str) -> None:
+    if address not in (AGGREGATOR, BROADCAST) and _participant_name(address) is None:
+        raise HTTPException(422, f"{field} {address!r} is not an address: {ADDRESS_HELP}")
+
+
+def _recipients(address: str) -> tuple[str, ...]:
+    """The stored recipients a reader of ``address`` receives: a participant also gets broadcasts."""
+    return (address, BROADCAST) if _participant_name(address) else (address,)
+
+
+def _authorize_read(s: Session, task: Task, user: Principal, address: str) -> None:
+    if address == AGGREGATOR:
+        if task.creator_id != user.id:
+            raise HTTPException(403, f"only the creator of task {task.name!r} may read the aggregator's mailbox")
+        return
+    if address == BROADCAST:
+        require_member(s, task, user, "read its broadcasts")
+        return
+    if _participant_name(address) != user.name:
+        raise HTTPException(
+            403, f"you may read only your own mailbox 'participant/{user.name}' and 'participants', not {address!r}"
+        )
+    if not is_joined(s, task.id, user.id):
+        raise HTTPException(
+            403,
+            f"you are not a participant of task {task.name!r}: join it first with POST /api/v1/tasks/{task.name}/join",
+        )
+
+
+def _authorize_send(s: Session, task: Task, user: Principal, sender: str, recipient: str) -> None:
+    check_address(sender, "sender")
+    check_address(recipient, "recipient")
+    if sender == AGGREGATOR:
+        if task.creator_id != user.id:
+            raise HTTPException(403, f"only the creator of task {task.name!r} may send as 'aggregator'")
+        if recipient == AGGREGATOR:
+            raise HTTPException(
+                403, "the aggregator sends to 'participants' or 'participant/<user name>', not to itself"
+            )
+        name = _participant_name(recipient)
+        if name is not None:
+            member = s.scalars(select(User.id).where(User.name == name)).first()
+            if member is None or not is_joined(s, task.id, member):
+                raise HTTPException(
+                    404, f"{name!r} is not a participant of task {task.name!r}; nobody would read {recipient!r}"
+                )
+        return
+    if sender == BROADCAST or _participant_name(sender) != user.name:
+        raise HTTPException(
+            403, f"you may send only as 'participant/{user.name}' (or 'aggregator' if you created the task)"
+        )
+    if not is_joined(s, task.id, user.id):
+        raise HTTPException(
+            403,
+            f"you are not a participant of task {task.name!r}: join it first with POST /api/v1/tasks/{task.name}/join",
+        )
+    if recipient != AGGREGATOR:
+        raise HTTPException(403, "participants send only to 'aggregator'")
+
+
+def _decode_payload(payload: str | None, limit: int) -> bytes | None:
+    if payload is None:
+        return None
+    if len(payload) > (limit + 2) // 3 * 4:
+        raise HTTPException(
+            413, f"the inline payload exceeds {limit} bytes: upload it as a blob and reference it in 'blob'"
+        )
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(422, "payload is not valid base64 (standard alphabet, with padding)") from None
+    if len(data) > limit:
+        raise HTTPException(
+            413, f"the inline payload is {len(data)} bytes, over the limit of {limit}: upload it as a blob instead"
+        )
+    return data
+
+
+@router.post("/tasks/{task}/messages", status_code=201, response_model=MessageOut)
+def post_message(
+    task: str,
+    body: MessageIn,
+    user: CurrentUser,
+    state: State,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> MessageOut:
+    payload = _decode_payload(body.payload, state.config.max_inline_bytes)
+    with state.db.session() as s:
+        row = find_task(s, task)
+        _authorize_send(s, row, user, body.sender, body.recipient)
+        if idempotency_key is not None:
+            earlier = _by_key(s, row.id, body.sender, idempotency_key)
+            if earlier is not None:
+                response.headers["Idempotent-Replayed"] = "true"
+                return message_out(earlier)
+        if body.blob is not None:
+            blob = s.scalars(select(Blob).where(Blob.task_id == row.id, Blob.sha256 == body.blob.sha256)).first()
+            if blob is None:
+                raise HTTPException(
+                    404,
+                    f"no blob {body.blob.sha256} in task {row.name!r}: upload it first with POST /api/v1/tasks/{row.name}/uploads",
+                )
+            if blob.size != body.blob.size:
+                raise HTTPException(422, f"blob {body.blob.sha256} has {blob.size} bytes, not {body.blob.size}")
+        msg = Message(
+            task_id=row.id,
+            sender=body.sender,
+            recipient=body.recipient,
+            kind=body.kind,
+            round=body.round,
+            headers=body.headers,
+            payload=payload,
+            blob_sha256=body.blob.sha256 if body.blob else None,
+            blob_size=body.blob.size if body.blob else None,
+            idempotency_key=idempotency_key,
+        )
+        s.add(msg)
+        try:
+            s.commit()
+        except IntegrityError:
+            s.rollback()
+            earlier = _by_key(s, row.id, body.sender, idempotency_key) if idempotency_key else None
+            if earlier is None:
+                raise
+            response.headers["Idempotent-Replayed"] = "true"
+            return message_out(earlier)
+        out = message_out(msg)
+    state.notifier.notify(out.task_id)
+    return out
+
+
+def _by_key(s: Session, task_id: int, sender: str, key: str) -> Message | None:
+    return s.scalars(
+        select(Message).where(Message.task_id == task_id, Message.sender == sender, Message.idempotency_key == key)
+    ).first()
+
+
+@dataclass
+class _Reader:
+    task_id: int
+    user_id: int
+    status: str
+    acked: int
+
+
+@router.get("/tasks/{task}/mailbox/{address:path}", response_model=MailboxOut)
+async def read_mailbox(
+    task: str,
+    address: str,
+    user: CurrentUser,
+    state: State,
+    after: Annotated[
+        int | None, Query(ge=0, description="return messages with a larger id; default: the acknowledged cursor")
+    ] = None,
+    wait: Annotated[float, Query(ge=0, description="long-poll for up to this many seconds")] = 0.0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> MailboxOut:
+    check_address(address, "address")
+    if wait > state.config.max_wait_s:
+        raise HTTPException(422, f"wait is at most {state.config.max_wait_s:g} seconds; poll again to wait longer")
+
+    def open_reader() -> _Reader:
+        with state.db.reading() as s:
+            row = find_task(s, task)
+            _authorize_read(s, row, user, address)
+            acked = s.scalars(
+                select(Cursor.cursor).where(
+                    Cursor.task_id == row.id, Cursor.address == address, Cursor.user_id == user.id
+                )
+            ).first()
+            return _Reader(task_id=row.id, user_id=user.id, status=row.status, acked=acked or 0)
+
+    reader = await run_in_threadpool(open_reader)
+    start = reader.acked if after is None else after
+    recipients = _recipients(address)
+
+    def fetch() -> tuple[list[MessageOut], str]:
+        with state.db.reading() as s:
+            status = s.scalars(select(Task.status).where(Task.id == reader.task_id)).first()
+            if status is None:
+                raise HTTPException(404, f"task {task!r} was deleted")
+            rows = s.scalars(
+                select(Message)
+                .where(Message.task_id == reader.task_id, Message.recipient.in_(recipients), Message.id > start)
+                .order_by(Message.id)
+                .limit(limit)
+            )
+            return [message_out(m) for m in rows], status
+
+    deadline = time.monotonic() + wait
+    while True:
+        mark = state.notifier.mark(reader.task_id)
+        messages, status = await run_in_threadpool(fetch)
+        remaining = deadline - time.monotonic()
+        ended = status in TERMINAL and status != reader.status
+        if messages or remaining <= 0 or ended:
+            cursor = messages[-1].id if messages else start
+            return MailboxOut(messages=messages, cursor=cursor, task_status=status)  # type: ignore[arg-type]
+        await state.notifier.wait(reader.task_id, min(state.config.recheck_interval_s, remaining), since=mark)
+
+
+@router.post("/tasks/{task}/mailbox/{address:path}/ack", response_model=AckOut)
+def ack(task: str, address: str, body: AckIn, user: CurrentUser, state: State) -> AckOut:
+    check_address(address, "address")
+    with state.db.session() as s:
+        row = find_task(s, task)
+        _authorize_read(s, row, user, address)
+        newest = (
+            s.scalar(
+                select(func.max(Message.id)).where(
+                    Message.task_id == row.id, Message.recipient.in_(_recipients(address))
+                )
+            )
+            or 0
+        )
+        if body.cursor > newest:
+            raise HTTPException(
+                422,
+                f"cursor {body.cursor} is beyond the newest message in {address!r} ({newest}): acknowledge only ids you have read",
+            )
+        stored = s.scalars(
+            select(Cursor).where(Cursor.task_id == row.id, Cursor.address == address, Cursor.user_id == user.id)
+        ).first()
+        if stored is None:
+            stored = Cursor(task_id=row.id, address=address, user_id=user.id, cursor=body.cursor)
+            s.add(stored)
+        elif body.cursor > stored.cursor:
+            stored.cursor = body.cursor
+            stored.updated_at = utcnow()
+        value = stored.cursor
+        s.commit()
+        return AckOut(cursor=value)

@@ -1,0 +1,29 @@
+"""What every request handler needs from its app, reachable from the request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from argon2 import PasswordHasher
+from fastapi import Request
+
+from fedpact.hub.blobstore import BlobStore
+from fedpact.hub.config import HubConfig
+from fedpact.hub.db import Database
+from fedpact.hub.notify import Notifier
+
+
+@dataclass
+class HubState:
+    config: HubConfig
+    db: Database
+    store: BlobStore
+    notifier: Notifier
+    hasher: PasswordHasher
+    #: Uploads a request is writing to right now; only touched on the event loop's thread.
+    busy_uploads: set[str] = field(default_factory=set)
+
+
+def get_state(request: Request) -> HubState:
+    state: HubState = request.app.state.hub
+    return state

@@ -1,0 +1,68 @@
+"""The in-process notifier: prompt wake-ups, no lost notifications, safe from other threads."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from fedpact.hub.notify import AsyncioNotifier
+
+
+def test_wait_times_out_without_notification() -> None:
+    async def main() -> tuple[bool, float]:
+        n = AsyncioNotifier()
+        start = time.monotonic()
+        woke = await n.wait(1, 0.2)
+        return woke, time.monotonic() - start
+
+    woke, elapsed = asyncio.run(main())
+    assert woke is False and 0.18 <= elapsed < 1.0
+
+
+def test_notify_from_a_worker_thread_wakes_the_waiter() -> None:
+    async def main() -> tuple[bool, float]:
+        n = AsyncioNotifier()
+        n.bind(asyncio.get_running_loop())
+        posted: list[float] = []
+
+        def worker() -> None:
+            time.sleep(0.1)
+            posted.append(time.monotonic())
+            n.notify(7)
+
+        threading.Thread(target=worker).start()
+        woke = await n.wait(7, 5.0)
+        return woke, time.monotonic() - posted[0]
+
+    woke, delay = asyncio.run(main())
+    assert woke is True and delay < 0.2
+
+
+def test_a_notification_between_mark_and_wait_is_not_lost() -> None:
+    async def main() -> tuple[bool, float]:
+        n = AsyncioNotifier()
+        n.bind(asyncio.get_running_loop())
+        mark = n.mark(3)
+        n.notify(3)
+        await asyncio.sleep(0.01)
+        start = time.monotonic()
+        woke = await n.wait(3, 5.0, since=mark)
+        return woke, time.monotonic() - start
+
+    woke, elapsed = asyncio.run(main())
+    assert woke is True and elapsed < 0.05
+
+
+def test_notifications_are_per_task() -> None:
+    async def main() -> bool:
+        n = AsyncioNotifier()
+        n.bind(asyncio.get_running_loop())
+        asyncio.get_running_loop().call_later(0.05, n.notify, 2)
+        return await n.wait(1, 0.3)
+
+    assert asyncio.run(main()) is False
+
+
+def test_notify_without_a_loop_is_harmless() -> None:
+    AsyncioNotifier().notify(1)
