@@ -211,3 +211,24 @@ def test_a_subclass_brings_its_own_training_loop(make_user, shards) -> None:
     run.join()
     assert not run.errors, run.errors
     assert run.results["aggregator"].metrics["eval_accuracy"] > 0.8
+
+
+def test_each_round_samples_the_configured_fraction(make_user) -> None:
+    parts, test = digits_federation(4, test_fraction=0.25, seed=2)
+    alice = make_user("alice")
+    names = ["bob", "carol", "dave", "erin"]
+    users = [make_user(n) for n in names]
+    alice.create_task("digits", digits_definition(quorum=4, min_participants=2, fraction=0.5, rounds=4))
+    run = Runner()
+    for name, user, data in zip(names, users, parts):
+        start_participant(run, user, "digits", DataParticipant(data), name)
+    start_aggregator(run, alice, "digits", eval_data=test)
+    run.join()
+    assert not run.errors, run.errors
+    rounds = alice.list_rounds("digits")
+    assert all(len(r["participants"]) == 2 and r["metrics"]["selected"] == 2 for r in rounds)
+    assert len({tuple(r["participants"]) for r in rounds}) > 1, "sampling should vary between rounds"
+    trained = {n: run.results[n].rounds_trained for n in names}
+    for r in rounds:
+        for n in names:
+            assert (r["number"] in trained[n]) == (n in r["participants"])

@@ -1,0 +1,74 @@
+"""The Python API a notebook user calls: every workflow step on an embedded hub."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fedpact
+from fedpact.data.builtin import digits_federation
+
+
+def test_the_whole_workflow_from_python(tmp_path: Path) -> None:
+    parts, test = digits_federation(2, seed=3)
+    with fedpact.Client.embedded(tmp_path / "hub") as alice:
+        alice.register("alice", "alice-password", "Acme")
+        alice.login("alice", "alice-password")
+        definition = tmp_path / "task.yaml"
+        definition.write_text(
+            "model: {name: softmax_regression}\nrounds: 3\nquorum: 2\nmin_participants: 2\n"
+            "learning_rate: 0.1\ndata: {kind: tabular, features: 64, classes: [0,1,2,3,4,5,6,7,8,9], standardize: true}\n"
+        )
+        task = alice.create_task("digits", definition, "bundled digits")
+        assert task["status"] == "CREATED"
+        others = {}
+        for name in ("bob", "carol"):
+            c = fedpact.Client(alice.url)
+            c.register(name, f"{name}-password", f"{name} GmbH")
+            c.login(name, f"{name}-password")
+            others[name] = c
+        assert [t["name"] for t in others["bob"].list_tasks(q="digits")] == ["digits"]
+        assert others["bob"].get_task("digits")["definition"]["rounds"] == 3
+        others["bob"].join("digits")
+        assert [t["name"] for t in others["bob"].assignments()] == ["digits"]
+        assert others["carol"].assignments() == []
+
+        results = {}
+
+        def participate(name: str, data: fedpact.Dataset) -> None:
+            results[name] = others[name].run_participant(
+                "digits", data, model_dir=tmp_path / name, progress=fedpact.Progress(quiet=True))
+
+        threads = [threading.Thread(target=participate, args=(n, d)) for n, d in zip(others, parts)]
+        for t in threads:
+            t.start()
+        outcome = alice.run_aggregator("digits", eval_data=test, progress=fedpact.Progress(quiet=True))
+        for t in threads:
+            t.join(60)
+        assert outcome.status == "COMPLETE" and outcome.rounds_completed == 3
+        assert results["bob"].status == results["carol"].status == "COMPLETE"
+        assert [r["number"] for r in alice.rounds("digits")] == [1, 2, 3]
+
+        path = others["carol"].download_model("digits", tmp_path)
+        model = fedpact.load_model(path)
+        predictions = model.predict(test.x)
+        assert set(np.unique(predictions)) <= set(range(10))
+        assert np.mean(predictions == test.y) == pytest.approx(outcome.metrics["eval_accuracy"], abs=1e-6)
+        assert model.metadata["standardized"] is True
+        for c in others.values():
+            c.close()
+    # the embedded hub has stopped with the client
+    with pytest.raises(fedpact.FedpactError):
+        fedpact.HubClient(alice.url, retry_for_s=0.5).health()
+
+
+def test_importing_fedpact_is_light() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, fedpact, fedpact.hub; print('torch' in sys.modules, 'fedpact.runtime' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
