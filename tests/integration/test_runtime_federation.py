@@ -55,6 +55,9 @@ def test_three_participants_train_a_model_that_is_stored_and_shared(make_user, s
         assert trained.evaluate(test.x, test.y)["accuracy"] == pytest.approx(result.metrics["eval_accuracy"], abs=1e-6)
     model = alice.list_models("digits")[0]
     assert sorted(model["contributors"]) == ["bob", "carol", "dave"]
+    cm = np.array(model["metadata"]["confusion_matrix"])  # rows: true class, columns: predicted
+    assert cm.shape == (10, 10) and cm.sum() == len(test)
+    assert np.trace(cm) / cm.sum() == pytest.approx(result.metrics["eval_accuracy"], abs=1e-6)
 
     outsider = make_user("eve")
     with pytest.raises(HubError) as exc:

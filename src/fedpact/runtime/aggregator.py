@@ -442,7 +442,14 @@ class Aggregator:
         model_tensors: dict[str, np.ndarray] = dict(self.global_weights)
         if self.std is not None:
             model_tensors.update({"standardization.mean": self.std[0], "standardization.std": self.std[1]})
-        metadata = {
+        metadata: dict[str, Any] = {}
+        if self.eval_data is not None:
+            x, y = self.eval_data
+            if self.std is not None:
+                x = apply_standardization(x, *self.std)
+            self.model.set_weights(self.global_weights)
+            metadata["confusion_matrix"] = self.model.confusion_matrix(x, y).tolist()
+        metadata |= {
             "task": self.task_name,
             "model": d.model.model_dump(),
             "data": d.data.model_dump(),
