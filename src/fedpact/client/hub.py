@@ -27,6 +27,9 @@ API = "/api/v1"
 #: Payloads above this size travel as blobs rather than inline in the message.
 INLINE_LIMIT = 256 * 1024
 CHUNK_SIZE = 8 * 1024 * 1024
+#: In-memory payloads up to this size go in one request (resent whole if it fails);
+#: larger ones and files use the chunked, resumable upload.
+ONE_SHOT_LIMIT = 32 * 1024 * 1024
 
 ProgressFn = Callable[[int, int], None]
 
@@ -228,11 +231,21 @@ class HubClient:
         return self._call("POST", f"/tasks/{task}/messages", json=body, headers={"Idempotency-Key": key})
 
     def poll(
-        self, task: str | int, address: str, *, after: int | None = None, wait: float = 0, limit: int = 500
+        self,
+        task: str | int,
+        address: str,
+        *,
+        after: int | None = None,
+        wait: float = 0,
+        limit: int = 500,
+        ack: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
+        """Messages after the cursor; ``ack`` also acknowledges ``after`` (everything before it was handled)."""
         params: dict[str, Any] = {"wait": wait, "limit": limit}
         if after is not None:
             params["after"] = after
+            if ack:
+                params["ack"] = "true"
         out = self._call("GET", f"/tasks/{task}/mailbox/{address}", params=params, timeout=wait + 30)
         return out["messages"], out["cursor"]
 
@@ -266,10 +279,20 @@ class HubClient:
             sha = _sha256_file(path)
             opener: Callable[[], BinaryIO] = lambda: open(path, "rb")  # noqa: E731
         else:
-            raw = bytes(data)
+            raw = data if isinstance(data, bytes) else bytes(data)
             size = len(raw)
             sha = hashlib.sha256(raw).hexdigest()
             opener = lambda: io.BytesIO(raw)  # noqa: E731
+        if size <= ONE_SHOT_LIMIT and not isinstance(data, (str, Path)):
+            self._call(
+                "PUT",
+                f"/tasks/{task}/blobs/{sha}",
+                content=raw,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            if progress:
+                progress(size, size)
+            return blob_ref(sha, size)
         start = self._call("POST", f"/tasks/{task}/uploads", json={"sha256": sha, "size": size})
         if start["complete"]:
             if progress:
@@ -392,6 +415,33 @@ class HubClient:
             self._stream_to(f"/models/{model_id}/download", fh, info["sha256"], progress)
         os.replace(tmp, dest)
         return dest
+
+    # -- hosted aggregator (run by the hub) ---------------------------------------------
+    def start_hosted_aggregator(
+        self, task: str | int, *, resume: bool = False, eval_data: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Ask the hub to run ``task``'s aggregator as its own worker process (creator only).
+
+        ``eval_data`` is ``{"blob": {"sha256", "size"}, "format": "csv"|"npz", "label"?}``
+        naming a blob already uploaded to the task (see :meth:`upload_blob`).
+        """
+        body: dict[str, Any] = {"resume": resume}
+        if eval_data is not None:
+            body["eval_data"] = eval_data
+        return self._call("POST", f"/tasks/{task}/aggregator", json=body)
+
+    def hosted_aggregator_status(self, task: str | int) -> dict[str, Any]:
+        return self._call("GET", f"/tasks/{task}/aggregator")
+
+    def hosted_aggregator_log(self, task: str | int, offset: int | None = None, limit: int = 64 * 1024) -> dict[str, Any]:
+        """``{"offset", "next_offset", "size", "text"}``; without ``offset`` the tail of the log."""
+        params: dict[str, Any] = {"limit": limit}
+        if offset is not None:
+            params["offset"] = offset
+        return self._call("GET", f"/tasks/{task}/aggregator/log", params=params)
+
+    def stop_hosted_aggregator(self, task: str | int) -> dict[str, Any]:
+        return self._call("DELETE", f"/tasks/{task}/aggregator")
 
 
 def _sha256_file(path: Path) -> str:

@@ -13,7 +13,8 @@ import re
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_UPLOAD_CHUNK = re.compile(r"^/api/v1/tasks/[^/]+/uploads/[^/]+$")
+#: Raw-byte routes that enforce their own limit (max_blob_bytes) while streaming to disk.
+_UPLOAD_CHUNK = re.compile(r"^/api/v1/tasks/[^/]+/(uploads|blobs)/[^/]+$")
 
 
 def _detail(max_bytes: int) -> str:

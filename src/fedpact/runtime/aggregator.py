@@ -13,6 +13,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -25,7 +26,7 @@ from fedpact.algorithms.validation import validate_update
 from fedpact.client.hub import HubClient
 from fedpact.common.definition import TaskDefinition, parse_definition
 from fedpact.common.errors import FedpactError, UpdateRejected
-from fedpact.common.tensors import Weights, encode_weights
+from fedpact.common.tensors import Weights, decode_weights, encode_weights
 from fedpact.runtime import messages as m
 from fedpact.runtime.mailbox import Mailbox, Message
 from fedpact.runtime.progress import Progress
@@ -116,6 +117,8 @@ class Aggregator:
         self.start_round = 1
         self._collector: _Collector | None = None
         self.rejected: dict[str, str] = {}
+        self._weights_blob: dict[str, Any] | None = None
+        self._downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fedpact-download")
         self.mailbox = Mailbox(client, self.task_id, m.AGGREGATOR, from_start=not resume)
         self._last_status_check = 0.0
 
@@ -134,13 +137,12 @@ class Aggregator:
         if ckpt is None:
             self.progress.info("no checkpoint on the hub yet: starting from round 1")
             return
-        data = self.client.download_blob(self.task_id, ckpt["blob"]["sha256"])
-        _, tensors = m.unpack(data)
-        self.global_weights = m.split_prefixed(tensors, "w.")
-        std = m.split_prefixed(tensors, "std.")
-        if std:
-            self.std = (std["mean"], std["std"])
+        self.global_weights = decode_weights(self.client.download_blob(self.task_id, ckpt["blob"]["sha256"]))
+        self._weights_blob = ckpt["blob"]
         state = ckpt["state"]
+        if state.get("standardization"):
+            mean, std = state["standardization"]["mean"], state["standardization"]["std"]
+            self.std = (np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32))
         self.history = list(state.get("history", []))
         self.contributors = set(state.get("contributors", []))
         self.best = state.get("best")
@@ -150,9 +152,13 @@ class Aggregator:
 
     # -- mailbox -----------------------------------------------------------------------
     def _pump(self, wait: float) -> None:
-        for msg in self.mailbox.fetch(wait=wait):
+        batch = self.mailbox.fetch(wait=wait)
+        updates = [msg for msg in batch if msg.kind == m.UPDATE and msg.raw.get("blob")]
+        if len(updates) > 1:
+            # Fetch the update bodies concurrently: one after another they are most of a round.
+            list(self._downloads.map(_prefetch, updates))
+        for msg in batch:
             self._dispatch(msg)
-        self.mailbox.ack()
         now = time.monotonic()
         if now - self._last_status_check > 5.0:
             self._last_status_check = now
@@ -222,6 +228,12 @@ class Aggregator:
 
     # -- the run -----------------------------------------------------------------------
     def run(self) -> AggregatorResult:
+        try:
+            return self._run()
+        finally:
+            self._downloads.shutdown(wait=False)
+
+    def _run(self) -> AggregatorResult:
         d = self.definition
         if self.resume:
             self._restore()
@@ -316,15 +328,12 @@ class Aggregator:
             "seed": d.seed * 100_003 + r,
             **self.algorithm.participant_config(),
         }
-        tensors = m.prefixed(self.global_weights, "w.")
-        if self.std is not None:
-            tensors.update({"std.mean": self.std[0], "std.std": self.std[1]})
         self.progress.round_started(r, d.rounds, selected)
         self._broadcast(
             m.ROUND_START,
             {"round_id": round_id, "rounds": d.rounds, "selected": selected, "config": config,
-             "deadline_s": d.round_timeout_s},
-            tensors,
+             "deadline_s": d.round_timeout_s, "weights": self._weights_ref()},
+            self._std_tensors(),
             round=r,
         )
         replies = self._collect(m.UPDATE, round_id, set(selected), max(0.0, deadline - time.monotonic()))
@@ -349,6 +358,7 @@ class Aggregator:
         names = sorted(replies)
         updates = [(replies[n][1], int(replies[n][0]["num_samples"])) for n in names]
         self.global_weights = self.algorithm.aggregate(self.global_weights, updates)
+        self._weights_blob = None
         self.contributors.update(names)
         metrics = self._round_metrics(r, replies, time.monotonic() - t0)
         metrics["selected"] = len(selected)
@@ -412,18 +422,26 @@ class Aggregator:
             return self.since_best >= c.patience
         return False
 
+    def _weights_ref(self) -> dict[str, Any]:
+        """The current global weights as a blob, uploaded once and shared by the checkpoint,
+        the next round's broadcast and the final evaluation."""
+        if self._weights_blob is None:
+            self._weights_blob = self.client.upload_blob(self.task_id, encode_weights(self.global_weights))
+        return self._weights_blob
+
+    def _std_tensors(self) -> dict[str, np.ndarray]:
+        return {} if self.std is None else {"std.mean": self.std[0], "std.std": self.std[1]}
+
     def _checkpoint(self, r: int) -> None:
-        tensors = m.prefixed(self.global_weights, "w.")
-        if self.std is not None:
-            tensors.update({"std.mean": self.std[0], "std.std": self.std[1]})
-        blob = self.client.upload_blob(self.task_id, m.pack({"round": r}, tensors))
-        state = {
+        state: dict[str, Any] = {
             "history": self.history,
             "contributors": sorted(self.contributors),
             "best": self.best,
             "since_best": self.since_best,
         }
-        self.client.put_checkpoint(self.task_id, r, blob, state)
+        if self.std is not None:
+            state["standardization"] = {"mean": self.std[0].tolist(), "std": self.std[1].tolist()}
+        self.client.put_checkpoint(self.task_id, r, self._weights_ref(), state)
 
     def _finish(self, converged: bool) -> AggregatorResult:
         d = self.definition
@@ -431,11 +449,9 @@ class Aggregator:
         final_metrics = dict(self.history[-1]["metrics"]) if self.history else {}
         if self.ready:
             request_id = uuid.uuid4().hex
-            tensors = m.prefixed(self.global_weights, "w.")
-            if self.std is not None:
-                tensors.update({"std.mean": self.std[0], "std.std": self.std[1]})
             self.progress.info("final evaluation on the participants' hold-out data")
-            self._broadcast(m.FINAL_EVALUATE, {"request_id": request_id}, tensors)
+            self._broadcast(m.FINAL_EVALUATE, {"request_id": request_id, "weights": self._weights_ref()},
+                            self._std_tensors())
             replies = self._collect(m.EVALUATION, request_id, set(self.ready), min(d.round_timeout_s, 120.0))
             val = _weighted({n: (meta.get("num_samples", 0), meta.get("metrics", {})) for n, (meta, _) in replies.items()}, "val_")
             final_metrics.update(val)
@@ -471,6 +487,13 @@ class Aggregator:
         self.progress.info(f"model {model['id']} stored on the hub (sha256 {model['sha256'][:12]}...)")
         return AggregatorResult(self.task_id, self.task_name, "COMPLETE", rounds_done, model["id"], final_metrics,
                                 self.history)
+
+
+def _prefetch(msg: Message) -> None:
+    try:
+        msg.body()
+    except Exception:  # noqa: BLE001 - reported when the message is dispatched
+        pass
 
 
 def _weighted(per_participant: dict[str, tuple[Any, dict[str, Any]]], prefix: str) -> dict[str, float]:

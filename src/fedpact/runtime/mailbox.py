@@ -62,7 +62,10 @@ class Mailbox:
         self.cursor: int | None = 0 if from_start else None
 
     def fetch(self, wait: float) -> list[Message]:
-        raw, cursor = self.client.poll(self.task_id, self.address, after=self.cursor, wait=wait)
+        """The next batch; fetching acknowledges the previous one, which the caller has handled."""
+        raw, cursor = self.client.poll(
+            self.task_id, self.address, after=self.cursor, wait=wait, ack=bool(self.cursor)
+        )
         self.cursor = cursor
         return [Message(m, self.client, self.task_id) for m in raw]
 

@@ -18,7 +18,7 @@ import numpy as np
 from fedpact.client.hub import HubClient
 from fedpact.common.definition import TaskDefinition, parse_definition
 from fedpact.common.errors import DataSchemaError, FedpactError
-from fedpact.common.tensors import Weights
+from fedpact.common.tensors import Weights, decode_weights
 from fedpact.runtime import messages as m
 from fedpact.runtime.mailbox import Mailbox, Message
 from fedpact.runtime.progress import Progress
@@ -244,7 +244,6 @@ def run_participant(
                 mailbox.ack()
                 meta, _ = msg.body()
                 raise TaskEnded(meta.get("status", "FAILED"), meta.get("reason", ""))
-        mailbox.ack()
 
 
 def _answer_stats(client: HubClient, tid: int, address: str, p: Participant, msg: Message, handled: set[str]) -> None:
@@ -259,6 +258,11 @@ def _answer_stats(client: HubClient, tid: int, address: str, p: Participant, msg
         payload = m.pack({"request_id": meta.get("request_id")}, moments)
     client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.STATS, payload=payload)
     handled.add(key)
+
+
+def _global_weights(client: HubClient, tid: int, meta: dict[str, Any]) -> Weights:
+    """The global model a request refers to: one blob, shared by the broadcast and the checkpoint."""
+    return decode_weights(client.download_blob(tid, meta["weights"]["sha256"]))
 
 
 def _apply_standardization(p: Participant, tensors: Mapping[str, np.ndarray]) -> None:
@@ -283,7 +287,7 @@ def _train_round(
     if me not in meta.get("selected", []) or f"round:{round_id}" in handled:
         return
     handled.add(f"round:{round_id}")
-    weights = m.split_prefixed(tensors, "w.")
+    weights = _global_weights(client, tid, meta)
     _apply_standardization(p, tensors)
     c = meta["config"]
     cfg = TrainConfig(
@@ -318,7 +322,7 @@ def _final_evaluation(client: HubClient, tid: int, address: str, p: Participant,
         return
     handled.add(key)
     _apply_standardization(p, tensors)
-    metrics = p.evaluate(m.split_prefixed(tensors, "w."))
+    metrics = p.evaluate(_global_weights(client, tid, meta))
     client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.EVALUATION,
                 payload=m.pack({"request_id": meta.get("request_id"), "metrics": metrics,
                                 "num_samples": int(metrics.get("num_samples", 0))}))

@@ -8,15 +8,17 @@ in bounded pieces, never held whole in memory.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -229,18 +231,106 @@ def _complete(state: HubState, target: _Target, user_id: int) -> BlobRef:
                 422,
                 f"sha256 mismatch: the {received} bytes received hash to {actual}, not the declared {target.sha256}; the upload was discarded, start again",
             )
-        # The move happens while this transaction holds the write lock (SQLite), so a task
-        # deletion cannot unlink the file between the move and the row that references it.
         s.delete(upload)
         s.flush()
-        store.commit(target.upload_id, target.sha256)
-        if (
-            s.scalars(select(Blob.id).where(Blob.task_id == target.task_id, Blob.sha256 == target.sha256)).first()
-            is None
-        ):
-            s.add(Blob(task_id=target.task_id, sha256=target.sha256, size=target.size, uploaded_by=user_id))
-        s.commit()
+        _store_verified(s, state, target.task_id, target.upload_id, target.sha256, target.size, user_id)
     return BlobRef(sha256=target.sha256, size=target.size)
+
+
+def _store_verified(
+    s: Session, state: HubState, task_id: int, partial: str, sha256: str, size: int, user_id: int
+) -> None:
+    """Move a verified partial file into the store and record it for the task, then commit.
+
+    The move happens while this transaction holds the write lock (SQLite), so a task
+    deletion cannot unlink the file between the move and the row that references it.
+    """
+    state.store.commit(partial, sha256)
+    if s.scalars(select(Blob.id).where(Blob.task_id == task_id, Blob.sha256 == sha256)).first() is None:
+        s.add(Blob(task_id=task_id, sha256=sha256, size=size, uploaded_by=user_id))
+    s.commit()
+
+
+def _blob_target(state: HubState, task: str, sha256: str, user: CurrentUser) -> tuple[int, bool]:
+    """(task id, whether the task already holds the blob), for a member only."""
+    with state.db.reading() as s:
+        row = find_task(s, task)
+        require_member(s, row, user, "upload blobs")
+        held = s.scalars(select(Blob.id).where(Blob.task_id == row.id, Blob.sha256 == sha256)).first()
+        return row.id, held is not None
+
+
+@router.put(
+    "/tasks/{task}/blobs/{sha256}",
+    status_code=201,
+    response_model=BlobRef,
+    responses={200: {"model": BlobRef, "description": "the blob is already stored; the body was not read"}},
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "required": True,
+        }
+    },
+)
+async def put_blob(task: str, sha256: str, request: Request, user: CurrentUser, state: State) -> BlobRef | JSONResponse:
+    """Upload a whole blob in one request, hashed as it arrives (for blobs small enough to resend)."""
+    _check_sha(sha256)
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit():
+        raise HTTPException(411, "send Content-Length, or use the resumable upload (POST .../uploads) for streams")
+    size = int(declared)
+    limit = state.config.max_blob_bytes
+    if size > limit:
+        raise HTTPException(413, f"a blob of {size} bytes exceeds this hub's limit of {limit} bytes")
+    task_id, held = await run_in_threadpool(_blob_target, state, task, sha256, user)
+    if held:
+        return JSONResponse(BlobRef(sha256=sha256, size=size).model_dump(), status_code=200)
+    partial = secrets.token_urlsafe(24)
+    path = state.store.partial_path(partial)
+    digest = hashlib.sha256()
+    received = 0
+    buffer = bytearray()
+    f: BinaryIO = await anyio.to_thread.run_sync(open, path, "wb")
+    try:
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > size:
+                    raise HTTPException(413, f"the body passes its Content-Length of {size} bytes; nothing was kept")
+                buffer += chunk
+                if len(buffer) >= WRITE_BUFFER:
+                    data = bytes(buffer)
+                    buffer.clear()
+                    await anyio.to_thread.run_sync(_hash_and_write, digest, f, data)
+            await anyio.to_thread.run_sync(_hash_and_write, digest, f, bytes(buffer))
+        finally:
+            await anyio.to_thread.run_sync(f.close)
+        if received != size:
+            raise HTTPException(400, f"the body ended after {received} of {size} bytes; nothing was kept, send it again")
+        actual = digest.hexdigest()
+        if actual != sha256:
+            raise HTTPException(
+                422, f"sha256 mismatch: the {size} bytes received hash to {actual}, not {sha256}; nothing was kept"
+            )
+
+        def store() -> None:
+            with state.db.session() as s:
+                _store_verified(s, state, task_id, partial, sha256, size, user.id)
+
+        await run_in_threadpool(store)
+    except HTTPException:
+        state.store.discard(partial)
+        raise
+    except ClientDisconnect:
+        state.store.discard(partial)
+        return JSONResponse({"detail": "the client disconnected; nothing was kept, send the blob again"}, status_code=400)
+    return BlobRef(sha256=sha256, size=size)
+
+
+def _hash_and_write(digest: Any, f: BinaryIO, data: bytes) -> None:
+    if data:
+        digest.update(data)
+        f.write(data)
 
 
 @router.get("/tasks/{task}/blobs/{sha256}", response_class=FileResponse)

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fedpact.hub.access import TERMINAL, find_task, is_joined, require_member
 from fedpact.hub.auth import CurrentUser, Principal, State
+from fedpact.hub.state import HubState
 from fedpact.hub.schemas import (
     NAME_CHARS,
     AckIn,
@@ -206,10 +207,16 @@ async def read_mailbox(
     ] = None,
     wait: Annotated[float, Query(ge=0, description="long-poll for up to this many seconds")] = 0.0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ack: Annotated[
+        bool,
+        Query(description="also acknowledge `after`: the caller has handled everything up to it (saves a request)"),
+    ] = False,
 ) -> MailboxOut:
     check_address(address, "address")
     if wait > state.config.max_wait_s:
         raise HTTPException(422, f"wait is at most {state.config.max_wait_s:g} seconds; poll again to wait longer")
+    if ack and after is None:
+        raise HTTPException(422, "ack=true acknowledges the cursor given as `after`; pass after=<cursor> too")
 
     def open_reader() -> _Reader:
         with state.db.reading() as s:
@@ -223,6 +230,8 @@ async def read_mailbox(
             return _Reader(task_id=row.id, user_id=user.id, status=row.status, acked=acked or 0)
 
     reader = await run_in_threadpool(open_reader)
+    if ack and after is not None and after > reader.acked:
+        await run_in_threadpool(_acknowledge, state, task, address, user, after)
     start = reader.acked if after is None else after
     recipients = _recipients(address)
 
@@ -254,6 +263,11 @@ async def read_mailbox(
 @router.post("/tasks/{task}/mailbox/{address:path}/ack", response_model=AckOut)
 def ack(task: str, address: str, body: AckIn, user: CurrentUser, state: State) -> AckOut:
     check_address(address, "address")
+    return AckOut(cursor=_acknowledge(state, task, address, user, body.cursor))
+
+
+def _acknowledge(state: HubState, task: str, address: str, user: Principal, cursor: int) -> int:
+    """Record that ``user`` handled ``address`` up to ``cursor``; the stored cursor never moves back."""
     with state.db.session() as s:
         row = find_task(s, task)
         _authorize_read(s, row, user, address)
@@ -265,20 +279,20 @@ def ack(task: str, address: str, body: AckIn, user: CurrentUser, state: State) -
             )
             or 0
         )
-        if body.cursor > newest:
+        if cursor > newest:
             raise HTTPException(
                 422,
-                f"cursor {body.cursor} is beyond the newest message in {address!r} ({newest}): acknowledge only ids you have read",
+                f"cursor {cursor} is beyond the newest message in {address!r} ({newest}): acknowledge only ids you have read",
             )
         stored = s.scalars(
             select(Cursor).where(Cursor.task_id == row.id, Cursor.address == address, Cursor.user_id == user.id)
         ).first()
         if stored is None:
-            stored = Cursor(task_id=row.id, address=address, user_id=user.id, cursor=body.cursor)
+            stored = Cursor(task_id=row.id, address=address, user_id=user.id, cursor=cursor)
             s.add(stored)
-        elif body.cursor > stored.cursor:
-            stored.cursor = body.cursor
+        elif cursor > stored.cursor:
+            stored.cursor = cursor
             stored.updated_at = utcnow()
         value = stored.cursor
         s.commit()
-        return AckOut(cursor=value)
+        return value
