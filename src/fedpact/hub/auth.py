@@ -31,6 +31,7 @@ class Principal:
     name: str
     organisation: str
     token_id: int
+    digest: str = ""
 
 
 def make_hasher(config: HubConfig) -> PasswordHasher:
@@ -83,6 +84,9 @@ def current_user(request: Request, state: Annotated[HubState, Depends(get_state)
         )
     digest = hash_token(token.strip())
     now = datetime.now(UTC)
+    cached = state.tokens.get(digest, now)
+    if cached is not None:
+        return cached
     with state.db.reading() as s:
         row = s.execute(
             select(Token.id, Token.expires_at, User.id, User.name, User.organisation)
@@ -97,7 +101,9 @@ def current_user(request: Request, state: Annotated[HubState, Depends(get_state)
             s.execute(delete(Token).where(Token.id == token_id))
             s.commit()
         raise unauthorized("the token has expired: log in again with POST /api/v1/auth/login")
-    return Principal(id=user_id, name=name, organisation=organisation, token_id=token_id)
+    principal = Principal(id=user_id, name=name, organisation=organisation, token_id=token_id, digest=digest)
+    state.tokens.put(digest, principal, expires_at)
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from argon2 import PasswordHasher
 from fastapi import Request
@@ -11,6 +12,7 @@ from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
 from fedpact.hub.notify import Notifier
+from fedpact.hub.tokens import TokenCache
 
 
 @dataclass
@@ -22,6 +24,8 @@ class HubState:
     hasher: PasswordHasher
     #: Uploads a request is writing to right now; only touched on the event loop's thread.
     busy_uploads: set[str] = field(default_factory=set)
+    #: Recently verified tokens (see hub.tokens); holds auth.Principal values.
+    tokens: TokenCache[Any] = field(default_factory=TokenCache)
 
 
 def get_state(request: Request) -> HubState:

@@ -73,6 +73,7 @@ def logout(user: CurrentUser, state: State) -> Response:
     with state.db.session() as s:
         s.execute(delete(Token).where(Token.id == user.token_id))
         s.commit()
+    state.tokens.forget(user.digest)
     return Response(status_code=204)
 
 
