@@ -1,0 +1,1 @@
+"""Privacy mechanisms for federated rounds: secure aggregation, differential privacy, encryption."""
