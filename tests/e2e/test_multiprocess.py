@@ -6,6 +6,7 @@ between organisations; processes are killed with SIGKILL to show that nothing is
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -138,6 +139,10 @@ def test_hub_aggregator_and_two_participants_as_processes(fed: Federation) -> No
     rounds = alice.list_rounds("digits")
     assert [r["number"] for r in rounds] == [1, 2, 3, 4]
     assert rounds[-1]["metrics"]["eval_accuracy"] > 0.85
+    download = fed.cli("alice", "model", "download", "digits", "-o", str(fed.root / "final.safetensors"))
+    assert "saved to" in finish(download, 60)
+    model = alice.list_models("digits")[0]
+    assert hashlib.sha256((fed.root / "final.safetensors").read_bytes()).hexdigest() == model["sha256"]
 
 
 def test_participant_killed_mid_round_the_round_completes_with_the_others(fed: Federation) -> None:

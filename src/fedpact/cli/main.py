@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from fedpact.client import credentials
@@ -378,7 +379,11 @@ def model_download(
             if not found:
                 raise FedpactError(f"task {task} has no stored model you may download (yet)")
             model_id = int(found[-1]["id"])
-        path = c.download_model(model_id, output)
+        with Progress(TextColumn("downloading model"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=err, transient=True) as bar:
+            job = bar.add_task("download", total=None)
+            path = c.download_model(model_id, output, progress=lambda done, total: bar.update(job, completed=done,
+                                                                                               total=total or None))
         out.print(f"model {model_id} saved to {path}")
 
 
@@ -395,6 +400,84 @@ def demo(
         ok = run_demo(participants=participants, rounds=rounds, data_dir=data_dir, console=out)
     if not ok:
         raise typer.Exit(1)
+
+
+# -- hosted aggregator --------------------------------------------------------------------
+hosted_app = typer.Typer(help="Aggregators the hub runs for you (task creators).", no_args_is_help=True)
+app.add_typer(hosted_app, name="hosted")
+
+
+def _show_hosted(st: dict[str, Any]) -> None:
+    line = f"hosted aggregator of task {st['task_id']}: {st['state']}"
+    if st.get("running"):
+        line += f" (pid {st['pid']}, since {str(st['started_at'])[:19].replace('T', ' ')})"
+    elif st.get("reason"):
+        line += f" ({st['reason']})"
+    out.print(line, highlight=False)
+
+
+@hosted_app.command("start")
+def hosted_start(
+    task: str,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a RUNNING task after its last completed round.")] = False,
+    eval_data: Annotated[Optional[Path], typer.Option(help="CSV or NPZ file the aggregator evaluates on (uploaded to the task).")] = None,
+    label: Annotated[Optional[str], typer.Option(help="Label column of the evaluation CSV.")] = None,
+    hub: HubOpt = None,
+) -> None:
+    """Ask the hub to run the aggregator of a task you created; it keeps running after you log off."""
+    with errors():
+        c = _client(hub)
+        spec = None
+        if eval_data is not None:
+            if not eval_data.is_file():
+                raise FedpactError(f"no file {eval_data}")
+            fmt = "npz" if eval_data.suffix.lower() == ".npz" else "csv"
+            spec = {"blob": c.upload_blob(task, eval_data), "format": fmt}
+            if label and fmt == "csv":
+                spec["label"] = label
+        st = c.start_hosted_aggregator(task, resume=resume, eval_data=spec)
+        _show_hosted(st)
+        out.print(f"follow it with 'fedpact hosted log {task} --follow' or on the task's web page")
+
+
+@hosted_app.command("status")
+def hosted_status(task: str, as_json: Annotated[bool, typer.Option("--json")] = False, hub: HubOpt = None) -> None:
+    """Show whether the hub runs the task's aggregator, and how it ended."""
+    with errors():
+        st = _client(hub).hosted_aggregator_status(task)
+        _print_json(st) if as_json else _show_hosted(st)
+
+
+@hosted_app.command("log")
+def hosted_log(
+    task: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the aggregator stops.")] = False,
+    hub: HubOpt = None,
+) -> None:
+    """Print the hosted aggregator's log (members of the task)."""
+    import time
+
+    with errors():
+        c = _client(hub)
+        chunk = c.hosted_aggregator_log(task)
+        sys.stdout.write(chunk["text"])
+        sys.stdout.flush()
+        offset = chunk["next_offset"]
+        while follow:
+            time.sleep(1.0)
+            chunk = c.hosted_aggregator_log(task, offset=offset)
+            sys.stdout.write(chunk["text"])
+            sys.stdout.flush()
+            offset = chunk["next_offset"]
+            if not chunk["text"] and not c.hosted_aggregator_status(task)["running"]:
+                break
+
+
+@hosted_app.command("stop")
+def hosted_stop(task: str, hub: HubOpt = None) -> None:
+    """Stop the aggregator the hub runs for a task you created (the task stays resumable)."""
+    with errors():
+        _show_hosted(_client(hub).stop_hosted_aggregator(task))
 
 
 def main() -> None:  # pragma: no cover - console entry
