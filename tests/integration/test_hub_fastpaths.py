@@ -94,3 +94,38 @@ def test_polling_with_ack_records_the_cursor(task_with_members: Members) -> None
     bob.http.get(f"/tasks/{name}/mailbox/participant/{bob.name}", params={"after": ids[0], "ack": "true"})
     resumed = bob.http.get(f"/tasks/{name}/mailbox/participant/{bob.name}").json()
     assert [m["id"] for m in resumed["messages"]] == ids[2:]
+
+
+def test_raw_message_stores_its_body_as_a_blob_in_one_request(task_with_members: Members, hub: EmbeddedHub) -> None:
+    alice, bob, carol, task = task_with_members
+    name = task["name"]
+    data = os.urandom(2 * 1024 * 1024)
+    params = {"sender": f"participant/{bob.name}", "recipient": "aggregator", "kind": "update", "round": 3}
+    headers = {**OCTETS, "Idempotency-Key": "k-1"}
+    r = bob.http.post(f"/tasks/{name}/messages/raw", params=params, content=data, headers=headers)
+    assert r.status_code == 201, r.text
+    msg = r.json()
+    assert msg["blob"] == {"sha256": sha(data), "size": len(data)} and msg["payload"] is None and msg["round"] == 3
+    again = bob.http.post(f"/tasks/{name}/messages/raw", params=params, content=data, headers=headers)
+    assert again.status_code == 201 and again.json()["id"] == msg["id"]
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    inbox = alice.http.get(f"/tasks/{name}/mailbox/aggregator", params={"after": 0}).json()["messages"]
+    assert [m["id"] for m in inbox] == [msg["id"]]
+    assert alice.http.get(f"/tasks/{name}/blobs/{sha(data)}").content == data
+
+
+def test_raw_message_refusals_store_nothing(task_with_members: Members, hub: EmbeddedHub) -> None:
+    alice, bob, carol, task = task_with_members
+    name = task["name"]
+    before = sorted(blob_files(hub))
+    data = os.urandom(5000)
+    cases = [
+        ({"sender": f"participant/{carol.name}", "recipient": "aggregator", "kind": "update"}, 403),  # not bob
+        ({"sender": f"participant/{bob.name}", "recipient": "participants", "kind": "update"}, 403),  # broadcast
+        ({"sender": f"participant/{bob.name}", "recipient": "aggregator", "kind": "Bad Kind!"}, 422),
+    ]
+    for params, status in cases:
+        r = bob.http.post(f"/tasks/{name}/messages/raw", params=params, content=data, headers=OCTETS)
+        assert r.status_code == status, (params, r.text)
+    assert alice.http.get(f"/tasks/{name}/mailbox/aggregator", params={"after": 0}).json()["messages"] == []
+    assert sorted(blob_files(hub)) == before and partial_files(hub) == []

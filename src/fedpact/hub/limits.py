@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Raw-byte routes that enforce their own limit (max_blob_bytes) while streaming to disk.
-_UPLOAD_CHUNK = re.compile(r"^/api/v1/tasks/[^/]+/(uploads|blobs)/[^/]+$")
+_UPLOAD_CHUNK = re.compile(r"^/api/v1/tasks/[^/]+/(uploads/[^/]+|blobs/[^/]+|messages/raw)$")
 
 
 def _detail(max_bytes: int) -> str:
@@ -37,7 +37,7 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"] == "PUT" and _UPLOAD_CHUNK.match(scope["path"])):
+        if scope["type"] != "http" or (scope["method"] in ("PUT", "POST") and _UPLOAD_CHUNK.match(scope["path"])):
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:

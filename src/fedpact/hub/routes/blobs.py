@@ -233,11 +233,11 @@ def _complete(state: HubState, target: _Target, user_id: int) -> BlobRef:
             )
         s.delete(upload)
         s.flush()
-        _store_verified(s, state, target.task_id, target.upload_id, target.sha256, target.size, user_id)
+        store_verified(s, state, target.task_id, target.upload_id, target.sha256, target.size, user_id)
     return BlobRef(sha256=target.sha256, size=target.size)
 
 
-def _store_verified(
+def store_verified(
     s: Session, state: HubState, task_id: int, partial: str, sha256: str, size: int, user_id: int
 ) -> None:
     """Move a verified partial file into the store and record it for the task, then commit.
@@ -275,16 +275,45 @@ def _blob_target(state: HubState, task: str, sha256: str, user: CurrentUser) -> 
 async def put_blob(task: str, sha256: str, request: Request, user: CurrentUser, state: State) -> BlobRef | JSONResponse:
     """Upload a whole blob in one request, hashed as it arrives (for blobs small enough to resend)."""
     _check_sha(sha256)
+    size = declared_size(request, state.config.max_blob_bytes)
+    task_id, held = await run_in_threadpool(_blob_target, state, task, sha256, user)
+    if held:
+        return JSONResponse(BlobRef(sha256=sha256, size=size).model_dump(), status_code=200)
+    partial, actual = await receive_verified(request, state, size)
+    if actual != sha256:
+        state.store.discard(partial)
+        raise HTTPException(
+            422, f"sha256 mismatch: the {size} bytes received hash to {actual}, not {sha256}; nothing was kept"
+        )
+
+    def store() -> None:
+        with state.db.session() as s:
+            store_verified(s, state, task_id, partial, sha256, size, user.id)
+
+    try:
+        await run_in_threadpool(store)
+    except BaseException:
+        state.store.discard(partial)
+        raise
+    return BlobRef(sha256=sha256, size=size)
+
+
+def declared_size(request: Request, limit: int) -> int:
+    """The request's Content-Length, which raw-body routes require and check against ``limit``."""
     declared = request.headers.get("content-length")
     if declared is None or not declared.isdigit():
         raise HTTPException(411, "send Content-Length, or use the resumable upload (POST .../uploads) for streams")
     size = int(declared)
-    limit = state.config.max_blob_bytes
     if size > limit:
         raise HTTPException(413, f"a blob of {size} bytes exceeds this hub's limit of {limit} bytes")
-    task_id, held = await run_in_threadpool(_blob_target, state, task, sha256, user)
-    if held:
-        return JSONResponse(BlobRef(sha256=sha256, size=size).model_dump(), status_code=200)
+    return size
+
+
+async def receive_verified(request: Request, state: HubState, size: int) -> tuple[str, str]:
+    """Stream exactly ``size`` body bytes to a new partial file, hashing them on the way.
+
+    Returns (partial id, sha256). Any shortfall, overrun or disconnect leaves nothing behind.
+    """
     partial = secrets.token_urlsafe(24)
     path = state.store.partial_path(partial)
     digest = hashlib.sha256()
@@ -307,24 +336,13 @@ async def put_blob(task: str, sha256: str, request: Request, user: CurrentUser, 
             await anyio.to_thread.run_sync(f.close)
         if received != size:
             raise HTTPException(400, f"the body ended after {received} of {size} bytes; nothing was kept, send it again")
-        actual = digest.hexdigest()
-        if actual != sha256:
-            raise HTTPException(
-                422, f"sha256 mismatch: the {size} bytes received hash to {actual}, not {sha256}; nothing was kept"
-            )
-
-        def store() -> None:
-            with state.db.session() as s:
-                _store_verified(s, state, task_id, partial, sha256, size, user.id)
-
-        await run_in_threadpool(store)
-    except HTTPException:
-        state.store.discard(partial)
-        raise
     except ClientDisconnect:
         state.store.discard(partial)
-        return JSONResponse({"detail": "the client disconnected; nothing was kept, send the blob again"}, status_code=400)
-    return BlobRef(sha256=sha256, size=size)
+        raise HTTPException(400, "the client disconnected; nothing was kept, send it again") from None
+    except BaseException:
+        state.store.discard(partial)
+        raise
+    return partial, digest.hexdigest()
 
 
 def _hash_and_write(digest: Any, f: BinaryIO, data: bytes) -> None:

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -32,6 +33,7 @@ from fedpact.hub.schemas import (
     MessageOut,
 )
 from fedpact.hub.tables import Blob, Cursor, Message, Task, User, utcnow
+from fedpact.hub.routes.blobs import declared_size, receive_verified, store_verified
 from fedpact.hub.views import message_out
 
 router = APIRouter(tags=["relay"])
@@ -179,6 +181,76 @@ def post_message(
             return message_out(earlier)
         out = message_out(msg)
     state.notifier.notify(out.task_id)
+    return out
+
+
+@router.post(
+    "/tasks/{task}/messages/raw",
+    status_code=201,
+    response_model=MessageOut,
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "required": True,
+        }
+    },
+)
+async def post_raw_message(
+    task: str,
+    request: Request,
+    user: CurrentUser,
+    state: State,
+    response: Response,
+    sender: Annotated[str, Query(max_length=80)],
+    recipient: Annotated[str, Query(max_length=80)],
+    kind: Annotated[str, Query(max_length=64)],
+    round: Annotated[int | None, Query(ge=0)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> MessageOut:
+    """A message whose raw body is its payload, stored as a blob: upload and send in one request."""
+    try:
+        head = MessageIn(sender=sender, recipient=recipient, kind=kind, round=round)
+    except ValidationError as exc:
+        raise HTTPException(422, "; ".join(e["msg"] for e in exc.errors())) from None
+    size = declared_size(request, state.config.max_blob_bytes)
+
+    def authorize() -> tuple[int, MessageOut | None]:
+        with state.db.reading() as s:
+            row = find_task(s, task)
+            _authorize_send(s, row, user, head.sender, head.recipient)
+            earlier = _by_key(s, row.id, head.sender, idempotency_key) if idempotency_key else None
+            return row.id, message_out(earlier) if earlier is not None else None
+
+    task_id, replay = await run_in_threadpool(authorize)
+    if replay is not None:
+        response.headers["Idempotent-Replayed"] = "true"
+        return replay
+    partial, sha256 = await receive_verified(request, state, size)
+
+    def store() -> tuple[MessageOut, bool]:
+        with state.db.session() as s:
+            earlier = _by_key(s, task_id, head.sender, idempotency_key) if idempotency_key else None
+            if earlier is not None:
+                state.store.discard(partial)
+                return message_out(earlier), True
+            store_verified(s, state, task_id, partial, sha256, size, user.id)
+            msg = Message(
+                task_id=task_id, sender=head.sender, recipient=head.recipient, kind=head.kind, round=head.round,
+                headers={}, payload=None, blob_sha256=sha256, blob_size=size, idempotency_key=idempotency_key,
+            )
+            s.add(msg)
+            s.commit()
+            return message_out(msg), False
+
+    try:
+        out, replayed = await run_in_threadpool(store)
+    except BaseException:
+        state.store.discard(partial)
+        raise
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        state.notifier.notify(task_id)
     return out
 
 
