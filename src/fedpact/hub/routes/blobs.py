@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect
 
 from fedpact.hub.access import find_task, require_member
 from fedpact.hub.auth import CurrentUser, State
-from fedpact.hub.blobstore import SHA256_RE
+from fedpact.hub.blobstore import BlobResponse, SHA256_RE
 from fedpact.hub.schemas import BlobRef, OffsetOut, UploadIn, UploadOut, UploadStatus
 from fedpact.hub.state import HubState
 from fedpact.hub.tables import Blob, Upload
@@ -366,4 +366,4 @@ def get_blob(task: str, sha256: str, user: CurrentUser, state: State) -> Respons
         raise HTTPException(
             500, f"blob {sha256} is recorded but its file is missing from the store; tell the hub operator"
         )
-    return FileResponse(path, media_type="application/octet-stream", headers={"X-Content-SHA256": sha256})
+    return BlobResponse(path, media_type="application/octet-stream", headers={"X-Content-SHA256": sha256})

@@ -14,6 +14,7 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from fedpact.hub.access import find_task, require_creator
+from fedpact.hub.blobstore import BlobResponse
 from fedpact.hub.auth import CurrentUser, Principal, State
 from fedpact.hub.routes.rounds import require_blob
 from fedpact.hub.schemas import ModelIn, ModelItems, ModelOut
@@ -112,7 +113,7 @@ def download_model(model_id: ModelId, user: CurrentUser, state: State) -> FileRe
     path = state.store.blob_path(sha256)
     if not path.is_file():
         raise HTTPException(500, f"model {model_id}'s file is missing from the blob store; tell the hub operator")
-    return FileResponse(
+    return BlobResponse(
         path,
         media_type="application/octet-stream",
         filename=f"model-{model_id}.safetensors",
