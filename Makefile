@@ -5,8 +5,10 @@ PY     := $(VENV)/bin/python
 INSTALLED      := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 PYTEST_ARGS ?=
+# The browser tests drive Debian's Chromium (never a test framework's own browser download).
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +24,17 @@ $(TEST_INSTALLED): pyproject.toml | $(PY)
 demo: $(INSTALLED)
 	$(VENV)/bin/fedpact demo
 
-test: $(TEST_INSTALLED)
+test: $(TEST_INSTALLED) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Installs Debian's chromium package when it is missing (as root, or with passwordless sudo).
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+		echo "installing chromium for the browser tests"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
+		|| { echo "could not install chromium: run 'apt-get install chromium' as root" >&2; exit 1; }; \
+	fi
 
 bench: $(INSTALLED)
 	$(PY) bench/fedavg_throughput.py

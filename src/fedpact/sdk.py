@@ -165,6 +165,40 @@ class Client:
             model_id = int(found[-1]["id"])
         return self.hub.download_model(model_id, dest)
 
+    # -- hosted aggregator ------------------------------------------------------------
+    def host_aggregator(
+        self,
+        task: str | int,
+        *,
+        resume: bool = False,
+        eval_data: str | Path | None = None,
+        label: str | None = None,
+    ) -> dict[str, Any]:
+        """Ask the hub to run the task's aggregator itself (creator only); returns its status.
+
+        The aggregator keeps running when this process exits. ``eval_data`` is a CSV or
+        NPZ file; it is uploaded to the task and the hosted aggregator evaluates on it.
+        """
+        spec = None
+        if eval_data is not None:
+            path = Path(eval_data)
+            fmt = "npz" if path.suffix.lower() == ".npz" else "csv"
+            spec = {"blob": self.hub.upload_blob(task, path), "format": fmt}
+            if label is not None and fmt == "csv":
+                spec["label"] = label
+        return self.hub.start_hosted_aggregator(task, resume=resume, eval_data=spec)
+
+    def hosted_aggregator(self, task: str | int) -> dict[str, Any]:
+        """The status of the task's hosted aggregator (``state``: none, running, finished, failed, stopped)."""
+        return self.hub.hosted_aggregator_status(task)
+
+    def hosted_aggregator_log(self, task: str | int) -> str:
+        """The tail of the hosted aggregator's log."""
+        return str(self.hub.hosted_aggregator_log(task)["text"])
+
+    def stop_hosted_aggregator(self, task: str | int) -> dict[str, Any]:
+        return self.hub.stop_hosted_aggregator(task)
+
 
 def connect(url: str, token: str | None = None) -> Client:
     return Client(url, token)

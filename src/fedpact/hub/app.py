@@ -14,6 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from fedpact.web import mount as mount_web
 from fedpact.hub.auth import make_hasher
 from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.config import HubConfig
@@ -23,6 +24,7 @@ from fedpact.hub.notify import AsyncioNotifier
 from fedpact.hub.routes import (
     blobs,
     health,
+    hosted,
     membership,
     models,
     relay,
@@ -32,6 +34,7 @@ from fedpact.hub.routes import (
 )
 from fedpact.hub.routes.health import hub_version
 from fedpact.hub.state import HubState
+from fedpact.hub.workers import LearnUrlMiddleware, WorkerManager
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("fedpact.hub")
@@ -50,10 +53,13 @@ def create_app(config: HubConfig) -> FastAPI:
         hasher=make_hasher(config),
     )
 
+    workers = WorkerManager(config, state.db)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         notifier.bind(asyncio.get_running_loop())
         yield
+        await asyncio.to_thread(workers.shutdown)
         state.db.dispose()
 
     app = FastAPI(
@@ -66,9 +72,12 @@ def create_app(config: HubConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.hub = state
-    for module in (health, users, tasks, membership, relay, blobs, rounds, models):
+    app.state.workers = workers
+    for module in (health, users, tasks, membership, relay, blobs, rounds, models, hosted):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_json_bytes)
+    app.add_middleware(LearnUrlMiddleware, manager=workers)
+    mount_web(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

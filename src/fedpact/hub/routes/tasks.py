@@ -68,6 +68,12 @@ def list_tasks(
     joined: Annotated[bool, Query(description="only tasks the caller has joined")] = False,
     mine: Annotated[bool, Query(description="only tasks the caller created")] = False,
     q: Annotated[str | None, Query(max_length=200, description="substring of name or description")] = None,
+    privacy: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="only tasks with this privacy mode")
+    ] = None,
+    algorithm: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="only tasks using this aggregation algorithm")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> TaskList:
@@ -80,6 +86,10 @@ def list_tasks(
         query = query.where(Task.id.in_(select(Membership.task_id).where(Membership.user_id == user.id)))
     if mine:
         query = query.where(Task.creator_id == user.id)
+    if privacy is not None:
+        query = query.where(Task.definition["privacy"]["mode"].as_string() == privacy)
+    if algorithm is not None:
+        query = query.where(Task.definition["algorithm"]["name"].as_string() == algorithm)
     if q:
         needle = q.lower()
         query = query.where(

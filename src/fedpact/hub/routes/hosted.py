@@ -1,0 +1,145 @@
+"""Hosted aggregators: the creator asks the hub to run a task's aggregator (see ``fedpact.hub.workers``)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from fedpact.hub.access import TERMINAL, find_task, require_creator, require_member
+from fedpact.hub.auth import CurrentUser, State
+from fedpact.hub.routes.rounds import require_blob
+from fedpact.hub.schemas import BlobRef
+from fedpact.hub.tables import User
+from fedpact.hub.workers import WorkerManager
+
+router = APIRouter(tags=["hosted aggregator"])
+
+_LABEL = re.compile(r"^[A-Za-z0-9_.\- ]{1,200}$")
+
+
+class EvalDataIn(BaseModel):
+    """Evaluation data for the hosted aggregator: a blob already uploaded to the task."""
+
+    model_config = ConfigDict(extra="forbid")
+    blob: BlobRef
+    format: Literal["csv", "npz"] = "csv"
+    label: str | None = Field(default=None, max_length=200, description="label column of a CSV file")
+
+
+class HostedStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    resume: bool = Field(default=False, description="continue a RUNNING task after its last checkpointed round")
+    eval_data: EvalDataIn | None = None
+
+
+class HostedStatus(BaseModel):
+    task_id: int
+    state: str = Field(description="none | running | finished | failed | stopped | exited")
+    running: bool
+    pid: int | None
+    started_at: str | None
+    finished_at: str | None
+    exit_code: int | None
+    resume: bool
+    restarts: int
+    started_by: str | None
+    reason: str | None
+    log_size: int
+
+
+class HostedLog(BaseModel):
+    offset: int
+    next_offset: int
+    size: int
+    text: str
+
+
+def _manager(request: Request) -> WorkerManager:
+    manager: WorkerManager = request.app.state.workers
+    return manager
+
+
+@router.post("/tasks/{task}/aggregator", status_code=202, response_model=HostedStatus)
+def start_hosted(task: str, body: HostedStart, request: Request, user: CurrentUser, state: State) -> HostedStatus:
+    manager = _manager(request)
+    with state.db.session() as s:
+        row = find_task(s, task)
+        require_creator(row, user, "run its aggregator on the hub")
+        if row.status in TERMINAL:
+            raise HTTPException(409, f"task {row.name!r} is {row.status}; there is nothing to aggregate")
+        if manager.worker(row.id).running:
+            raise HTTPException(
+                409,
+                f"the hub is already running the aggregator of task {row.name!r}; "
+                f"stop it first with DELETE /api/v1/tasks/{row.name}/aggregator",
+            )
+        if row.status == "RUNNING" and not body.resume:
+            raise HTTPException(
+                409,
+                f"task {row.name!r} is already RUNNING, so an aggregator is running it somewhere; "
+                "if that aggregator stopped, ask again with resume=true to continue after the last completed round",
+            )
+        eval_file = None
+        label = None
+        if body.eval_data is not None:
+            require_blob(s, row, body.eval_data.blob)
+            label = body.eval_data.label
+            if label is not None and not _LABEL.match(label):
+                raise HTTPException(422, "eval_data.label must be a column name of letters, digits, '_', '.', '-' or spaces")
+            if body.eval_data.format == "npz" and label is not None:
+                raise HTTPException(422, "eval_data.label applies to CSV files only; an NPZ archive holds arrays 'x' and 'y'")
+        creator = s.scalars(select(User.name).where(User.id == row.creator_id)).first() or user.name
+        s.expunge(row)
+    if manager.hub_url is None:
+        raise HTTPException(503, "the hub does not know its own address yet; retry in a moment")
+    if body.eval_data is not None:
+        worker = manager.worker(row.id)
+        worker.dir.mkdir(parents=True, exist_ok=True)
+        eval_file = worker.dir / f"eval.{body.eval_data.format}"
+        shutil.copyfile(state.store.blob_path(body.eval_data.blob.sha256), eval_file)
+    try:
+        out = manager.start(row, creator, resume=body.resume, started_by=user.name, eval_file=eval_file, label=label)
+    except RuntimeError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return HostedStatus(**out)
+
+
+@router.get("/tasks/{task}/aggregator", response_model=HostedStatus)
+def hosted_status(task: str, request: Request, user: CurrentUser, state: State) -> HostedStatus:
+    with state.db.session() as s:
+        row = find_task(s, task)
+        task_id = row.id
+    return HostedStatus(**_manager(request).status(task_id))
+
+
+@router.get("/tasks/{task}/aggregator/log", response_model=HostedLog)
+def hosted_log(
+    task: str,
+    request: Request,
+    user: CurrentUser,
+    state: State,
+    offset: Annotated[int | None, Query(ge=0, description="byte offset to read from; omitted: the tail")] = None,
+    limit: Annotated[int, Query(ge=1, le=1024 * 1024, description="most bytes returned")] = 64 * 1024,
+) -> HostedLog:
+    with state.db.session() as s:
+        row = find_task(s, task)
+        require_member(s, row, user, "read its aggregator's log")
+        task_id = row.id
+    return HostedLog(**_manager(request).read_log(task_id, offset, limit))
+
+
+@router.delete("/tasks/{task}/aggregator", response_model=HostedStatus)
+def stop_hosted(task: str, request: Request, user: CurrentUser, state: State) -> HostedStatus:
+    manager = _manager(request)
+    with state.db.session() as s:
+        row = find_task(s, task)
+        require_creator(row, user, "stop its aggregator")
+        task_id, name = row.id, row.name
+    if not manager.worker(task_id).running:
+        raise HTTPException(409, f"the hub is not running an aggregator for task {name!r}")
+    return HostedStatus(**manager.stop(task_id, f"stopped by {user.name}"))

@@ -1,0 +1,413 @@
+"""Hosted aggregators: aggregator processes the hub runs for a task's creator.
+
+The hub itself never imports training code. A hosted aggregator is a separate OS process,
+``python -m fedpact aggregate TASK --hub URL``, the very command a creator would run on
+their own machine, started with a bearer token the hub mints for the creator. It talks to
+the hub over HTTP like any other aggregator; the hub only starts it, watches it, keeps
+its output in ``<data_dir>/workers/<task id>/aggregator.log`` and stops it.
+
+What survives what:
+- a browser closing: the process belongs to the hub, not to a page;
+- a graceful hub stop (SIGTERM, Ctrl-C): the hub stops its workers and remembers that they
+  were wanted; the next hub on the same data directory starts them again, with
+  ``--resume`` for RUNNING tasks (they continue after their last checkpointed round);
+- a hub crash (SIGKILL): workers run in their own session, so they keep running and their
+  client retries while the hub is away; the next hub adopts a worker whose process is still
+  alive, and restarts (with ``--resume``) one that is not.
+
+The state of each worker is a small JSON file beside its log, so it outlives the hub
+process. Hosted aggregators run on the machine of the hub process that received the
+request; a deployment with several hub processes should route these requests to one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from fedpact.hub.auth import hash_token, new_token
+from fedpact.hub.config import HubConfig
+from fedpact.hub.db import Database
+from fedpact.hub.tables import Task, Token, User
+
+log = logging.getLogger("fedpact.hub.workers")
+
+#: Hosted aggregators may run for a long time; their token lives at least this long.
+MIN_TOKEN_TTL_S = 30 * 24 * 3600.0
+STOP_GRACE_S = 5.0
+TERMINAL = frozenset({"COMPLETE", "FAILED", "CANCELLED"})
+#: Environment variable that overrides the URL workers use to reach this hub.
+INTERNAL_URL_ENV = "FEDPACT_HUB_INTERNAL_URL"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); /proc tells it apart.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_our_worker(pid: int, task_id: int) -> bool:
+    """Whether ``pid`` is still the aggregator we started (pids get reused)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"aggregate" in argv and str(task_id).encode() in argv and any(b"fedpact" in a for a in argv)
+
+
+class Worker:
+    """One task's hosted aggregator: its files, its persisted state and, when alive, its process."""
+
+    def __init__(self, root: Path, task_id: int) -> None:
+        self.task_id = task_id
+        self.dir = root / str(task_id)
+        self.state_path = self.dir / "worker.json"
+        self.log_path = self.dir / "aggregator.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.state: dict[str, Any] = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_path.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        os.replace(tmp, self.state_path)
+
+    @property
+    def running(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        pid = self.state.get("pid")
+        return self.state.get("state") == "running" and _pid_alive(pid) and _is_our_worker(int(pid), self.task_id)
+
+    def log_append(self, line: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(f"[hub {_now()[:19].replace('T', ' ')}] {line}\n")
+
+
+class WorkerManager:
+    """Starts, watches, stops and restarts the hub's hosted aggregators."""
+
+    def __init__(self, config: HubConfig, db: Database) -> None:
+        self.config = config
+        self.db = db
+        self.root = config.data_dir / "workers"
+        self._workers: dict[int, Worker] = {}
+        self._lock = threading.RLock()
+        self._hub_url: str | None = os.environ.get(INTERNAL_URL_ENV) or None
+        self._recovered = False
+        self._closing = False
+
+    # -- the hub's own address ---------------------------------------------------------
+    def learn_url(self, scope: dict[str, Any]) -> None:
+        """Remember where this hub listens (from the first request), then restart wanted workers."""
+        if self._hub_url is None:
+            server = scope.get("server")
+            if server and server[1]:
+                host = str(server[0])
+                if host in ("0.0.0.0", "::", ""):
+                    host = "127.0.0.1"
+                if ":" in host:
+                    host = f"[{host}]"
+                self._hub_url = f"{scope.get('scheme', 'http')}://{host}:{server[1]}"
+        if not self._recovered and self._hub_url is not None:
+            self._recovered = True
+            threading.Thread(target=self._recover_safely, name="fedpact-worker-recovery", daemon=True).start()
+
+    @property
+    def hub_url(self) -> str | None:
+        return self._hub_url
+
+    # -- queries -----------------------------------------------------------------------
+    def worker(self, task_id: int) -> Worker:
+        with self._lock:
+            w = self._workers.get(task_id)
+            if w is None:
+                w = self._workers[task_id] = Worker(self.root, task_id)
+            return w
+
+    def status(self, task_id: int) -> dict[str, Any]:
+        with self._lock:
+            w = self.worker(task_id)
+            st = dict(w.state)
+            running = w.running
+        size = w.log_path.stat().st_size if w.log_path.exists() else 0
+        if not st:
+            return {"task_id": task_id, "state": "none", "running": False, "pid": None, "started_at": None,
+                    "finished_at": None, "exit_code": None, "resume": False, "restarts": 0, "started_by": None,
+                    "reason": None, "log_size": size}
+        return {
+            "task_id": task_id,
+            "state": "running" if running else st.get("state", "none"),
+            "running": running,
+            "pid": st.get("pid") if running else None,
+            "started_at": st.get("started_at"),
+            "finished_at": None if running else st.get("finished_at"),
+            "exit_code": None if running else st.get("exit_code"),
+            "resume": bool(st.get("resume")),
+            "restarts": int(st.get("restarts", 0)),
+            "started_by": st.get("started_by"),
+            "reason": None if running else st.get("reason"),
+            "log_size": size,
+        }
+
+    def read_log(self, task_id: int, offset: int | None, limit: int) -> dict[str, Any]:
+        """Bytes ``offset``.. of the log (``None``: the last ``limit`` bytes), as text."""
+        path = self.worker(task_id).log_path
+        size = path.stat().st_size if path.exists() else 0
+        start = max(0, size - limit) if offset is None else min(offset, size)
+        data = b""
+        if size > start:
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                data = fh.read(limit)
+        if offset is None and start > 0:
+            cut = data.find(b"\n")
+            if 0 <= cut < len(data) - 1:
+                start, data = start + cut + 1, data[cut + 1:]
+        return {"offset": start, "next_offset": start + len(data), "size": size,
+                "text": data.decode("utf-8", errors="replace")}
+
+    # -- starting and stopping ---------------------------------------------------------
+    def start(
+        self,
+        task: Task,
+        creator_name: str,
+        *,
+        resume: bool,
+        started_by: str,
+        eval_file: Path | None = None,
+        label: str | None = None,
+        restarts: int | None = None,
+    ) -> dict[str, Any]:
+        """Start ``task``'s aggregator; the caller checked permission and state."""
+        if self._hub_url is None:
+            raise RuntimeError("the hub does not know its own address yet")
+        with self._lock:
+            w = self.worker(task.id)
+            if w.running:
+                raise RuntimeError(f"task {task.name!r} already has a hosted aggregator (pid {w.state.get('pid')})")
+            token, digest = new_token()
+            expires = datetime.now(UTC) + timedelta(seconds=max(self.config.token_ttl_s, MIN_TOKEN_TTL_S))
+            with self.db.session() as s:
+                s.add(Token(user_id=task.creator_id, token_hash=digest, expires_at=expires))
+                s.commit()
+            argv = [sys.executable, "-m", "fedpact", "aggregate", str(task.id), "--hub", self._hub_url]
+            if resume:
+                argv.append("--resume")
+            if eval_file is not None:
+                argv += ["--eval-data", str(eval_file)]
+                if label:
+                    argv += ["--label", label]
+            home = w.dir / "home"
+            home.mkdir(parents=True, exist_ok=True)
+            env = {
+                **os.environ,
+                "FEDPACT_TOKEN": token,
+                "FEDPACT_HUB": self._hub_url,
+                "FEDPACT_HOME": str(home),
+                "PYTHONUNBUFFERED": "1",
+                "NO_COLOR": "1",
+                "TERM": "dumb",
+                "COLUMNS": "160",
+            }
+            env.pop(INTERNAL_URL_ENV, None)
+            mode = "resuming after the last checkpointed round" if resume else "starting"
+            w.log_append(f"{mode}: aggregator of task {task.name!r} for {creator_name}, asked by {started_by}")
+            with open(w.log_path, "ab") as out:
+                proc = subprocess.Popen(
+                    argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                    cwd=str(w.dir), start_new_session=True,
+                )
+            w.proc = proc
+            w.state = {
+                "task_id": task.id,
+                "task_name": task.name,
+                "state": "running",
+                "pid": proc.pid,
+                "started_at": _now(),
+                "finished_at": None,
+                "exit_code": None,
+                "resume": resume,
+                "restarts": restarts if restarts is not None else 0,
+                "started_by": started_by,
+                "reason": None,
+                "wanted": True,
+                "token_hash": digest,
+                "eval_file": str(eval_file) if eval_file else None,
+                "label": label,
+            }
+            w.save()
+            threading.Thread(target=self._watch, args=(w, proc), name=f"fedpact-worker-{task.id}", daemon=True).start()
+            log.info("hosted aggregator for task %s started (pid %s)", task.name, proc.pid)
+        return self.status(task.id)
+
+    def stop(self, task_id: int, reason: str, *, wanted: bool = False) -> dict[str, Any]:
+        """Stop the worker (SIGTERM to its process group, SIGKILL after a grace period)."""
+        with self._lock:
+            w = self.worker(task_id)
+            pid = w.state.get("pid")
+            alive = w.running
+            w.state.update({"wanted": wanted, "reason": reason, "state": "stopped" if alive else w.state.get("state")})
+            if alive:
+                w.state["stopping"] = True
+            w.save()
+        if alive and pid:
+            self._terminate(w, int(pid))
+            w.log_append(f"stopped: {reason}")
+        return self.status(task_id)
+
+    def _terminate(self, w: Worker, pid: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline:
+            if w.proc is not None and w.proc.poll() is not None:
+                return
+            if w.proc is None and not _pid_alive(pid):
+                return
+            time.sleep(0.05)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if w.proc is not None:
+            w.proc.wait()
+
+    def _watch(self, w: Worker, proc: subprocess.Popen[bytes] | None) -> None:
+        """Wait for the process to end, record how, and revoke its token."""
+        pid = proc.pid if proc is not None else int(w.state.get("pid") or 0)
+        if proc is not None:
+            code: int | None = proc.wait()
+        else:
+            while _pid_alive(pid) and _is_our_worker(pid, w.task_id):
+                time.sleep(0.5)
+            code = None
+        with self._lock:
+            if w.state.get("pid") != pid:
+                return  # a newer process took over
+            stopping = bool(w.state.pop("stopping", False))
+            if not stopping:
+                w.state["state"] = "finished" if code == 0 else "failed" if code is not None else "exited"
+                w.state["reason"] = (
+                    "the aggregator finished" if code == 0
+                    else f"the aggregator exited with status {code}: see its log" if code is not None
+                    else "the aggregator exited"
+                )
+                w.state["wanted"] = False
+            w.state["exit_code"] = code
+            w.state["finished_at"] = _now()
+            w.proc = None
+            digest = w.state.get("token_hash")
+            w.save()
+        if not stopping:
+            w.log_append(w.state["reason"])
+        if digest and not self._closing:
+            self._revoke(digest)
+
+    def _revoke(self, digest: str) -> None:
+        try:
+            with self.db.session() as s:
+                s.execute(delete(Token).where(Token.token_hash == digest))
+                s.commit()
+        except Exception:  # noqa: BLE001 - the database may be closing; the token expires anyway
+            log.warning("could not revoke a hosted aggregator's token", exc_info=True)
+
+    # -- hub start and stop ------------------------------------------------------------
+    def shutdown(self) -> None:
+        """The hub is stopping: stop every worker but remember it is wanted, so the next hub resumes it."""
+        self._closing = True
+        with self._lock:
+            alive = [w for w in self._workers.values() if w.running]
+        for w in alive:
+            self.stop(w.task_id, "the hub is shutting down; it resumes when the hub starts again", wanted=True)
+            digest = w.state.get("token_hash")
+            if digest:
+                self._revoke(digest)
+
+    def _recover_safely(self) -> None:
+        try:
+            self.recover()
+        except Exception:  # noqa: BLE001 - never take the hub down over a worker
+            log.exception("restarting hosted aggregators failed")
+
+    def recover(self) -> None:
+        """Adopt live workers of a previous hub process, restart the ones that are wanted."""
+        if not self.root.is_dir():
+            return
+        for child in sorted(self.root.iterdir()):
+            if not child.name.isdigit():
+                continue
+            task_id = int(child.name)
+            w = self.worker(task_id)
+            st = w.state
+            if not st.get("wanted"):
+                continue
+            pid = st.get("pid")
+            if st.get("state") == "running" and pid and _pid_alive(int(pid)) and _is_our_worker(int(pid), task_id):
+                w.log_append(f"the hub restarted; the aggregator (pid {pid}) kept running and is watched again")
+                threading.Thread(target=self._watch, args=(w, None), daemon=True).start()
+                continue
+            with self.db.session() as s:
+                task = s.get(Task, task_id)
+                if task is not None:
+                    s.expunge(task)
+                creator = None
+                if task is not None:
+                    creator = s.scalars(select(User.name).where(User.id == task.creator_id)).first()
+            if task is None or task.status in TERMINAL or creator is None:
+                st.update({"wanted": False, "state": "stopped",
+                           "reason": "not restarted: the task is gone or finished"})
+                w.save()
+                continue
+            eval_file = Path(st["eval_file"]) if st.get("eval_file") and Path(st["eval_file"]).is_file() else None
+            self.start(task, creator, resume=task.status == "RUNNING", started_by="the hub (restart)",
+                       eval_file=eval_file, label=st.get("label"), restarts=int(st.get("restarts", 0)) + 1)
+
+
+class LearnUrlMiddleware:
+    """Tells the worker manager where this hub listens, from the first request it serves."""
+
+    def __init__(self, app: Any, manager: WorkerManager) -> None:
+        self.app = app
+        self.manager = manager
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not self.manager._recovered:
+            self.manager.learn_url(scope)
+        await self.app(scope, receive, send)

@@ -1,0 +1,258 @@
+"""The web dashboard in a real browser against a real hub, with a real federation behind it.
+
+One walk through the product as its users would take it: Alice registers, logs in, makes
+mistakes in the task form and sees each explained, creates a task, finds it by search and
+by filter, starts the aggregator on the hub from the task page and watches the rounds of
+two participant processes (``fedpact participate``) arrive without reloading, opens the
+model page with its confusion matrix and downloads the model. Bob, a participant, tries to
+delete Alice's task and is refused. Screenshots of every page, at laptop and phone width,
+go to ``test-artifacts/web/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hub_fixtures import fast_config
+
+from fedpact.client.hub import HubClient
+from fedpact.data.builtin import digits_federation
+from fedpact.hub import EmbeddedHub
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+PASSWORD = "correct-horse-9"
+LAPTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+#: What Chromium logs for a refused fetch; the refusals below are the point of the test.
+EXPECTED_REFUSALS = [f"status of {s} " for s in (401, 403, 409, 422)]
+
+
+def write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    header = ",".join([f"pixel_{i}" for i in range(x.shape[1])] + ["label"])
+    np.savetxt(path, np.column_stack([x, y]), delimiter=",", header=header, comments="", fmt="%.6g")
+    return path
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[EmbeddedHub]:
+    with EmbeddedHub(config=fast_config(tmp_path / "hub")) as h:
+        yield h
+
+
+def shot(page: Any, artifacts: Path, name: str) -> None:
+    page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
+
+
+def test_dashboard_end_to_end(hub: EmbeddedHub, browser: Any, artifacts: Path, page_errors: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    started = time.monotonic()
+    page_errors.allowed = EXPECTED_REFUSALS
+    procs: list[subprocess.Popen[bytes]] = []
+    ctx = browser.new_context(viewport=LAPTOP, accept_downloads=True)
+    page = page_errors.watch(ctx.new_page())
+    page.set_default_timeout(15_000)
+    try:
+        # -- registration: a typo in the confirmation, then success ---------------------------
+        page.goto(hub.url + "/")
+        expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+        shot(page, artifacts, "01-login")
+        page.get_by_role("link", name="Register").first.click()
+        page.get_by_label("User name").fill("alice")
+        page.get_by_label("Organisation").fill("Acme Robotics")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_label("Repeat the password").fill(PASSWORD + "x")
+        page.get_by_role("button", name="Register").click()
+        expect(page.locator("#reg-confirm-error")).to_contain_text("passwords differ")
+        shot(page, artifacts, "02-register-mismatch")
+        page.get_by_label("Repeat the password").fill(PASSWORD)
+        page.get_by_label("Repeat the password").press("Enter")  # keyboard submits the form
+        expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+
+        # A taken name and a wrong password are each explained.
+        page.get_by_role("button", name="Log out").click()
+        expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+        page.get_by_role("link", name="Register").first.click()
+        page.get_by_label("User name").fill("alice")
+        page.get_by_label("Organisation").fill("Elsewhere")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_label("Repeat the password").fill(PASSWORD)
+        page.get_by_role("button", name="Register").click()
+        expect(page.locator("#reg-name-error")).to_contain_text("taken")
+        page.goto(hub.url + "/#/login")
+        page.get_by_label("User name").fill("alice")
+        page.get_by_label("Password").fill("not-the-password")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator("#login-error")).to_contain_text("Wrong user name or password")
+        shot(page, artifacts, "03-login-wrong-password")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+
+        # -- the task form: mistakes explained field by field, then a valid task --------------
+        page.get_by_role("link", name="New task").first.click()
+        page.get_by_label("Name", exact=True).fill("x")
+        page.get_by_label("Model", exact=True).select_option("softmax_regression")
+        page.get_by_label("Quorum").fill("2")
+        page.get_by_label("Minimum participants per round").fill("3")
+        page.get_by_label("Learning rate").fill("0")
+        page.get_by_role("button", name="Create task").click()
+        expect(page.locator("#t-name-error")).to_contain_text("3-100 characters")
+        expect(page.locator("#t-lr-error")).to_contain_text("greater than 0")
+        shot(page, artifacts, "04-new-task-errors")
+        page.get_by_label("Learning rate").fill("0.1")
+        page.get_by_label("Name", exact=True).fill("digits-web")
+        page.get_by_role("button", name="Create task").click()
+        expect(page.locator("#t-min-error")).to_contain_text("cannot exceed quorum")
+        expect(page.locator("#t-name-error")).to_be_hidden()
+        page.get_by_label("Description").fill("Handwritten digits, 8x8 pixels: a CSV with pixel_0..pixel_63 and label.")
+        page.get_by_label("Minimum participants per round").fill("2")
+        page.get_by_label("Rounds", exact=True).fill("4")
+        page.get_by_label("Batch size").fill("16")
+        page.get_by_label("Learning rate").fill("0.1")
+        page.get_by_label("Local epochs").fill("2")
+        page.get_by_label("Round timeout (seconds)").fill("60")
+        page.get_by_label("Standardise features across participants").check()
+        page.get_by_role("button", name="Create task").click()
+        expect(page.get_by_role("heading", name="digits-web")).to_be_visible()
+        assert "/#/task/digits-web" in page.url
+
+        # -- list: search and filters ---------------------------------------------------------
+        alice = HubClient(hub.url, retry_for_s=10)
+        alice.login("alice", PASSWORD)
+        alice.create_task("heart-prox", {
+            "model": {"name": "mlp", "params": {"hidden": [8]}}, "algorithm": {"name": "fedprox", "params": {"mu": 0.1}},
+            "data": {"features": 13, "classes": [0, 1]},
+        }, "Heart disease across hospitals")  # fmt: skip
+        page.get_by_role("link", name="Tasks", exact=True).click()
+        rows = page.locator("table.tasks tbody tr")
+        expect(rows).to_have_count(2)
+        page.get_by_label("Search").fill("digits")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_have_attribute("data-task", "digits-web")
+        page.get_by_label("Search").fill("")
+        page.get_by_label("Algorithm").select_option("fedprox")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_have_attribute("data-task", "heart-prox")
+        page.get_by_label("Algorithm").select_option("")
+        page.get_by_label("Status").select_option("COMPLETE")
+        expect(page.locator(".empty")).to_be_visible()
+        page.get_by_label("Status").select_option("")
+        page.get_by_label("Created by me").check()
+        expect(rows).to_have_count(2)
+        shot(page, artifacts, "05-task-list")
+
+        # -- a federation: two participant processes, the aggregator hosted by the hub --------
+        shards, test = digits_federation(2, test_fraction=0.25, seed=3)
+        files = {n: write_csv(tmp_path / f"{n}.csv", s.x, s.y) for n, s in zip(("bob", "carol"), shards)}
+        test_csv = write_csv(tmp_path / "test.csv", test.x, test.y)
+        tokens = {}
+        for n in ("bob", "carol"):
+            c = HubClient(hub.url, retry_for_s=10)
+            c.register(n, PASSWORD, f"{n} clinic")
+            tokens[n] = c.login(n, PASSWORD)
+            c.close()
+        for n in ("bob", "carol"):
+            env = {**os.environ, "FEDPACT_HUB": hub.url, "FEDPACT_TOKEN": tokens[n], "OMP_NUM_THREADS": "1",
+                   "FEDPACT_HOME": str(tmp_path / "home" / n), "PYTHONUNBUFFERED": "1"}
+            log = open(tmp_path / f"{n}.log", "wb")
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "fedpact", "participate", "digits-web", "--data", str(files[n]),
+                 "--model-dir", str(tmp_path / "models" / n), "--threads", "1"],
+                env=env, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+
+        page.locator("table.tasks a", has_text="digits-web").click()
+        expect(page.get_by_role("heading", name="digits-web")).to_be_visible()
+        expect(page.locator("#participants li")).to_have_count(2, timeout=30_000)  # they joined: no reload needed
+        expect(page.locator("#cmd-participate")).to_have_text(
+            "fedpact participate digits-web --data your-data.csv --label label")
+        page.evaluate("window.__sameDocument = true")
+        page.locator("#eval-file").set_input_files(str(test_csv))
+        page.get_by_role("button", name="Run the aggregator on the hub").click()
+        expect(page.locator("#hosted-log")).to_contain_text("starting: aggregator of task 'digits-web'", timeout=15_000)
+        expect(page.locator("tr[data-round='1']")).to_be_visible(timeout=60_000)
+        shot(page, artifacts, "06-task-running")
+        expect(page.locator("#task-status")).to_contain_text("COMPLETE", timeout=90_000)
+        expect(page.locator("tr[data-round]")).to_have_count(4)
+        assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
+        expect(page.locator("#hosted-state")).to_contain_text("finished")
+        expect(page.locator("#hosted-log")).to_contain_text("round 4/4 done")
+        # The chart drew the metrics it was given.
+        datasets = page.evaluate("Chart.getChart('metrics-chart').data.datasets.map(d => [d.label, d.data.length])")
+        labels = dict(datasets)
+        assert labels.get("training loss") == 4 and labels.get("evaluation accuracy") == 4, datasets
+        shot(page, artifacts, "07-task-complete")
+        page.set_viewport_size(PHONE)
+        shot(page, artifacts, "08-task-complete-phone")
+        page.locator("#cmd-join").scroll_into_view_if_needed()
+        page.screenshot(path=str(artifacts / "08b-task-commands-phone.png"))
+        page.locator("#metrics-chart").scroll_into_view_if_needed()
+        page.screenshot(path=str(artifacts / "08c-task-chart-phone.png"))
+        page.set_viewport_size(LAPTOP)
+
+        # -- the model page: metadata, confusion matrix, download ------------------------------
+        page.locator("#task-models a").first.click()
+        expect(page.get_by_role("heading", name=re.compile(r"Model \d+ of digits-web"))).to_be_visible()
+        expect(page.locator("#contributors li")).to_have_count(2)
+        cm = page.locator("#confusion-matrix")
+        expect(cm.locator("tbody tr")).to_have_count(10)
+        expect(cm.locator("caption")).to_contain_text("evaluation samples correct")
+        shot(page, artifacts, "09-model")
+        with page.expect_download() as dl_info:
+            page.get_by_role("button", name="Download model (safetensors)").click()
+        saved = tmp_path / "downloaded.safetensors"
+        dl_info.value.save_as(saved)
+        model = alice.list_models("digits-web")[0]
+        assert hashlib.sha256(saved.read_bytes()).hexdigest() == model["sha256"]
+        page.set_viewport_size(PHONE)
+        shot(page, artifacts, "10-model-phone")
+        page.goto(hub.url + "/#/tasks")
+        expect(page.locator("table.tasks tbody tr")).to_have_count(2)
+        shot(page, artifacts, "11-task-list-phone")
+        page.goto(hub.url + "/#/new")
+        expect(page.get_by_role("heading", name="New task")).to_be_visible()
+        shot(page, artifacts, "12-new-task-phone")
+
+        # -- Bob may not delete Alice's task: the hub refuses, the page says so ----------------
+        bob_ctx = browser.new_context(viewport=LAPTOP)
+        bob = page_errors.watch(bob_ctx.new_page())
+        bob.set_default_timeout(15_000)
+        bob.goto(hub.url + "/#/login")
+        bob.get_by_label("User name").fill("bob")
+        bob.get_by_label("Password").fill(PASSWORD)
+        bob.get_by_label("Password").press("Enter")
+        expect(bob.get_by_role("heading", name="Tasks")).to_be_visible()
+        bob.get_by_label("Joined by me").check()
+        expect(bob.locator("table.tasks tbody tr")).to_have_count(1)
+        bob.locator("table.tasks a", has_text="digits-web").click()
+        expect(bob.get_by_role("heading", name="digits-web")).to_be_visible()
+        expect(bob.locator("#btn-host")).to_have_count(0)  # only the creator may host its aggregator
+        bob.once("dialog", lambda d: d.accept())
+        bob.get_by_role("button", name="Delete task").click()
+        expect(bob.locator("#task-error")).to_contain_text("only the creator of task 'digits-web' may delete it")
+        shot(bob, artifacts, "13-refused-delete")
+        assert alice.get_task("digits-web")["name"] == "digits-web"
+        bob_ctx.close()
+
+        for p in procs:
+            p.wait(60)
+            assert p.returncode == 0, (tmp_path / "bob.log").read_text()
+        assert page_errors.unexpected() == [], page_errors.unexpected()
+        assert time.monotonic() - started < 150
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        ctx.close()
