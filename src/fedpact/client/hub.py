@@ -112,7 +112,10 @@ class HubClient:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            if resp.status_code == 503 and time.monotonic() < deadline:
+            # A hub that is restarting answers 503, or 500 for a long-poll it cut short while
+            # shutting down; a read is safe to repeat, so wait for the hub to come back.
+            transient = resp.status_code in (502, 503, 504) or (resp.status_code == 500 and method == "GET")
+            if transient and time.monotonic() < deadline:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
