@@ -68,3 +68,28 @@ def test_integer_tensors_are_rounded_back():
 def test_rejects_inconsistent_inputs(updates, weights, message):
     with pytest.raises(ValueError, match=message):
         weighted_average(updates, weights)
+
+
+def test_weighted_average_runs_blas_single_threaded() -> None:
+    """Multi-threaded BLAS stalls on every block when the other core is busy (see fedavg)."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, numpy as np, threadpoolctl\n"
+        "from fedpact.algorithms import fedavg\n"
+        "seen = []\n"
+        "real = fedavg._average\n"
+        "def spy(*a):\n"
+        "    seen.append([i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'])\n"
+        "    return real(*a)\n"
+        "fedavg._average = spy\n"
+        "u = [{'w': np.ones(300_000, np.float32)}, {'w': np.zeros(300_000, np.float32)}]\n"
+        "fedavg.weighted_average(u, [1, 3])\n"
+        "fedavg.weighted_average(u, [1, 3])\n"
+        "print(json.dumps(seen[-1]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    threads = json.loads(out)
+    assert threads and all(n == 1 for n in threads), threads

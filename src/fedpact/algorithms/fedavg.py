@@ -88,6 +88,8 @@ def _average(arrays: list[np.ndarray], coef: list[float]) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _blas_threads() -> ThreadpoolController:
+    # The controller only sees libraries loaded when it is made: load SciPy's BLAS first.
+    _axpy_for(np.dtype(np.float32))
     return ThreadpoolController()
 
 
