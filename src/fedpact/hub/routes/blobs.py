@@ -219,6 +219,8 @@ def _complete(state: HubState, target: _Target, user_id: int) -> BlobRef:
             f"{target.size - received} bytes are missing: {received} of {target.size} arrived; resume with PUT ?offset={received}",
         )
     actual = store.hash_partial(target.upload_id)
+    if actual == target.sha256:
+        store.sync(target.upload_id)
     with state.db.session() as s:
         upload = s.get(Upload, target.upload_id)
         if upload is None:
@@ -287,6 +289,7 @@ async def put_blob(task: str, sha256: str, request: Request, user: CurrentUser, 
         )
 
     def store() -> None:
+        state.store.sync(partial)
         with state.db.session() as s:
             store_verified(s, state, task_id, partial, sha256, size, user.id)
 

@@ -207,7 +207,12 @@ async def post_raw_message(
     round: Annotated[int | None, Query(ge=0)] = None,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> MessageOut:
-    """A message whose raw body is its payload, stored as a blob: upload and send in one request."""
+    """A message whose raw body is its payload, stored as a blob: upload and send in one request.
+
+    The payload is not forced to disk (no fsync): it belongs to a round in flight, which a
+    resumed aggregator runs again after a power failure; checkpoints and models, uploaded
+    through the blob routes, are.
+    """
     try:
         head = MessageIn(sender=sender, recipient=recipient, kind=kind, round=round)
     except ValidationError as exc:
