@@ -26,7 +26,8 @@ What is reported, per round r (rounds are counted only after the quorum is reach
   participants (download, fit, upload), aggregation, round record, checkpoint, round-end.
 * ``seconds``: the ``seconds`` metric of the round record the aggregator stores (from the
   round's start to after aggregation; excludes checkpoint and round-end broadcast).
-* model traffic: HTTP body bytes of blob uploads (PUT) and blob downloads (GET), counted by
+* model traffic: HTTP body bytes of blob uploads (PUT to uploads/ or blobs/, POST to
+  messages/raw) and blob downloads (GET), counted by
   httpx event hooks on every client (aggregator and each participant), in the steady state
   (differences between consecutive rounds). Two countings are given:
   - ``participant_view``: one broadcast download per participant + one update upload per
@@ -86,7 +87,11 @@ class Counter:
             n = len(request.content)
         except Exception:  # noqa: BLE001 - a streamed request body is not counted (the client sends none)
             n = 0
-        is_blob = request.method == "PUT" and "/uploads/" in request.url.path
+        path = request.url.path
+        # Model bytes go up as resumable chunks, one-request blobs, or raw message bodies.
+        is_blob = (request.method == "PUT" and ("/uploads/" in path or "/blobs/" in path)) or (
+            request.method == "POST" and path.endswith("/messages/raw")
+        )
         with self.lock:
             self.c["requests"] += 1
             self.c["blob_up" if is_blob else "other_up"] += n
