@@ -9,6 +9,7 @@ train, and nobody ever imports code named by a definition. Every model is strict
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -19,9 +20,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 BUILTIN_MODELS: tuple[str, ...] = ("softmax_regression", "mlp", "cnn")
 #: Aggregation algorithms that ship with fedpact.
 BUILTIN_ALGORITHMS: tuple[str, ...] = ("fedavg", "fedprox")
-#: Privacy modes. Only ``open`` is implemented in this release; the hub refuses the others
-#: until their protocols exist rather than pretending to protect anything.
-PRIVACY_MODES: tuple[str, ...] = ("open",)
+#: Privacy modes (see docs/privacy.md for what each party can and cannot see in each).
+PRIVACY_MODES: tuple[str, ...] = ("open", "secure", "dp", "secure+dp", "encrypted")
+#: Which privacy parameters each mode takes; any other parameter is refused for that mode.
+_SECURE_PARAMS = {"clip", "bits", "threshold", "sparse", "degree"}
+_DP_PARAMS = {"clip_norm", "noise_multiplier", "target_epsilon", "delta", "epsilon_budget", "accountant"}
+PRIVACY_PARAMETERS: dict[str, frozenset[str]] = {
+    "open": frozenset(),
+    "secure": frozenset(_SECURE_PARAMS),
+    "dp": frozenset(_DP_PARAMS | {"placement"}),
+    "secure+dp": frozenset(_SECURE_PARAMS | _DP_PARAMS),
+    "encrypted": frozenset({"he_poly_modulus_degree"}),
+}
 
 _PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
@@ -93,7 +103,38 @@ class AlgorithmSpec(_Strict):
 
 
 class PrivacySpec(_Strict):
+    """Who may see what during training; see docs/privacy.md.
+
+    ``open``: plain FedAvg. ``secure``: secure aggregation (the aggregator learns only the
+    sum). ``dp``: clipping and Gaussian noise, on each participant (``placement: local``) or
+    on the aggregate (``central``), with an epsilon accountant. ``secure+dp``: each
+    participant adds its share of the noise under secure aggregation. ``encrypted``: CKKS
+    homomorphic encryption, the key held by the participants only. A parameter that the
+    chosen mode does not use is an error, never silently ignored.
+    """
+
     mode: str = "open"
+    # secure, secure+dp
+    clip: Annotated[float, Field(gt=0.0, le=1e6)] | None = Field(
+        default=None, description="Each coordinate of an update (new weights minus the global model) is clipped to "
+        "[-clip, clip] before quantisation. secure: default 1.0; secure+dp: default clip_norm + 8 noise deviations.")
+    bits: Literal[32, 64] | None = Field(default=None, description="Ring Z_2^bits of secure aggregation (32).")
+    threshold: int | float | None = Field(
+        default=None, description="Fewest participants that must remain at every step of secure aggregation: a "
+        "count (>= 2) or a fraction of the round's selected participants in (0.5, 1]. Default: a majority.")
+    sparse: bool | None = Field(default=None, description="SecAgg+ sparse neighbour graph instead of the complete graph.")
+    degree: Annotated[int, Field(ge=2)] | None = Field(default=None, description="Neighbours per participant with "
+                                                       "sparse: true (default 3 log2 n, rounded up to even).")
+    # dp, secure+dp
+    clip_norm: Annotated[float, Field(gt=0.0)] | None = Field(default=None, description="L2 bound on one update.")
+    noise_multiplier: Annotated[float, Field(gt=0.0)] | None = None
+    target_epsilon: Annotated[float, Field(gt=0.0)] | None = None
+    delta: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    epsilon_budget: Annotated[float, Field(gt=0.0)] | None = None
+    accountant: Literal["rdp", "pld"] | None = None
+    placement: Literal["local", "central"] | None = None
+    # encrypted
+    he_poly_modulus_degree: Literal[8192, 16384, 32768] | None = None
 
     @field_validator("mode")
     @classmethod
@@ -101,6 +142,96 @@ class PrivacySpec(_Strict):
         if v not in PRIVACY_MODES:
             raise ValueError(f"privacy mode {v!r} is not available; available: {', '.join(PRIVACY_MODES)}")
         return v
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold_kind(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, float) and v.is_integer() and v > 1:
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"threshold must be a count (>= 2) or a fraction in (0.5, 1], got {v!r}")
+        if isinstance(v, int) and v < 2:
+            raise ValueError(f"threshold as a count must be >= 2, got {v}")
+        if isinstance(v, float) and not 0.5 < v <= 1.0:
+            raise ValueError(f"threshold as a fraction must be in (0.5, 1] (a strict majority), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PrivacySpec":
+        allowed = PRIVACY_PARAMETERS[self.mode]
+        given = sorted(k for k in self.model_fields_set if k != "mode" and getattr(self, k) is not None)
+        wrong = [k for k in given if k not in allowed]
+        if wrong:
+            users = {k: [m for m, ps in PRIVACY_PARAMETERS.items() if k in ps] for k in wrong}
+            detail = "; ".join(f"{k!r} belongs to mode(s) {', '.join(users[k])}" for k in wrong)
+            raise ValueError(f"privacy mode {self.mode!r} takes no parameter(s) {', '.join(wrong)} ({detail})")
+        if self.mode in ("dp", "secure+dp"):
+            if self.clip_norm is None:
+                raise ValueError(f"privacy mode {self.mode!r} needs clip_norm, the L2 bound on each update")
+            if (self.noise_multiplier is None) == (self.target_epsilon is None):
+                raise ValueError(
+                    f"privacy mode {self.mode!r} needs exactly one of noise_multiplier (the noise, epsilon follows) "
+                    "or target_epsilon (the epsilon after all rounds, the noise follows)"
+                )
+            if self.epsilon_budget is not None and self.target_epsilon is not None and self.epsilon_budget < self.target_epsilon:
+                raise ValueError(
+                    f"epsilon_budget ({self.epsilon_budget}) is below target_epsilon ({self.target_epsilon}): "
+                    "the task would stop before its last round; raise the budget or lower the target"
+                )
+        if self.degree is not None and not self.sparse:
+            raise ValueError("degree applies to the sparse neighbour graph: set sparse: true as well")
+        if self.degree is not None and self.degree % 2:
+            raise ValueError(f"degree must be even (each participant links to degree/2 on either side), got {self.degree}")
+        return self
+
+    # -- effective values (defaults depend on the mode) -------------------------------------
+    @property
+    def secure(self) -> bool:
+        return self.mode in ("secure", "secure+dp")
+
+    @property
+    def differentially_private(self) -> bool:
+        return self.mode in ("dp", "secure+dp")
+
+    @property
+    def effective_bits(self) -> int:
+        return self.bits or 32
+
+    @property
+    def effective_delta(self) -> float:
+        return self.delta if self.delta is not None else 1e-5
+
+    @property
+    def effective_accountant(self) -> str:
+        return self.accountant or "rdp"
+
+    @property
+    def effective_placement(self) -> str:
+        """Where DP noise is added: local, central or distributed (secure+dp)."""
+        if self.mode == "secure+dp":
+            return "distributed"
+        return self.placement or "local"
+
+    @property
+    def effective_he_degree(self) -> int:
+        return self.he_poly_modulus_degree or 8192
+
+    def threshold_for(self, selected: int) -> int:
+        """The secure-aggregation threshold of a round with ``selected`` participants.
+
+        Never below a strict majority of them: with fewer, two disjoint groups of survivors
+        could each be asked to unmask, which the protocol's guarantee does not cover.
+        """
+        majority = selected // 2 + 1
+        if self.threshold is None:
+            t = majority
+        elif isinstance(self.threshold, float):
+            t = math.ceil(self.threshold * selected)
+        else:
+            t = self.threshold
+        return max(2, majority, min(t, selected)) if selected >= 2 else selected
 
 
 class DataSchema(_Strict):
@@ -215,6 +346,26 @@ class TaskDefinition(_Strict):
             )
         if self.model.name == "cnn" and self.data.kind != "image":
             raise ValueError("model 'cnn' needs image data (data.kind: image)")
+        p = self.privacy
+        if p.mode != "open" and self.algorithm.name not in BUILTIN_ALGORITHMS:
+            raise ValueError(
+                f"privacy mode {p.mode!r} works with the built-in algorithms ({', '.join(BUILTIN_ALGORITHMS)}); "
+                f"plugin algorithm {self.algorithm.name!r} may need individual updates, which this mode hides"
+            )
+        if p.secure:
+            if self.min_participants < 2:
+                raise ValueError(f"privacy mode {p.mode!r} needs min_participants >= 2: a sum of one update is that update")
+            if isinstance(p.threshold, int) and self.min_participants < p.threshold:
+                raise ValueError(
+                    f"privacy mode {p.mode!r} needs min_participants >= threshold: threshold is {p.threshold}, "
+                    f"min_participants is {self.min_participants}, so a round could start that can never be unmasked"
+                )
+            if p.threshold is None or isinstance(p.threshold, float):
+                if p.threshold_for(self.min_participants) > self.min_participants:
+                    raise ValueError(f"privacy mode {p.mode!r}: min_participants ({self.min_participants}) is below "
+                                     "the threshold it implies")
+        if p.mode == "encrypted" and self.min_participants < 2:
+            raise ValueError("privacy mode 'encrypted' needs min_participants >= 2: the aggregate of one update is that update")
         return self
 
 

@@ -29,6 +29,7 @@ from fedpact.common.errors import FedpactError, UpdateRejected
 from fedpact.common.tensors import Weights, decode_weights, encode_weights
 from fedpact.runtime import messages as m
 from fedpact.runtime.mailbox import Mailbox, Message
+from fedpact.runtime.privacy import pack_ciphertexts, ring_from_wire, unpack_ciphertexts
 from fedpact.runtime.progress import Progress
 
 
@@ -121,6 +122,39 @@ class Aggregator:
         self._downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fedpact-download")
         self.mailbox = Mailbox(client, self.task_id, m.AGGREGATOR, from_start=not resume)
         self._last_status_check = 0.0
+        self._init_privacy()
+
+    # -- privacy modes (docs/privacy.md) ------------------------------------------------
+    def _init_privacy(self) -> None:
+        d = self.definition
+        p = d.privacy
+        self.mode = p.mode
+        self.noise_multiplier: float | None = None
+        self.accountant: Any = None
+        self.budget_rounds: int | None = None
+        self.stop_reason: str | None = None
+        self._secure: Any = None  # the SecAggServer of the round in progress
+        self._secure_notes: list[str] = []
+        self.he_public: Any = None  # encrypted: the public CKKS context, never the secret key
+        self.he_keyed: set[str] = set()
+        self.enc_weights: list[bytes] | None = None
+        if p.differentially_private:
+            from fedpact.privacy import dp, modes
+
+            self.noise_multiplier = modes.resolve_noise_multiplier(d)
+            self.accountant = dp.PrivacyAccountant(self.noise_multiplier, modes.sampling_rate(d), p.effective_delta,
+                                                   p.effective_accountant)  # type: ignore[arg-type]
+            self.budget_rounds = modes.budget_rounds(d, self.noise_multiplier)
+            if self.budget_rounds == 0:
+                raise FedpactError(
+                    f"the epsilon budget of {modes.epsilon_budget(d)} does not allow a single round at noise multiplier "
+                    f"{self.noise_multiplier:.4g} (sampling rate {modes.sampling_rate(d)}, delta {p.effective_delta}); "
+                    "raise the budget or the noise multiplier"
+                )
+        if self.mode == "encrypted" and self.eval_data is not None:
+            self.progress.warning("encrypted mode: the aggregator never holds the model in plaintext, so it cannot "
+                                  "evaluate it; evaluation metrics come from the participants")
+            self.eval_data = None
 
     # -- setup -------------------------------------------------------------------------
     def _prepare_eval(self, data: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -137,9 +171,13 @@ class Aggregator:
         if ckpt is None:
             self.progress.info("no checkpoint on the hub yet: starting from round 1")
             return
-        self.global_weights = decode_weights(self.client.download_blob(self.task_id, ckpt["blob"]["sha256"]))
-        self._weights_blob = ckpt["blob"]
+        data = self.client.download_blob(self.task_id, ckpt["blob"]["sha256"])
         state = ckpt["state"]
+        if state.get("encrypted"):
+            self.enc_weights = unpack_ciphertexts(m.unpack(data)[1])
+        else:
+            self.global_weights = decode_weights(data)
+        self._weights_blob = ckpt["blob"]
         if state.get("standardization"):
             mean, std = state["standardization"]["mean"], state["standardization"]["std"]
             self.std = (np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32))
@@ -148,12 +186,14 @@ class Aggregator:
         self.best = state.get("best")
         self.since_best = int(state.get("since_best", 0))
         self.start_round = int(ckpt["round"]) + 1
+        if self.accountant is not None:
+            self.accountant.step(len(self.history))
         self.progress.info(f"resumed from the checkpoint of round {ckpt['round']}")
 
     # -- mailbox -----------------------------------------------------------------------
     def _pump(self, wait: float) -> None:
         batch = self.mailbox.fetch(wait=wait)
-        updates = [msg for msg in batch if msg.kind == m.UPDATE and msg.raw.get("blob")]
+        updates = [msg for msg in batch if msg.kind in (m.UPDATE, m.SECAGG) and msg.raw.get("blob")]
         if len(updates) > 1:
             # Fetch the update bodies concurrently: one after another they are most of a round.
             list(self._downloads.map(_prefetch, updates))
@@ -183,6 +223,8 @@ class Aggregator:
             self.ready.pop(name, None)
             self.refused[name] = list(meta.get("problems", []))
             self.progress.warning(f"{name} cannot take part: {'; '.join(self.refused[name])}")
+        elif msg.kind == m.SECAGG:
+            self._on_secagg(msg, name, meta, tensors)
         elif self._collector and msg.kind == self._collector.kind:
             c = self._collector
             key = meta.get("round_id") or meta.get("request_id")
@@ -190,8 +232,11 @@ class Aggregator:
                 return
             if msg.kind == m.UPDATE:
                 try:
-                    update = m.split_prefixed(tensors, "w.")
-                    validate_update(self.global_weights, update)
+                    if self.mode == "encrypted":
+                        update = self._check_encrypted_update(meta, tensors)
+                    else:
+                        update = m.split_prefixed(tensors, "w.")
+                        validate_update(self.global_weights, update)
                     n = meta.get("num_samples")
                     if not isinstance(n, int) or n <= 0:
                         raise UpdateRejected(f"num_samples must be a positive integer, got {n!r}")
@@ -222,9 +267,10 @@ class Aggregator:
         self.client.send(self.task_id, sender=m.AGGREGATOR, recipient=m.BROADCAST, kind=kind, round=round,
                          payload=m.pack(meta, tensors))
 
-    def _send_to(self, name: str, kind: str, meta: dict[str, Any], round: int = 0) -> None:
+    def _send_to(self, name: str, kind: str, meta: dict[str, Any], round: int = 0,
+                 tensors: dict[str, np.ndarray] | None = None) -> None:
         self.client.send(self.task_id, sender=m.AGGREGATOR, recipient=m.participant_address(name), kind=kind,
-                         round=round, payload=m.pack(meta))
+                         round=round, payload=m.pack(meta, tensors))
 
     # -- the run -----------------------------------------------------------------------
     def run(self) -> AggregatorResult:
@@ -246,6 +292,16 @@ class Aggregator:
                 self._standardize()
             converged = False
             for r in range(self.start_round, d.rounds + 1):
+                if self.budget_rounds is not None and r > self.budget_rounds:
+                    eps = self.accountant.epsilon()
+                    from fedpact.privacy.modes import epsilon_budget
+
+                    self.stop_reason = (
+                        f"privacy budget spent: epsilon {eps:.4g} (delta {d.privacy.effective_delta:g}) after "
+                        f"{r - 1} round(s); one more round would exceed the epsilon budget of {epsilon_budget(d):g}"
+                    )
+                    self.progress.info(self.stop_reason)
+                    break
                 metrics = self._round(r)
                 self._checkpoint(r)
                 self._broadcast(m.ROUND_END, {"metrics": metrics}, round=r)
@@ -301,6 +357,8 @@ class Aggregator:
     def _select(self, r: int) -> list[str]:
         d = self.definition
         names = sorted(self.ready)
+        if self.mode == "encrypted":
+            names = [n for n in names if n in self.he_keyed]  # only key holders can decrypt the model
         k = min(len(names), max(d.min_participants, math.ceil(d.fraction * len(names))))
         rng = np.random.default_rng([d.seed, r])
         return sorted(rng.choice(names, size=k, replace=False).tolist())
@@ -315,6 +373,8 @@ class Aggregator:
             raise AggregationFailed(
                 f"round {r}: only {len(self.ready)} participant(s) available, min_participants is {d.min_participants}"
             )
+        if self.mode == "encrypted":
+            self._ensure_he_keys(r)
         selected = self._select(r)
         round_id = uuid.uuid4().hex
         started_at, t0 = _now(), time.monotonic()
@@ -328,6 +388,9 @@ class Aggregator:
             "seed": d.seed * 100_003 + r,
             **self.algorithm.participant_config(),
         }
+        plan = None
+        if self.mode != "open":
+            config["privacy"], plan = self._privacy_config(round_id, selected, started_at, r)
         self.progress.round_started(r, d.rounds, selected)
         self._broadcast(
             m.ROUND_START,
@@ -336,6 +399,8 @@ class Aggregator:
             self._std_tensors(),
             round=r,
         )
+        if plan is not None:
+            return self._secure_round(r, plan, selected, started_at, t0, deadline)
         replies = self._collect(m.UPDATE, round_id, set(selected), max(0.0, deadline - time.monotonic()))
         missing = sorted(set(selected) - set(replies))
         for name in missing:
@@ -357,18 +422,35 @@ class Aggregator:
             raise AggregationFailed(reason)
         names = sorted(replies)
         updates = [(replies[n][1], int(replies[n][0]["num_samples"])) for n in names]
-        self.global_weights = self.algorithm.aggregate(self.global_weights, updates)
+        if self.mode == "dp":
+            self.global_weights = self._aggregate_dp([u for u, _ in updates], len(selected))
+        elif self.mode == "encrypted":
+            self._aggregate_encrypted(updates)
+        else:
+            self.global_weights = self.algorithm.aggregate(self.global_weights, updates)
         self._weights_blob = None
         self.contributors.update(names)
-        metrics = self._round_metrics(r, replies, time.monotonic() - t0)
+        train = _weighted({n: (meta["num_samples"], meta.get("train", {})) for n, (meta, _) in replies.items()}, "train_")
+        val = _weighted({n: (meta["num_samples"], meta.get("val", {})) for n, (meta, _) in replies.items()}, "val_")
+        total = sum(int(meta["num_samples"]) for meta, _ in replies.values())
+        metrics = self._round_metrics(r, train, val, total, len(replies), time.monotonic() - t0)
         metrics["selected"] = len(selected)
         notes = [f"{n} did not reply within {d.round_timeout_s:.0f} s" for n in missing if n not in self.rejected]
         notes += [f"update of {n} rejected: {why}" for n, why in sorted(self.rejected.items())]
+        return self._complete_round(r, started_at, names, metrics, notes)
+
+    def _complete_round(self, r: int, started_at: str, names: list[str], metrics: dict[str, Any],
+                        notes: list[str]) -> dict[str, Any]:
+        if self.accountant is not None:
+            self.accountant.step()
+            metrics["epsilon"] = self.accountant.epsilon()
+            metrics["delta"] = self.definition.privacy.effective_delta
+            metrics["noise_multiplier"] = self.noise_multiplier
         entry = {"round": r, "started_at": started_at, "finished_at": _now(), "participants": names,
                  "metrics": metrics, "reason": "; ".join(notes)}
         self.history.append(entry)
         self._record(entry)
-        self.progress.round_finished(r, d.rounds, metrics)
+        self.progress.round_finished(r, self.definition.rounds, metrics)
         return metrics
 
     def _record(self, entry: dict[str, Any]) -> None:
@@ -376,22 +458,220 @@ class Aggregator:
                               started_at=entry["started_at"], finished_at=entry["finished_at"],
                               metrics=entry["metrics"], reason=entry.get("reason", ""))
 
-    def _round_metrics(self, r: int, replies: dict[str, tuple[dict[str, Any], Weights]], seconds: float) -> dict[str, Any]:
-        metrics: dict[str, Any] = {}
-        total = sum(int(meta["num_samples"]) for meta, _ in replies.values())
-        metrics.update(_weighted({n: (meta["num_samples"], meta.get("train", {})) for n, (meta, _) in replies.items()}, "train_"))
+    def _round_metrics(self, r: int, train: dict[str, float], val: dict[str, float], total: int, participants: int,
+                       seconds: float) -> dict[str, Any]:
+        metrics: dict[str, Any] = dict(train)
         metrics["num_samples"] = total
-        metrics["participants"] = len(replies)
+        metrics["participants"] = participants
         metrics["seconds"] = round(seconds, 4)
         if self.eval_data is not None:
             metrics.update({f"eval_{k}": v for k, v in self._evaluate().items() if k != "num_samples"})
         # Participants evaluate the global model they received before training: that is the
         # previous round's result, so it is added to that round's record.
-        val = _weighted({n: (meta["num_samples"], meta.get("val", {})) for n, (meta, _) in replies.items()}, "val_")
         if val and self.history and self.history[-1]["round"] == r - 1:
             self.history[-1]["metrics"].update(val)
             self._record(self.history[-1])
         return metrics
+
+    # -- privacy modes: per round ---------------------------------------------------------
+    def _privacy_config(self, round_id: str, selected: list[str], started_at: str,
+                        r: int) -> tuple[dict[str, Any], Any]:
+        """The ``privacy`` section of a round's config, and the secure-aggregation plan if any."""
+        from fedpact.privacy.modes import make_secure_plan, num_values
+        from fedpact.privacy.quantize import QuantizationError
+
+        p = self.definition.privacy
+        cfg: dict[str, Any] = {"mode": p.mode}
+        if p.differentially_private:
+            cfg.update(clip_norm=p.clip_norm, noise_multiplier=self.noise_multiplier,
+                       placement=p.effective_placement)
+        if not p.secure:
+            return cfg, None
+        announced = {n: int(self.ready.get(n, {}).get("num_samples") or 1) for n in selected}
+        try:
+            plan = make_secure_plan(self.definition, task=self.task_name, round_id=round_id, selected=selected,
+                                    announced=announced, model_values=num_values(self.global_weights),
+                                    noise_multiplier=self.noise_multiplier)
+        except QuantizationError as exc:
+            reason = f"round {r}: secure aggregation cannot quantise this round: {exc}"
+            self.client.put_round(self.task_id, r, status="failed", participants=selected, started_at=started_at,
+                                  finished_at=_now(), metrics={}, reason=reason)
+            raise AggregationFailed(reason) from exc
+        cfg["plan"] = plan.to_dict()
+        from fedpact.privacy.secagg import SecAggServer
+
+        self._secure = SecAggServer(plan.secagg)
+        self._secure_notes = []
+        return cfg, plan
+
+    def _on_secagg(self, msg: Message, name: str, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        from fedpact.privacy.secagg import SecAggError
+
+        server = self._secure
+        if server is None:
+            return
+        try:
+            vector = ring_from_wire(tensors["y"]) if "y" in tensors else None
+            server.receive(name, meta, vector)
+        except (SecAggError, ValueError) as exc:
+            note = f"a secure-aggregation message from {name} was rejected: {exc}"
+            self.progress.warning(f"round {msg.round}: {note}")
+            self._secure_notes.append(note)
+
+    def _secure_round(self, r: int, plan: Any, selected: list[str], started_at: str, t0: float,
+                      deadline: float) -> dict[str, Any]:
+        """Run the four SecAgg steps through the hub; only the sum is ever unmasked here."""
+        from fedpact.privacy.modes import PrivacyModeError, decode_aggregate
+        from fedpact.privacy.secagg import RoundAborted
+
+        d = self.definition
+        server = self._secure
+        grace = max(2.0, min(30.0, d.round_timeout_s / 4))
+
+        def wait(until: float) -> None:
+            while not server.expected <= server.received and time.monotonic() < until:
+                self._pump(wait=min(self.poll_wait, max(0.05, until - time.monotonic())))
+
+        dropped: list[str] = []
+
+        def note_dropped(before: set[str], step: str) -> None:
+            for name in sorted(before - server.received):
+                dropped.append(f"{name} dropped out during {step}")
+                self.ready.pop(name, None)
+                self.progress.warning(f"round {r}: {name} dropped out during secure aggregation ({step}); "
+                                      "left out until it announces itself again")
+
+        try:
+            wait(deadline)
+            note_dropped(set(server.expected), "AdvertiseKeys")
+            self._broadcast(m.SECAGG, server.roster(), round=r)
+            wait(deadline)
+            note_dropped(set(server.expected), "ShareKeys")
+            forwards = server.forward_shares()
+            list(self._downloads.map(lambda item: self._send_to(item[0], m.SECAGG, item[1], round=r),
+                                     forwards.items()))
+            wait(max(deadline, time.monotonic() + grace))
+            note_dropped(set(server.expected), "MaskedInputCollection")
+            self._broadcast(m.SECAGG, server.unmask_request(), round=r)
+            wait(max(deadline, time.monotonic() + grace))
+            note_dropped(set(server.expected), "Unmasking (its input still counts)")
+            ring_sum = server.finish()
+        except RoundAborted as exc:
+            reason = f"round {r}: {exc}"
+            notes = dropped + self._secure_notes
+            self.client.put_round(self.task_id, r, status="failed", participants=selected, started_at=started_at,
+                                  finished_at=_now(), metrics={}, reason="; ".join([reason, *notes]))
+            raise AggregationFailed(reason) from exc
+        finally:
+            self._secure = None
+        names = list(server.u3)
+        try:
+            new, agg_metrics, total = decode_aggregate(plan, self.global_weights, ring_sum, denominator=len(selected))
+        except PrivacyModeError as exc:
+            reason = f"round {r}: the unmasked sum is unusable: {exc}"
+            self.client.put_round(self.task_id, r, status="failed", participants=selected, started_at=started_at,
+                                  finished_at=_now(), metrics={}, reason=reason)
+            raise AggregationFailed(reason) from exc
+        self.global_weights = new
+        self._weights_blob = None
+        self.contributors.update(names)
+        train = {k: v for k, v in agg_metrics.items() if k.startswith("train_")}
+        val = {k: v for k, v in agg_metrics.items() if k.startswith("val_")}
+        samples = total if plan.weighted else sum(int(self.ready.get(n, {}).get("num_samples") or 0) for n in names)
+        metrics = self._round_metrics(r, train, val, samples, len(names), time.monotonic() - t0)
+        metrics["selected"] = len(selected)
+        metrics["quantization_error_bound"] = plan.error_bound(total)
+        return self._complete_round(r, started_at, names, metrics, dropped + self._secure_notes)
+
+    def _aggregate_dp(self, updates: list[Weights], expected: int) -> Weights:
+        """dp: local (participants already clipped and noised: plain mean of deltas) or central."""
+        from fedpact.privacy import dp
+
+        p = self.definition.privacy
+        g = self.global_weights
+        deltas = [{k: np.asarray(u[k], dtype=np.float64) - np.asarray(g[k], dtype=np.float64) for k in g}
+                  for u in updates]
+        if p.effective_placement == "central":
+            assert p.clip_norm is not None and self.noise_multiplier is not None
+            mean = dp.central_dp_aggregate(deltas, self.noise_multiplier, p.clip_norm, expected_participants=expected)
+        else:
+            mean = {k: sum(dl[k] for dl in deltas) / len(deltas) for k in g}
+        return {k: (np.asarray(g[k], dtype=np.float64) + mean[k]).astype(np.asarray(g[k]).dtype) for k in g}
+
+    # -- privacy modes: encrypted ---------------------------------------------------------
+    def _he_length(self) -> int:
+        from fedpact.privacy.modes import num_values
+
+        return num_values(self.global_weights)
+
+    def _check_encrypted_update(self, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> dict[str, Any]:
+        from fedpact.privacy import he
+
+        if self.he_public is None:
+            raise UpdateRejected("no task key is set up yet")
+        try:
+            chunks = unpack_ciphertexts(tensors)
+        except ValueError as exc:
+            raise UpdateRejected(str(exc)) from exc
+        expected = -(-self._he_length() // self.he_public.slot_count)
+        if meta.get("length") != self._he_length() or len(chunks) != expected:
+            raise UpdateRejected(f"an encrypted update of this model has {expected} ciphertext chunk(s) of "
+                                 f"{self._he_length()} values; got {len(chunks)} chunk(s), length {meta.get('length')!r}")
+        try:
+            he.sum_encrypted(self.he_public, [chunks])  # parses every chunk under the task's public key
+        except he.HEError as exc:
+            raise UpdateRejected(f"not a ciphertext under the task's key: {exc}") from exc
+        return {"chunks": chunks}
+
+    def _aggregate_encrypted(self, updates: list[tuple[Any, int]]) -> None:
+        """encrypted: ``Enc(sum n_u w_u) * (1 / sum n_u)``, computed on ciphertexts with the public key only."""
+        from fedpact.privacy import he
+
+        total = sum(n for _, n in updates)
+        summed = he.sum_encrypted(self.he_public, [u["chunks"] for u, _ in updates])
+        self.enc_weights = he.scale_encrypted(self.he_public, summed, 1.0 / total)
+
+    def _ensure_he_keys(self, r: int) -> None:
+        """Have one participant create the task's CKKS key and seal it to every other ready participant."""
+        from fedpact.privacy import he
+
+        d = self.definition
+        pending = sorted(n for n in self.ready if n not in self.he_keyed and self.ready[n].get("seal_pk"))
+        if not pending:
+            return
+        holders = sorted(self.he_keyed & set(self.ready)) or pending[:1]
+        holder = holders[0]
+        recipients = {n: self.ready[n]["seal_pk"] for n in pending if n != holder}
+        request_id = uuid.uuid4().hex
+        self.progress.info(f"asking {holder} to seal the task's CKKS key to {', '.join(recipients) or 'nobody else'}")
+        self._send_to(holder, m.HE_KEY_REQUEST, {"request_id": request_id, "recipients": recipients,
+                                                 "degree": d.privacy.effective_he_degree})
+        replies = self._collect(m.HE_KEYS, request_id, {holder}, d.round_timeout_s)
+        if holder not in replies:
+            if self.he_public is None:
+                raise AggregationFailed(f"round {r}: {holder} did not create the task's encryption key within "
+                                        f"{d.round_timeout_s:.0f} s")
+            self.progress.warning(f"{holder} did not seal the key for {', '.join(recipients)}; they wait a round")
+            return
+        _, tensors = replies[holder]
+        try:
+            public = he.HEContext.from_bytes(tensors["public"].tobytes())
+        except (KeyError, he.HEError) as exc:
+            raise AggregationFailed(f"round {r}: the key holder sent no usable public context: {exc}") from exc
+        if public.has_secret_key:
+            raise AggregationFailed(f"round {r}: {holder} sent a context that contains the secret key; the aggregator "
+                                    "refuses to hold it (encrypted mode keeps the key with the participants)")
+        if self.he_public is None:
+            self.he_public = public
+        elif public.serialize(secret=False) != self.he_public.serialize(secret=False):
+            raise AggregationFailed(f"round {r}: {holder} answered with a different key than the task's")
+        self.he_keyed.add(holder)
+        for n in recipients:
+            sealed = tensors.get(f"sealed.{n}")
+            if sealed is None:
+                continue
+            self._send_to(n, m.HE_KEY, {}, tensors={"sealed": sealed})
+            self.he_keyed.add(n)
 
     def _evaluate(self) -> dict[str, float]:
         assert self.eval_data is not None
@@ -426,8 +706,17 @@ class Aggregator:
         """The current global weights as a blob, uploaded once and shared by the checkpoint,
         the next round's broadcast and the final evaluation."""
         if self._weights_blob is None:
-            self._weights_blob = self.client.upload_blob(self.task_id, encode_weights(self.global_weights))
+            if self.enc_weights is not None:
+                payload = pack_ciphertexts(self.enc_weights, self._enc_info())
+            else:
+                payload = encode_weights(self.global_weights)
+            self._weights_blob = self.client.upload_blob(self.task_id, payload)
         return self._weights_blob
+
+    def _enc_info(self) -> dict[str, Any]:
+        from fedpact.privacy.he import flatten_weights
+
+        return {"encrypted": True, "length": self._he_length(), "layout": flatten_weights(self.global_weights)[1]}
 
     def _std_tensors(self) -> dict[str, np.ndarray]:
         return {} if self.std is None else {"std.mean": self.std[0], "std.std": self.std[1]}
@@ -441,13 +730,19 @@ class Aggregator:
         }
         if self.std is not None:
             state["standardization"] = {"mean": self.std[0].tolist(), "std": self.std[1].tolist()}
+        if self.enc_weights is not None:
+            state["encrypted"] = True
         self.client.put_checkpoint(self.task_id, r, self._weights_ref(), state)
 
     def _finish(self, converged: bool) -> AggregatorResult:
         d = self.definition
         rounds_done = self.history[-1]["round"] if self.history else self.start_round - 1
         final_metrics = dict(self.history[-1]["metrics"]) if self.history else {}
-        if self.ready:
+        # Per-participant hold-out metrics of the final model are not covered by secure
+        # aggregation or by local/distributed noise, so those modes do not ask for them.
+        p = d.privacy
+        evaluate_final = p.mode in ("open", "encrypted") or (p.mode == "dp" and p.effective_placement == "central")
+        if self.ready and evaluate_final:
             request_id = uuid.uuid4().hex
             self.progress.info("final evaluation on the participants' hold-out data")
             self._broadcast(m.FINAL_EVALUATE, {"request_id": request_id, "weights": self._weights_ref()},
@@ -472,8 +767,18 @@ class Aggregator:
             "rounds": rounds_done,
             "converged": converged,
             "standardized": self.std is not None,
+            "privacy": p.mode,
         }
-        payload = encode_weights(model_tensors, {"fedpact": json.dumps(metadata)})
+        if self.accountant is not None:
+            metadata["epsilon"] = self.accountant.epsilon()
+            metadata["delta"] = p.effective_delta
+        if self.enc_weights is not None:
+            # encrypted: the model stays encrypted on the hub; participants decrypt their copy
+            metadata["encrypted"] = True
+            std = {k: v for k, v in model_tensors.items() if k.startswith("standardization.")}
+            payload = pack_ciphertexts(self.enc_weights, {**self._enc_info(), "metadata": metadata}, std)
+        else:
+            payload = encode_weights(model_tensors, {"fedpact": json.dumps(metadata)})
         blob = self.client.upload_blob(self.task_id, payload)
         if self.history:
             self.history[-1]["metrics"].update({k: v for k, v in final_metrics.items() if k.startswith("val_")})
@@ -482,7 +787,8 @@ class Aggregator:
             self.task_id, blob=blob, metadata=metadata, contributors=sorted(self.contributors),
             rounds=rounds_done, metrics=final_metrics,
         )
-        self.client.set_status(self.task_id, "COMPLETE", "converged" if converged else f"{rounds_done} rounds done")
+        reason = "converged" if converged else self.stop_reason or f"{rounds_done} rounds done"
+        self.client.set_status(self.task_id, "COMPLETE", reason)
         self._broadcast(m.FINISHED, {"model_id": model["id"], "sha256": model["sha256"], "metrics": final_metrics})
         self.progress.info(f"model {model['id']} stored on the hub (sha256 {model['sha256'][:12]}...)")
         return AggregatorResult(self.task_id, self.task_name, "COMPLETE", rounds_done, model["id"], final_metrics,

@@ -61,3 +61,9 @@ def split_prefixed(tensors: Mapping[str, np.ndarray], prefix: str) -> dict[str, 
 
 def prefixed(tensors: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     return {prefix + k: v for k, v in tensors.items()}
+
+# privacy modes (docs/privacy.md)
+SECAGG = "secagg"  # a secure-aggregation protocol message, either direction (envelope in the metadata)
+HE_KEY_REQUEST = "he_key_request"  # aggregator -> key holder: seal the CKKS secret context to these public keys
+HE_KEYS = "he_keys"  # key holder -> aggregator: sealed secret contexts per recipient, plus the public context
+HE_KEY = "he_key"  # aggregator -> one participant: its sealed secret context

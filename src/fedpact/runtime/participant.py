@@ -18,9 +18,10 @@ import numpy as np
 from fedpact.client.hub import HubClient
 from fedpact.common.definition import TaskDefinition, parse_definition
 from fedpact.common.errors import DataSchemaError, FedpactError
-from fedpact.common.tensors import Weights, decode_weights
+from fedpact.common.tensors import Weights
 from fedpact.runtime import messages as m
 from fedpact.runtime.mailbox import Mailbox, Message
+from fedpact.runtime.privacy import ParticipantPrivacy, decrypted_model_file
 from fedpact.runtime.progress import Progress
 
 TERMINAL = {"COMPLETE", "FAILED", "CANCELLED"}
@@ -199,10 +200,11 @@ def run_participant(
     result = ParticipantResult(tid, tname, "RUNNING")
     handled: set[str] = set()
     last_activity = time.monotonic()
+    priv = ParticipantPrivacy(client, tid, address, me, definition, progress)
 
     def hello() -> None:
         client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.HELLO,
-                    payload=m.pack({"num_samples": participant.num_samples()}))
+                    payload=m.pack({"num_samples": participant.num_samples(), **priv.hello_fields()}))
 
     hello()
     progress.info(f"ready for task {tname!r} with {participant.num_samples()} training samples; waiting for the aggregator")
@@ -211,7 +213,7 @@ def run_participant(
         if not batch:
             status = client.get_task(tid)["status"]
             if status in TERMINAL:
-                return _ended_without_notice(client, tid, status, result, model_dir, progress)
+                return _ended_without_notice(client, tid, status, result, model_dir, progress, priv)
             if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
                 raise FedpactError(f"no word from the aggregator of {tname!r} for {idle_timeout_s:.0f} s; giving up")
             continue
@@ -227,7 +229,11 @@ def run_participant(
             elif msg.kind == m.STATS_REQUEST:
                 _answer_stats(client, tid, address, participant, msg, handled)
             elif msg.kind == m.ROUND_START:
-                _train_round(client, tid, address, participant, msg, handled, progress, me, result)
+                _train_round(client, tid, address, participant, msg, handled, progress, me, result, priv)
+            elif msg.kind in (m.SECAGG, m.HE_KEY_REQUEST, m.HE_KEY):
+                deferred = priv.on_message(msg)
+                if deferred is not None:
+                    _train_round(client, tid, address, participant, deferred, handled, progress, me, result, priv)
             elif msg.kind == m.ROUND_END:
                 meta, _ = msg.body()
                 progress.round_finished(msg.round, definition.rounds, meta.get("metrics", {}))
@@ -235,11 +241,11 @@ def run_participant(
                 meta, _ = msg.body()
                 progress.warning(f"round {msg.round}: the aggregator rejected this update: {meta.get('reason')}")
             elif msg.kind == m.FINAL_EVALUATE:
-                _final_evaluation(client, tid, address, participant, msg, handled)
+                _final_evaluation(client, tid, address, participant, msg, handled, priv)
             elif msg.kind == m.FINISHED:
                 mailbox.ack()
                 meta, _ = msg.body()
-                return _finish(client, meta, result, model_dir, progress)
+                return _finish(client, meta, result, model_dir, progress, priv)
             elif msg.kind == m.STOPPED:
                 mailbox.ack()
                 meta, _ = msg.body()
@@ -260,11 +266,6 @@ def _answer_stats(client: HubClient, tid: int, address: str, p: Participant, msg
     handled.add(key)
 
 
-def _global_weights(client: HubClient, tid: int, meta: dict[str, Any]) -> Weights:
-    """The global model a request refers to: one blob, shared by the broadcast and the checkpoint."""
-    return decode_weights(client.download_blob(tid, meta["weights"]["sha256"]))
-
-
 def _apply_standardization(p: Participant, tensors: Mapping[str, np.ndarray]) -> None:
     std = m.split_prefixed(tensors, "std.")
     if std:
@@ -281,13 +282,19 @@ def _train_round(
     progress: Progress,
     me: str,
     result: ParticipantResult,
+    priv: ParticipantPrivacy,
 ) -> None:
     meta, tensors = msg.body()
     round_id = str(meta.get("round_id"))
     if me not in meta.get("selected", []) or f"round:{round_id}" in handled:
         return
+    if priv.is_secure(meta) and not priv.keys_shared(round_id):
+        # secure: advertise keys now and train once this participant's shares are out
+        priv.before_training(meta, msg.round)
+        priv.defer(round_id, msg)
+        return
     handled.add(f"round:{round_id}")
-    weights = _global_weights(client, tid, meta)
+    weights = priv.global_weights(meta)
     _apply_standardization(p, tensors)
     c = meta["config"]
     cfg = TrainConfig(
@@ -303,33 +310,51 @@ def _train_round(
     started = time.monotonic()
     val = p.evaluate(weights)
     new_weights, n, train_metrics = p.fit(weights, cfg, progress)
+    train = {k: float(v) for k, v in train_metrics.items()}
+    val_f = {k: float(v) for k, v in val.items()}
+    result.rounds_trained.append(msg.round)
+    mode = (c.get("privacy") or {}).get("mode", "open")
+    if mode == "encrypted":
+        reply = {"round_id": round_id, "num_samples": int(n), "train": train, "val": val_f,
+                 "train_seconds": time.monotonic() - started}
+        payload = priv.encrypted_update(new_weights, int(n))
+        info, enc = m.unpack(payload)
+        client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.UPDATE, round=msg.round,
+                    payload=m.pack({**reply, **info}, enc))
+        return
+    outcome = priv.after_training(meta, msg.round, weights, new_weights, int(n), train, val_f)
+    if outcome is None:
+        return  # secure aggregation: the masked input goes out when the aggregator asks for it
+    to_send, overrides = outcome
     reply = {
         "round_id": round_id,
         "num_samples": int(n),
-        "train": {k: float(v) for k, v in train_metrics.items()},
-        "val": {k: float(v) for k, v in val.items()},
+        "train": train,
+        "val": val_f,
         "train_seconds": time.monotonic() - started,
+        **overrides,
     }
     client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.UPDATE, round=msg.round,
-                payload=m.pack(reply, m.prefixed(new_weights, "w.")))
-    result.rounds_trained.append(msg.round)
+                payload=m.pack(reply, m.prefixed(to_send, "w.")))
 
 
-def _final_evaluation(client: HubClient, tid: int, address: str, p: Participant, msg: Message, handled: set[str]) -> None:
+def _final_evaluation(client: HubClient, tid: int, address: str, p: Participant, msg: Message, handled: set[str],
+                      priv: ParticipantPrivacy) -> None:
     meta, tensors = msg.body()
     key = f"final:{meta.get('request_id')}"
     if key in handled:
         return
     handled.add(key)
     _apply_standardization(p, tensors)
-    metrics = p.evaluate(_global_weights(client, tid, meta))
+    metrics = p.evaluate(priv.global_weights(meta))
     client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.EVALUATION,
                 payload=m.pack({"request_id": meta.get("request_id"), "metrics": metrics,
                                 "num_samples": int(metrics.get("num_samples", 0))}))
 
 
 def _finish(
-    client: HubClient, meta: dict[str, Any], result: ParticipantResult, model_dir: str | Path | None, progress: Progress
+    client: HubClient, meta: dict[str, Any], result: ParticipantResult, model_dir: str | Path | None, progress: Progress,
+    priv: ParticipantPrivacy | None = None,
 ) -> ParticipantResult:
     result.status = "COMPLETE"
     result.model_id = meta.get("model_id")
@@ -337,13 +362,19 @@ def _finish(
     if model_dir is not None and result.model_id is not None:
         Path(model_dir).mkdir(parents=True, exist_ok=True)
         result.model_path = client.download_model(result.model_id, model_dir)
+        if priv is not None and priv.he is not None:
+            # encrypted mode: the hub holds the model encrypted; only participants can read it
+            encrypted = result.model_path.read_bytes()
+            result.model_path.write_bytes(decrypted_model_file(encrypted, priv.he))
+            progress.info("decrypted the final model with the task's key")
         progress.info(f"final model saved to {result.model_path}")
     progress.info(f"task {result.task_name!r} complete")
     return result
 
 
 def _ended_without_notice(
-    client: HubClient, tid: int, status: str, result: ParticipantResult, model_dir: str | Path | None, progress: Progress
+    client: HubClient, tid: int, status: str, result: ParticipantResult, model_dir: str | Path | None, progress: Progress,
+    priv: ParticipantPrivacy | None = None,
 ) -> ParticipantResult:
     """The task ended while we were not listening (e.g. we joined after the last round)."""
     if status != "COMPLETE":
@@ -354,4 +385,5 @@ def _ended_without_notice(
         result.status = status
         return result
     newest = models[-1]
-    return _finish(client, {"model_id": newest["id"], "metrics": newest.get("metrics", {})}, result, model_dir, progress)
+    return _finish(client, {"model_id": newest["id"], "metrics": newest.get("metrics", {})}, result, model_dir, progress,
+                   priv)
