@@ -12,25 +12,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from fedpact.client.hub import HubClient
 from fedpact.data.builtin import digits_federation
+from fedpact.data.loaders import save_csv
+from conftest import wait_for
 from fedpact.hub.server import HubProcess
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "correct-horse-9"
-
-
-def write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
-    header = ",".join([f"pixel_{i}" for i in range(x.shape[1])] + ["label"])
-    np.savetxt(path, np.column_stack([x, y]), delimiter=",", header=header, comments="", fmt="%.6g")
-    return path
 
 
 def definition(**overrides: Any) -> dict[str, Any]:
@@ -59,8 +54,8 @@ class Federation:
         self.tokens: dict[str, str] = {}
         self.procs: list[subprocess.Popen[bytes]] = []
         shards, test = digits_federation(3, test_fraction=0.25, seed=1)
-        self.files = {n: write_csv(root / f"{n}.csv", s.x, s.y) for n, s in zip(("bob", "carol", "dave"), shards)}
-        self.files["test"] = write_csv(root / "test.csv", test.x, test.y)
+        self.files = {n: save_csv(root / f"{n}.csv", s) for n, s in zip(("bob", "carol", "dave"), shards)}
+        self.files["test"] = save_csv(root / "test.csv", test)
 
     def user(self, name: str) -> HubClient:
         c = HubClient(self.hub.url, retry_for_s=30)
@@ -91,16 +86,6 @@ class Federation:
 
 def log_of(p: subprocess.Popen[bytes]) -> str:
     return Path(p.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def finish(p: subprocess.Popen[bytes], timeout: float = 120) -> str:

@@ -10,11 +10,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,7 +22,9 @@ from hub_fixtures import fast_config  # noqa: E402
 
 import fedpact  # noqa: E402
 from fedpact.client.hub import HubClient, HubError  # noqa: E402
-from fedpact.data.builtin import digits_federation  # noqa: E402
+from fedpact.data.builtin import digits_federation
+from fedpact.data.loaders import save_csv
+from conftest import wait_for  # noqa: E402
 from fedpact.hub import EmbeddedHub, HubProcess  # noqa: E402
 
 PASSWORD = "correct-horse-9"
@@ -43,22 +44,6 @@ def digits_definition(**overrides: Any) -> dict[str, Any]:
     }
     d.update(overrides)
     return d
-
-
-def write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
-    header = ",".join([f"pixel_{i}" for i in range(x.shape[1])] + ["label"])
-    np.savetxt(path, np.column_stack([x, y]), delimiter=",", header=header, comments="", fmt="%.6g")
-    return path
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class People:
@@ -89,7 +74,7 @@ class People:
         shards, _ = digits_federation(len(names), test_fraction=0.25, seed=5)
         out = []
         for n, shard in zip(names, shards):
-            data = write_csv(self.root / f"{n}.csv", shard.x, shard.y)
+            data = save_csv(self.root / f"{n}.csv", shard)
             out.append(self.cli(n, "participate", task, "--data", str(data), "--model-dir",
                                 str(self.root / "models" / n), "--threads", "1"))
         return out
@@ -188,7 +173,7 @@ def test_sdk_hosts_the_aggregator_and_the_federation_completes(hub: EmbeddedHub,
     alice.login("alice", PASSWORD)
     alice.create_task("hosted-sdk", digits_definition())
     _, test = digits_federation(2, test_fraction=0.25, seed=5)
-    test_csv = write_csv(tmp_path / "eval.csv", test.x, test.y)
+    test_csv = save_csv(tmp_path / "eval.csv", test)
     bob, carol = people.participants("hosted-sdk")
     st = alice.host_aggregator("hosted-sdk", eval_data=test_csv, label="label")
     assert st["running"] and st["resume"] is False

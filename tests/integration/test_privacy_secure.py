@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +115,6 @@ def test_secure_round_reveals_no_update_and_recovers_the_sum_after_a_dropout(
 
     # The aggregate equals plain FedAvg of the same trained models within the declared error.
     trained = {n: participants[n].trained[1] for n in NAMES}
-    g0 = trained["bob"][0]
     fedavg = weighted_average([trained[n][1] for n in NAMES], [trained[n][2] for n in NAMES])
     final = {k: np.asarray(v) for k, v in _final_model(alice).items() if not k.startswith("standardization.")}
     bound = r1["metrics"]["quantization_error_bound"]

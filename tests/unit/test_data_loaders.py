@@ -204,3 +204,15 @@ def test_real_cleveland_first_row():
     ds = load_csv(SHARED_DATA / "heart-disease" / "processed.cleveland.data", "num", header=HEART_COLUMNS, missing="drop")
     assert ds.x[0].tolist() == pytest.approx([63, 1, 1, 145, 233, 1, 2, 150, 0, 2.3, 3, 0, 6])
     assert ds.y[:3].tolist() == [0, 2, 1]
+
+
+def test_save_csv_writes_what_load_csv_reads(tmp_path) -> None:
+    from fedpact.data.builtin import load_digits_dataset
+    from fedpact.data.loaders import save_csv
+
+    ds = load_digits_dataset().subset(list(range(40)))
+    path = save_csv(tmp_path / "digits.csv", ds)
+    back = load_csv(path, label="label")
+    assert back.x.shape == (40, 64)
+    assert np.allclose(back.x, ds.x.reshape(40, -1), atol=1e-5)
+    assert (back.y == ds.y).all()

@@ -21,12 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from hub_fixtures import fast_config
 
 from fedpact.client.hub import HubClient
 from fedpact.data.builtin import digits_federation
+from fedpact.data.loaders import save_csv
 from fedpact.hub import EmbeddedHub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -36,12 +36,6 @@ LAPTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 #: What Chromium logs for a refused fetch; the refusals below are the point of the test.
 EXPECTED_REFUSALS = [f"status of {s} " for s in (401, 403, 409, 422)]
-
-
-def write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
-    header = ",".join([f"pixel_{i}" for i in range(x.shape[1])] + ["label"])
-    np.savetxt(path, np.column_stack([x, y]), delimiter=",", header=header, comments="", fmt="%.6g")
-    return path
 
 
 @pytest.fixture
@@ -155,8 +149,8 @@ def test_dashboard_end_to_end(hub: EmbeddedHub, browser: Any, artifacts: Path, p
 
         # -- a federation: two participant processes, the aggregator hosted by the hub --------
         shards, test = digits_federation(2, test_fraction=0.25, seed=3)
-        files = {n: write_csv(tmp_path / f"{n}.csv", s.x, s.y) for n, s in zip(("bob", "carol"), shards)}
-        test_csv = write_csv(tmp_path / "test.csv", test.x, test.y)
+        files = {n: save_csv(tmp_path / f"{n}.csv", s) for n, s in zip(("bob", "carol"), shards)}
+        test_csv = save_csv(tmp_path / "test.csv", test)
         tokens = {}
         for n in ("bob", "carol"):
             c = HubClient(hub.url, retry_for_s=10)

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 
 from fedpact.client.hub import HubClient
@@ -46,14 +45,9 @@ def demo_definition(participants: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def _write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> None:
-    header = ",".join([f"pixel_{i}" for i in range(x.shape[1])] + ["label"])
-    rows = np.column_stack([x.reshape(len(x), -1), y]).astype(np.float64)
-    np.savetxt(path, rows, delimiter=",", header=header, comments="", fmt="%.6g")
-
-
 def run_demo(*, participants: int = 3, rounds: int = 10, data_dir: Path | None = None, console: Console | None = None) -> bool:
     from fedpact.data.builtin import digits_federation
+    from fedpact.data.loaders import save_csv
     from fedpact.hub.server import EmbeddedHub
     from fedpact.inference import load_model
 
@@ -69,8 +63,8 @@ def run_demo(*, participants: int = 3, rounds: int = 10, data_dir: Path | None =
 
     shards, test = digits_federation(participants, test_fraction=0.25, seed=0)
     for name, shard in zip(names, shards):
-        _write_csv(root / "data" / f"{name}.csv", shard.x, shard.y)
-    _write_csv(root / "data" / "test.csv", test.x, test.y)
+        save_csv(root / "data" / f"{name}.csv", shard)
+    save_csv(root / "data" / "test.csv", test)
 
     with EmbeddedHub(root / "hub") as hub:
         console.print(f"[bold]fedpact demo[/]: hub at {hub.url} (data in {root})")

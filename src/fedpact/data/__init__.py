@@ -7,7 +7,7 @@ scikit-learn only when called).
 from fedpact.data.builtin import digits_federation, digits_schema, load_digits_dataset
 from fedpact.data.dataset import Dataset
 from fedpact.data.errors import DataLoadError
-from fedpact.data.loaders import load_csv, load_data, load_idx, load_npz
+from fedpact.data.loaders import load_csv, load_data, load_idx, load_npz, save_csv
 from fedpact.data.partition import split_dirichlet, split_iid
 from fedpact.data.schema import check_dataset, conform, encode_labels, ensure_fits
 
@@ -21,6 +21,7 @@ __all__ = [
     "encode_labels",
     "ensure_fits",
     "load_csv",
+    "save_csv",
     "load_data",
     "load_digits_dataset",
     "load_idx",

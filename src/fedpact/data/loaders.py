@@ -111,6 +111,22 @@ def _missing_report(path: Path, missing: np.ndarray, lines: list[int], names: li
     )
 
 
+def save_csv(path: str | Path, ds: Dataset, label: str = "label") -> Path:
+    """Write a dataset as the CSV that :func:`load_csv` reads: a header row, features, label last.
+
+    Columns keep the dataset's feature names (``feature_<i>`` when it has none); images are
+    flattened. Handy for giving each participant of a simulation its own file.
+    """
+    x = np.asarray(ds.x).reshape(len(ds), -1)
+    names = list(ds.feature_names) if ds.feature_names and len(ds.feature_names) == x.shape[1] else [
+        f"feature_{i}" for i in range(x.shape[1])
+    ]
+    path = Path(path)
+    np.savetxt(path, np.column_stack([x, ds.y]), delimiter=",", header=",".join([*names, label]),
+               comments="", fmt="%.6g")
+    return path
+
+
 def load_csv(
     path: str | Path,
     label: str,

@@ -36,7 +36,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from fedpact.hub.auth import hash_token, new_token
+from fedpact.hub.auth import new_token
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
 from fedpact.hub.tables import Task, Token, User
