@@ -119,6 +119,7 @@ class Aggregator:
         self._collector: _Collector | None = None
         self.rejected: dict[str, str] = {}
         self._weights_blob: dict[str, Any] | None = None
+        self._previous: dict[str, Any] | None = None
         self._downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fedpact-download")
         self.mailbox = Mailbox(client, self.task_id, m.AGGREGATOR, from_start=not resume)
         self._last_status_check = 0.0
@@ -304,7 +305,9 @@ class Aggregator:
                     break
                 metrics = self._round(r)
                 self._checkpoint(r)
-                self._broadcast(m.ROUND_END, {"metrics": metrics}, round=r)
+                # No round-end broadcast: the next request carries this round's metrics
+                # ("previous"), which saves every participant a poll per round.
+                self._previous = {"round": r, "metrics": metrics}
                 if self.on_round:
                     self.on_round(r, metrics)
                 if self._converged(metrics):
@@ -395,7 +398,7 @@ class Aggregator:
         self._broadcast(
             m.ROUND_START,
             {"round_id": round_id, "rounds": d.rounds, "selected": selected, "config": config,
-             "deadline_s": d.round_timeout_s, "weights": self._weights_ref()},
+             "deadline_s": d.round_timeout_s, "weights": self._weights_ref(), "previous": self._previous},
             self._std_tensors(),
             round=r,
         )
@@ -745,8 +748,8 @@ class Aggregator:
         if self.ready and evaluate_final:
             request_id = uuid.uuid4().hex
             self.progress.info("final evaluation on the participants' hold-out data")
-            self._broadcast(m.FINAL_EVALUATE, {"request_id": request_id, "weights": self._weights_ref()},
-                            self._std_tensors())
+            self._broadcast(m.FINAL_EVALUATE, {"request_id": request_id, "weights": self._weights_ref(),
+                                               "previous": self._previous}, self._std_tensors())
             replies = self._collect(m.EVALUATION, request_id, set(self.ready), min(d.round_timeout_s, 120.0))
             val = _weighted({n: (meta.get("num_samples", 0), meta.get("metrics", {})) for n, (meta, _) in replies.items()}, "val_")
             final_metrics.update(val)
@@ -789,7 +792,8 @@ class Aggregator:
         )
         reason = "converged" if converged else self.stop_reason or f"{rounds_done} rounds done"
         self.client.set_status(self.task_id, "COMPLETE", reason)
-        self._broadcast(m.FINISHED, {"model_id": model["id"], "sha256": model["sha256"], "metrics": final_metrics})
+        self._broadcast(m.FINISHED, {"model_id": model["id"], "sha256": model["sha256"], "metrics": final_metrics,
+                                     "previous": self._previous})
         self.progress.info(f"model {model['id']} stored on the hub (sha256 {model['sha256'][:12]}...)")
         return AggregatorResult(self.task_id, self.task_name, "COMPLETE", rounds_done, model["id"], final_metrics,
                                 self.history)

@@ -28,7 +28,6 @@ EVALUATION = "evaluation"  # metrics of the final model on local hold-out data
 AGGREGATOR_ONLINE = "aggregator_online"  # please (re)announce yourselves
 STATS_REQUEST = "stats_request"
 ROUND_START = "round_start"
-ROUND_END = "round_end"
 UPDATE_REJECTED = "update_rejected"
 FINAL_EVALUATE = "final_evaluate"
 FINISHED = "finished"

@@ -26,7 +26,7 @@ from fedpact.runtime.progress import Progress
 
 TERMINAL = {"COMPLETE", "FAILED", "CANCELLED"}
 #: Messages that make an earlier request in the same batch obsolete.
-_SUPERSEDING = {m.ROUND_START, m.ROUND_END, m.FINAL_EVALUATE, m.FINISHED, m.STOPPED}
+_SUPERSEDING = {m.ROUND_START, m.FINAL_EVALUATE, m.FINISHED, m.STOPPED}
 _REQUESTS = {m.ROUND_START, m.FINAL_EVALUATE, m.STATS_REQUEST}
 
 
@@ -206,6 +206,7 @@ def run_participant(
         client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.HELLO,
                     payload=m.pack({"num_samples": participant.num_samples(), **priv.hello_fields()}))
 
+    shown: set[int] = set()
     hello()
     progress.info(f"ready for task {tname!r} with {participant.num_samples()} training samples; waiting for the aggregator")
     while True:
@@ -223,6 +224,8 @@ def run_participant(
             later = {x.kind for x in batch[i + 1 :]}
             if msg.kind in _REQUESTS and later & _SUPERSEDING:
                 continue
+            if msg.kind in (m.ROUND_START, m.FINAL_EVALUATE, m.FINISHED):
+                _show_previous(msg, shown, progress, definition.rounds)
             if msg.kind == m.AGGREGATOR_ONLINE and not said_hello:
                 hello()
                 said_hello = True
@@ -234,9 +237,6 @@ def run_participant(
                 deferred = priv.on_message(msg)
                 if deferred is not None:
                     _train_round(client, tid, address, participant, deferred, handled, progress, me, result, priv)
-            elif msg.kind == m.ROUND_END:
-                meta, _ = msg.body()
-                progress.round_finished(msg.round, definition.rounds, meta.get("metrics", {}))
             elif msg.kind == m.UPDATE_REJECTED:
                 meta, _ = msg.body()
                 progress.warning(f"round {msg.round}: the aggregator rejected this update: {meta.get('reason')}")
@@ -250,6 +250,14 @@ def run_participant(
                 mailbox.ack()
                 meta, _ = msg.body()
                 raise TaskEnded(meta.get("status", "FAILED"), meta.get("reason", ""))
+
+
+def _show_previous(msg: Message, shown: set[int], progress: Progress, rounds: int) -> None:
+    """Report the round the aggregator just finished: its next request carries the metrics."""
+    previous = msg.body()[0].get("previous")
+    if previous and int(previous["round"]) not in shown:
+        shown.add(int(previous["round"]))
+        progress.round_finished(int(previous["round"]), rounds, previous.get("metrics", {}))
 
 
 def _answer_stats(client: HubClient, tid: int, address: str, p: Participant, msg: Message, handled: set[str]) -> None:
