@@ -331,10 +331,9 @@ async def receive_verified(request: Request, state: HubState, size: int) -> tupl
                     raise HTTPException(413, f"the body passes its Content-Length of {size} bytes; nothing was kept")
                 buffer += chunk
                 if len(buffer) >= WRITE_BUFFER:
-                    data = bytes(buffer)
-                    buffer.clear()
+                    data, buffer = buffer, bytearray()  # hand the full buffer over, no copy
                     await anyio.to_thread.run_sync(_hash_and_write, digest, f, data)
-            await anyio.to_thread.run_sync(_hash_and_write, digest, f, bytes(buffer))
+            await anyio.to_thread.run_sync(_hash_and_write, digest, f, buffer)
         finally:
             await anyio.to_thread.run_sync(f.close)
         if received != size:
@@ -348,7 +347,7 @@ async def receive_verified(request: Request, state: HubState, size: int) -> tupl
     return partial, digest.hexdigest()
 
 
-def _hash_and_write(digest: Any, f: BinaryIO, data: bytes) -> None:
+def _hash_and_write(digest: Any, f: BinaryIO, data: bytes | bytearray) -> None:
     if data:
         digest.update(data)
         f.write(data)
