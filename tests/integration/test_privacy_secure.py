@@ -146,7 +146,10 @@ def test_secure_round_reveals_no_update_and_recovers_the_sum_after_a_dropout(
             arr = _int32_tensor(blob, q.size)
             if arr is not None:
                 r = np.corrcoef(arr, q)[0, 1]
-                assert abs(r) < 0.1, (n, r)
+                # Independent vectors of n values correlate with a standard deviation of
+                # 1/sqrt(n); 5 of those is a bound chance crosses about once in 10^6 pairs,
+                # while a payload carrying the update would correlate near 1.
+                assert abs(r) < 5 / np.sqrt(q.size), (n, r, q.size)
 
 
 def _final_model(alice) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
