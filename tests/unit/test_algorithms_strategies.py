@@ -12,6 +12,7 @@ from fedpact.algorithms import (
     local_moments,
 )
 from fedpact.algorithms import strategies
+from fedpact.common.algorithms import BUILTIN_ALGORITHMS
 from fedpact.common.definition import AlgorithmSpec, ModelSpec
 from fedpact.common.errors import UnknownComponent, UpdateRejected
 from fedpact.data import digits_federation, digits_schema
@@ -58,9 +59,9 @@ def test_plugins_and_unknown_names(monkeypatch):
             return {k: np.median([u[k] for u, _ in updates], axis=0) for k in global_weights}
 
     monkeypatch.setattr(strategies, "_plugins", lambda: {"acme.median": _FakeEntryPoint(lambda spec: Median())})
-    assert available_algorithms() == ["fedavg", "fedprox", "acme.median"]
+    assert available_algorithms() == [*BUILTIN_ALGORITHMS, "acme.median"]
     assert isinstance(get_aggregator(AlgorithmSpec(name="acme.median")), Median)
-    with pytest.raises(UnknownComponent, match="'acme.krum' is not available here; available algorithms: fedavg, fedprox, acme.median"):
+    with pytest.raises(UnknownComponent, match="'acme.krum' is not available here; available algorithms: fedavg, fedprox, fedavgm, .*, multi_krum, acme.median"):
         get_aggregator(AlgorithmSpec(name="acme.krum"))
 
 

@@ -1,4 +1,7 @@
-"""Server-side algorithms: update validation, weighted averaging, strategies, standardisation."""
+"""Server-side algorithms: update validation, weighted averaging, strategies, standardisation.
+
+Importing the package registers every built-in strategy (strategies, optimizers, robust).
+"""
 
 from fedpact.algorithms.fedavg import weighted_average
 from fedpact.algorithms.standardize import apply_standardization, combine_moments, local_moments
@@ -10,12 +13,22 @@ from fedpact.algorithms.strategies import (
     check_updates,
     get_aggregator,
 )
+from fedpact.algorithms.optimizers import FedAdagrad, FedAdam, FedAvgM, FedYogi
+from fedpact.algorithms.robust import Krum, Median, MultiKrum, TrimmedMean
 from fedpact.algorithms.validation import validate_update
 
 __all__ = [
     "Aggregator",
+    "FedAdagrad",
+    "FedAdam",
     "FedAvg",
+    "FedAvgM",
     "FedProx",
+    "FedYogi",
+    "Krum",
+    "Median",
+    "MultiKrum",
+    "TrimmedMean",
     "apply_standardization",
     "available_algorithms",
     "check_updates",

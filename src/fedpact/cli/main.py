@@ -165,13 +165,32 @@ def task_create(
     description: Annotated[str, typer.Option(help="Free text shown to data owners.")] = "",
     hub: HubOpt = None,
 ) -> None:
-    """Publish a task from a definition file."""
+    """Publish a task from a definition file (strategies for 'algorithm': see 'fedpact algorithms')."""
     from fedpact.sdk import load_definition
 
     with errors():
         c = _client(hub)
         task = c.create_task(name, load_definition(definition), description)
         out.print(f"created task {task['name']} (id {task['id']}); participants join with 'fedpact join {task['name']}'")
+
+
+@app.command("algorithms")
+def algorithms_cmd() -> None:
+    """List the aggregation strategies a definition can name, with their parameters and privacy modes."""
+    from importlib.metadata import entry_points
+
+    from fedpact.common.algorithms import CATALOG
+
+    table = Table("algorithm", "parameters (default, bounds)", "privacy modes", "what it does")
+    for a in CATALOG.values():
+        params = "\n".join(
+            f"{p.name}: {p.type} = {'auto' if p.default is None else p.default} ({p.bounds()}) {p.help}"
+            for p in a.params) or "-"
+        table.add_row(a.name, params, ", ".join(a.privacy_modes), a.summary)
+    out.print(table)
+    plugins = sorted({ep.name for ep in entry_points(group="fedpact.algorithms")} - set(CATALOG))
+    if plugins:
+        out.print(f"installed plugins (open mode only): {', '.join(plugins)}")
 
 
 @task_app.command("list")

@@ -141,6 +141,11 @@ class HubClient:
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health")
 
+    def algorithms(self) -> list[dict[str, Any]]:
+        """The strategies the hub's definitions accept, with parameters and privacy modes."""
+        result: list[dict[str, Any]] = self._call("GET", "/algorithms")
+        return result
+
     def register(self, name: str, password: str, organisation: str) -> dict[str, Any]:
         return self._call("POST", "/users", json={"name": name, "password": password, "organisation": organisation})
 

@@ -15,13 +15,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fedpact.common.algorithms import BUILTIN_ALGORITHMS, CATALOG, PRIVACY_MODES
+
+__all__ = ["BUILTIN_ALGORITHMS", "BUILTIN_MODELS", "PRIVACY_MODES", "TaskDefinition", "parse_definition"]
+
 #: Models that ship with fedpact. Other names must look like ``package.name``: those are
 #: looked up among the plugins a participant has installed and registered.
 BUILTIN_MODELS: tuple[str, ...] = ("softmax_regression", "mlp", "cnn")
-#: Aggregation algorithms that ship with fedpact.
-BUILTIN_ALGORITHMS: tuple[str, ...] = ("fedavg", "fedprox")
-#: Privacy modes (see docs/privacy.md for what each party can and cannot see in each).
-PRIVACY_MODES: tuple[str, ...] = ("open", "secure", "dp", "secure+dp", "encrypted")
 #: Which privacy parameters each mode takes; any other parameter is refused for that mode.
 _SECURE_PARAMS = {"clip", "bits", "threshold", "sparse", "degree"}
 _DP_PARAMS = {"clip_norm", "noise_multiplier", "target_epsilon", "delta", "epsilon_budget", "accountant"}
@@ -32,6 +32,9 @@ PRIVACY_PARAMETERS: dict[str, frozenset[str]] = {
     "secure+dp": frozenset(_SECURE_PARAMS | _DP_PARAMS),
     "encrypted": frozenset({"he_poly_modulus_degree"}),
 }
+
+#: The largest num_samples any participant may claim (10**12), with or without a definition's cap.
+MAX_SAMPLES = 10**12
 
 _PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
@@ -90,16 +93,16 @@ class AlgorithmSpec(_Strict):
 
     @model_validator(mode="after")
     def _params(self) -> "AlgorithmSpec":
-        if self.name == "fedavg" and self.params:
-            raise ValueError("algorithm 'fedavg' takes no parameters")
-        if self.name == "fedprox":
-            unknown = sorted(set(self.params) - {"mu"})
-            if unknown:
-                raise ValueError(f"algorithm 'fedprox' has no parameter(s) {', '.join(unknown)}; it accepts mu")
-            mu = self.params.get("mu", 0.01)
-            if not isinstance(mu, (int, float)) or mu < 0:
-                raise ValueError("fedprox 'mu' must be a number >= 0")
+        info = CATALOG.get(self.name)
+        if info is not None:
+            info.resolve(self.params)
         return self
+
+    @property
+    def resolved_params(self) -> dict[str, Any]:
+        """Every declared parameter of a built-in strategy with its default filled in (plugins: as given)."""
+        info = CATALOG.get(self.name)
+        return info.resolve(self.params) if info is not None else dict(self.params)
 
 
 class PrivacySpec(_Strict):
@@ -337,6 +340,14 @@ class TaskDefinition(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     convergence: ConvergenceSpec | None = None
     seed: int = 0
+    max_samples_per_participant: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] | None = Field(
+        default=None, description="Cap on the num_samples a participant may claim: a larger claim is clipped to the "
+        "cap (and the round record says so), so no participant owns the weighted average by claiming a billion.")
+
+    @property
+    def sample_cap(self) -> int:
+        """The largest num_samples the aggregator accepts as it is (larger claims are clipped)."""
+        return self.max_samples_per_participant or MAX_SAMPLES
 
     @model_validator(mode="after")
     def _consistent(self) -> "TaskDefinition":
@@ -347,11 +358,18 @@ class TaskDefinition(_Strict):
         if self.model.name == "cnn" and self.data.kind != "image":
             raise ValueError("model 'cnn' needs image data (data.kind: image)")
         p = self.privacy
-        if p.mode != "open" and self.algorithm.name not in BUILTIN_ALGORITHMS:
+        info = CATALOG.get(self.algorithm.name)
+        if info is None and p.mode != "open":
             raise ValueError(
                 f"privacy mode {p.mode!r} works with the built-in algorithms ({', '.join(BUILTIN_ALGORITHMS)}); "
                 f"plugin algorithm {self.algorithm.name!r} may need individual updates, which this mode hides"
             )
+        if info is not None:
+            refusal = info.refusal(p.mode)
+            if refusal:
+                raise ValueError(refusal)
+            if info.name in ("krum", "multi_krum"):
+                self._check_krum()
         if p.secure:
             if self.min_participants < 2:
                 raise ValueError(f"privacy mode {p.mode!r} needs min_participants >= 2: a sum of one update is that update")
@@ -367,6 +385,22 @@ class TaskDefinition(_Strict):
         if p.mode == "encrypted" and self.min_participants < 2:
             raise ValueError("privacy mode 'encrypted' needs min_participants >= 2: the aggregate of one update is that update")
         return self
+
+
+    def _check_krum(self) -> None:
+        params = self.algorithm.resolved_params
+        f, need = params["f"], 2 * params["f"] + 3
+        if self.min_participants < need:
+            raise ValueError(
+                f"algorithm {self.algorithm.name!r} with f={f} needs at least 2f + 3 = {need} updates in every "
+                f"round: raise min_participants (now {self.min_participants}) to {need} or lower f"
+            )
+        m = params.get("m")
+        if m is not None and m > self.min_participants - f:
+            raise ValueError(
+                f"algorithm 'multi_krum' averages m={m} updates, more than min_participants - f = "
+                f"{self.min_participants - f} honest ones a round is sure to have: lower m or raise min_participants"
+            )
 
 
 def parse_definition(raw: dict[str, Any]) -> TaskDefinition:

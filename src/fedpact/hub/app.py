@@ -22,6 +22,7 @@ from fedpact.hub.db import Database
 from fedpact.hub.limits import BodyLimitMiddleware
 from fedpact.hub.notify import AsyncioNotifier
 from fedpact.hub.routes import (
+    algorithms,
     blobs,
     health,
     hosted,
@@ -73,7 +74,7 @@ def create_app(config: HubConfig) -> FastAPI:
     )
     app.state.hub = state
     app.state.workers = workers
-    for module in (health, users, tasks, membership, relay, blobs, rounds, models, hosted):
+    for module in (health, algorithms, users, tasks, membership, relay, blobs, rounds, models, hosted):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_json_bytes)
     app.add_middleware(LearnUrlMiddleware, manager=workers)

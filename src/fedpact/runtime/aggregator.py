@@ -146,6 +146,10 @@ class Aggregator(PrivacyRounds):
         if state.get("standardization"):
             mean, std = state["standardization"]["mean"], state["standardization"]["std"]
             self.std = (np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32))
+        strategy = state.get("strategy")
+        if strategy:
+            blob = self.client.download_blob(self.task_id, strategy["blob"]["sha256"])
+            self.algorithm.load_state(decode_weights(blob))
         self.history = list(state.get("history", []))
         self.contributors = set(state.get("contributors", []))
         self.best = state.get("best")
@@ -495,6 +499,10 @@ class Aggregator(PrivacyRounds):
             state["standardization"] = {"mean": self.std[0].tolist(), "std": self.std[1].tolist()}
         if self.enc_weights is not None:
             state["encrypted"] = True
+        strategy_state = self.algorithm.state()
+        if strategy_state:
+            # Optimiser moments: a blob of their own, so participants never download them with the model.
+            state["strategy"] = {"blob": self.client.upload_blob(self.task_id, encode_weights(strategy_state))}
         self.client.put_checkpoint(self.task_id, r, self._weights_ref(), state)
 
     def _finish(self, converged: bool) -> AggregatorResult:

@@ -159,7 +159,8 @@ class PrivacyRounds:
             self.client.put_round(self.task_id, r, status="failed", participants=selected, started_at=started_at,
                                   finished_at=now_iso(), metrics={}, reason=reason)
             raise AggregationFailed(reason) from exc
-        self.global_weights = new
+        # The mean update goes through the strategy's server step, as in every plaintext-mean mode.
+        self.global_weights = self.algorithm.step_from_mean(self.global_weights, new)
         self._weights_blob = None
         self.contributors.update(names)
         train = {k: v for k, v in agg_metrics.items() if k.startswith("train_")}
@@ -183,7 +184,7 @@ class PrivacyRounds:
             mean = dp.central_dp_aggregate(deltas, self.noise_multiplier, p.clip_norm, expected_participants=expected)
         else:
             mean = {k: sum(dl[k] for dl in deltas) / len(deltas) for k in g}
-        return {k: (np.asarray(g[k], dtype=np.float64) + mean[k]).astype(np.asarray(g[k]).dtype) for k in g}
+        return self.algorithm.server_step(g, mean)
 
     # -- privacy modes: encrypted ---------------------------------------------------------
     def _he_length(self) -> int:

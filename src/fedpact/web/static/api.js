@@ -92,6 +92,7 @@ export const api = {
   login: (name, password) => request("POST", "/auth/login", { body: { name, password } }),
   logout: () => request("POST", "/auth/logout"),
   me: () => request("GET", "/users/me"),
+  algorithms: () => request("GET", "/algorithms"),
   tasks: (params) => request("GET", "/tasks", { params }),
   task: (t) => request("GET", `/tasks/${encodeURIComponent(t)}`),
   createTask: (name, description, definition) => request("POST", "/tasks", { body: { name, description, definition } }),

@@ -82,10 +82,12 @@ const PRIVACY = [
   ["secure+dp", "Both: distributed noise under secure aggregation; only the noised sum is visible."],
   ["encrypted", "Homomorphic encryption: the aggregator handles ciphertexts only, never the model."],
 ];
-const ALGORITHMS = [
-  ["fedavg", "FedAvg"],
-  ["fedprox", "FedProx"],
-];
+// The strategies, as the hub declares them (GET /api/v1/algorithms): fetched once per page load.
+let algorithmList = null;
+async function algorithms() {
+  if (!algorithmList) algorithmList = await api.algorithms();
+  return algorithmList;
+}
 const MODELS = [
   ["softmax_regression", "Softmax regression (NumPy)"],
   ["mlp", "Multi-layer perceptron (PyTorch)"],
@@ -312,7 +314,7 @@ async function pageTasks(params) {
     field("f-q", "Search", search),
     select("f-status", "Status", Object.keys(STATUS).map((s) => [s, s]), filters.status),
     select("f-privacy", "Privacy mode", PRIVACY.map(([m]) => [m, m]), filters.privacy),
-    select("f-algorithm", "Algorithm", ALGORITHMS.map(([a]) => [a, a]), filters.algorithm),
+    select("f-algorithm", "Algorithm", (await algorithms()).map((a) => [a.name, a.name]), filters.algorithm),
     check("f-mine", "Created by me", filters.mine),
     check("f-joined", "Joined by me", filters.joined),
   );
@@ -388,7 +390,8 @@ async function pageTasks(params) {
 
 // ---------------------------------------------------------------------------------------
 // Task creation
-function pageNewTask() {
+async function pageNewTask() {
+  const catalog = await algorithms();
   const num = (attrs) => h("input", { type: "number", inputmode: "decimal", ...attrs });
   const box = errorBox("new-error");
   const privacy = h("fieldset", { class: "field", id: "t-privacy", dataset: { field: "t-privacy" }, tabindex: "-1" },
@@ -400,7 +403,18 @@ function pageNewTask() {
         h("label", { for: `t-privacy-${i}` }, h("strong", {}, mode), " \u2014 ", text))),
     h("p", { class: "field-error", id: "t-privacy-error", hidden: true }));
   const modelSel = h("select", {}, MODELS.map(([v, t]) => h("option", { value: v }, t)));
-  const algSel = h("select", {}, ALGORITHMS.map(([v, t]) => h("option", { value: v }, t)));
+  const algSel = h("select", {}, catalog.map((a) => h("option", { value: a.name }, a.title)));
+  // One input per declared parameter of each strategy; only the chosen strategy's are shown.
+  const paramId = (a, p) => `t-alg-${a.name}-${p.name}`;
+  const bound = (p) => {
+    const attrs = { step: p.type === "int" ? "1" : "any", value: p.default === null ? "" : String(p.default) };
+    if (p.minimum !== null) attrs.min = String(p.minimum);
+    if (p.maximum !== null) attrs.max = String(p.maximum);
+    return attrs;
+  };
+  const paramFields = catalog.flatMap((a) => a.params.map((p) =>
+    field(paramId(a, p), `${a.title} ${p.name}`, num(bound(p)), p.help + (p.default === null ? " Leave empty for the default." : ""))));
+  const algHint = h("p", { class: "hint", id: "t-algorithm-summary" });
   const kindSel = h("select", {}, h("option", { value: "tabular" }, "tabular (CSV columns)"), h("option", { value: "image" }, "image"));
 
   const form = h("form", { class: "card wide", novalidate: true, id: "new-task" },
@@ -414,8 +428,7 @@ function pageNewTask() {
       field("t-hidden", "Hidden layer widths (MLP, CNN)", h("input", { value: "64" }), "MLP: comma-separated, e.g. 128, 64. CNN: one width."),
       field("t-dropout", "Dropout (MLP, CNN)", num({ step: "any", value: "0", min: "0", max: "1" })),
       field("t-l2", "L2 penalty (softmax regression)", num({ step: "any", value: "0", min: "0" })),
-      field("t-algorithm", "Algorithm", algSel, "FedAvg: sample-weighted average of the local models. FedProx: the same, plus a proximal term that keeps local models near the global one."),
-      field("t-mu", "FedProx mu", num({ step: "any", value: "0.01", min: "0" }), "Strength of the proximal term (FedProx only).")),
+      field("t-algorithm", "Algorithm", algSel), algHint, paramFields),
     h("section", { class: "grid" }, h("h2", {}, "Privacy"), privacy,
       field("t-clip", "Clip norm (DP)", num({ step: "any", min: "0", value: "1.0" }), "L2 bound on each participant's update."),
       field("t-noise", "Noise multiplier (DP)", num({ step: "any", min: "0", value: "1.0" }), "Gaussian noise relative to the clip norm; epsilon follows. Leave empty to give a target epsilon instead."),
@@ -446,7 +459,7 @@ function pageNewTask() {
   const FIELD_OF = {
     name: "t-name", description: "t-description",
     "definition.model": "t-model", "definition.model.name": "t-model", "definition.model.params": "t-hidden",
-    "definition.algorithm": "t-algorithm", "definition.algorithm.name": "t-algorithm", "definition.algorithm.params": "t-mu",
+    "definition.algorithm": "t-algorithm", "definition.algorithm.name": "t-algorithm", "definition.algorithm.params": "t-algorithm",
     "definition.privacy": "t-privacy", "definition.privacy.mode": "t-privacy",
     "definition.privacy.clip_norm": "t-clip", "definition.privacy.noise_multiplier": "t-noise",
     "definition.privacy.target_epsilon": "t-epsilon", "definition.privacy.delta": "t-delta", "definition.privacy.threshold": "t-threshold",
@@ -459,7 +472,7 @@ function pageNewTask() {
   // Object-level errors name the field in their message ("min_participants (3) cannot exceed quorum (2)").
   const MENTIONS = [["clip_norm", "t-clip"], ["noise_multiplier", "t-noise"], ["target_epsilon", "t-epsilon"],
     ["min_participants", "t-min"], ["threshold", "t-threshold"], ["quorum", "t-quorum"], ["classes", "t-classes"], ["shape", "t-shape"],
-    ["features", "t-features"], ["feature names", "t-features"], ["cnn", "t-model"], ["dropout", "t-dropout"], ["hidden", "t-hidden"], ["l2", "t-l2"], ["mu", "t-mu"], ["privacy mode", "t-privacy"]];
+    ["features", "t-features"], ["feature names", "t-features"], ["cnn", "t-model"], ["dropout", "t-dropout"], ["hidden", "t-hidden"], ["l2", "t-l2"], ["algorithm", "t-algorithm"], ["privacy mode", "t-privacy"]];
 
   const updateVisibility = () => {
     const m = modelSel.value;
@@ -467,7 +480,9 @@ function pageNewTask() {
     show("t-hidden", m !== "softmax_regression");
     show("t-dropout", m !== "softmax_regression");
     show("t-l2", m === "softmax_regression");
-    show("t-mu", algSel.value === "fedprox");
+    const chosen = catalog.find((a) => a.name === algSel.value);
+    for (const a of catalog) for (const p of a.params) show(paramId(a, p), a === chosen);
+    algHint.textContent = chosen ? `${chosen.summary} Privacy modes: ${chosen.privacy_modes.join(", ")}.` : "";
     show("t-shape", kindSel.value === "image");
     const mode = form.querySelector("input[name=privacy]:checked").value;
     const dp = mode === "dp" || mode === "secure+dp";
@@ -489,6 +504,15 @@ function pageNewTask() {
     if ((mode === "secure" || mode === "secure+dp") && v("t-threshold") !== "") spec.threshold = numberOr(v("t-threshold"));
     return spec;
   };
+  const algorithmSpec = () => {
+    const chosen = catalog.find((a) => a.name === algSel.value);
+    const params = {};
+    for (const p of chosen ? chosen.params : []) {
+      const text = form.querySelector(`#${paramId(chosen, p)}`).value.trim();
+      if (text !== "") params[p.name] = numberOr(text);
+    }
+    return Object.keys(params).length ? { name: algSel.value, params } : { name: algSel.value };
+  };
   const listOf = (text) => text.split(",").map((s) => s.trim()).filter(Boolean);
   const numberOr = (s) => (s !== "" && !Number.isNaN(Number(s)) ? Number(s) : s);
 
@@ -508,7 +532,7 @@ function pageNewTask() {
     }
     const definition = {
       model: { name: model, params },
-      algorithm: algSel.value === "fedprox" ? { name: "fedprox", params: { mu: numberOr(v("t-mu")) } } : { name: algSel.value },
+      algorithm: algorithmSpec(),
       privacy: privacySpec(),
       data: { kind: kindSel.value, label: v("t-label") || "label", classes: listOf(v("t-classes")).map(numberOr),
         standardize: form.querySelector("#t-standardize").checked },
