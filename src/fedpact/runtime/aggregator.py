@@ -23,10 +23,12 @@ from fedpact.algorithms.standardize import apply_standardization, combine_moment
 from fedpact.algorithms.strategies import get_aggregator
 from fedpact.algorithms.validation import validate_update
 from fedpact.client.hub import HubClient
-from fedpact.common.definition import TaskDefinition, parse_definition
+from fedpact.common.definition import MAX_SAMPLES, TaskDefinition, parse_definition
 from fedpact.common.errors import FedpactError, UpdateRejected
 from fedpact.common.tensors import Weights, decode_weights, encode_weights
+from fedpact.runtime import checks
 from fedpact.runtime import messages as m
+from fedpact.runtime.checks import MessageRejected
 from fedpact.runtime.mailbox import Mailbox, Message
 from fedpact.runtime.aggregator_privacy import PrivacyRounds
 from fedpact.runtime.outcomes import AggregationFailed, now_iso
@@ -114,6 +116,7 @@ class Aggregator(PrivacyRounds):
         self.start_round = 1
         self._collector: _Collector | None = None
         self.rejected: dict[str, str] = {}
+        self.clipped: dict[str, str] = {}
         self._weights_blob = None
         self._previous: dict[str, Any] | None = None
         self._downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fedpact-download")
@@ -167,7 +170,12 @@ class Aggregator(PrivacyRounds):
             # Fetch the update bodies concurrently: one after another they are most of a round.
             list(self._downloads.map(_prefetch, updates))
         for msg in batch:
-            self._dispatch(msg)
+            try:
+                self._dispatch(msg)
+            except Exception as exc:  # noqa: BLE001 - no participant's message may crash a round
+                note = f"a {msg.kind!r} message from {msg.sender_name} was dropped: {type(exc).__name__}: {exc}"
+                self.progress.warning(note)
+                self.rejected.setdefault(msg.sender_name, note)
         now = time.monotonic()
         if now - self._last_status_check > 5.0:
             self._last_status_check = now
@@ -184,13 +192,22 @@ class Aggregator(PrivacyRounds):
             self.progress.warning(f"ignored a malformed {msg.kind!r} message from {name}: {exc}")
             return
         if msg.kind == m.HELLO:
+            try:
+                n, _ = checks.num_samples(meta.get("num_samples"), self.definition.max_samples_per_participant)
+                hello: dict[str, Any] = {"num_samples": n}
+                if "seal_pk" in meta:
+                    hello["seal_pk"] = checks.text(meta["seal_pk"], "seal_pk")
+            except MessageRejected as exc:
+                self.progress.warning(f"ignored the hello of {name}: {exc}")
+                return
             if name not in self.ready:
-                self.progress.info(f"{name} is ready ({meta.get('num_samples')} samples)")
-            self.ready[name] = meta
+                self.progress.info(f"{name} is ready ({n} samples)")
+            self.ready[name] = hello
             self.refused.pop(name, None)
         elif msg.kind == m.REFUSE:
             self.ready.pop(name, None)
-            self.refused[name] = list(meta.get("problems", []))
+            problems = meta.get("problems")
+            self.refused[name] = [str(p)[:500] for p in problems[:20]] if isinstance(problems, list) else []
             self.progress.warning(f"{name} cannot take part: {'; '.join(self.refused[name])}")
         elif msg.kind == m.SECAGG:
             self._on_secagg(msg, name, meta, tensors)
@@ -206,9 +223,12 @@ class Aggregator(PrivacyRounds):
                     else:
                         update = m.split_prefixed(tensors, "w.")
                         validate_update(self.global_weights, update)
-                    n = meta.get("num_samples")
-                    if not isinstance(n, int) or n <= 0:
-                        raise UpdateRejected(f"num_samples must be a positive integer, got {n!r}")
+                    n, clipped = checks.num_samples(meta.get("num_samples"),
+                                                    self.definition.max_samples_per_participant)
+                    meta = {**meta, "num_samples": n, "train": checks.metrics(meta.get("train"), "train"),
+                            "val": checks.metrics(meta.get("val"), "val")}
+                    if clipped:
+                        self.clipped[name] = clipped
                 except UpdateRejected as exc:
                     self.progress.warning(f"round {msg.round}: rejected the update of {name}: {exc}")
                     self.rejected[name] = str(exc)
@@ -217,7 +237,29 @@ class Aggregator(PrivacyRounds):
                     return
                 c.replies[name] = (meta, update)
             else:
-                c.replies[name] = (meta, tensors)
+                try:
+                    c.replies[name] = (self._checked_reply(msg.kind, meta, tensors), tensors)
+                except MessageRejected as exc:
+                    self.progress.warning(f"ignored the {msg.kind!r} reply of {name}: {exc}")
+                    self.rejected[name] = str(exc)
+                    c.expected.discard(name)
+
+    def _checked_reply(self, kind: str, meta: dict[str, Any], tensors: Weights) -> dict[str, Any]:
+        """A stats or evaluation reply with every value the aggregator uses checked."""
+        if kind == m.EVALUATION:
+            ms = checks.metrics(meta.get("metrics"))
+            n = ms.get("num_samples", 0.0)
+            return {**meta, "metrics": ms, "num_samples": int(n) if 0 <= n <= MAX_SAMPLES else 0}
+        if kind == m.STATS and not meta.get("unsupported"):
+            width = int(np.prod(self.definition.data.sample_shape))
+            if set(tensors) != {"sum", "sumsq", "count"}:
+                raise MessageRejected(f"feature sums must be the tensors sum, sumsq and count, got {sorted(tensors)}")
+            for k, t in tensors.items():
+                if t.shape != (width,) or t.dtype.kind != "f" or not np.isfinite(t).all():
+                    raise MessageRejected(f"feature sums {k!r} must be {width} finite floats, got {t.dtype}{t.shape}")
+            if (tensors["count"] < 0).any() or (tensors["sumsq"] < 0).any() or (tensors["count"] > MAX_SAMPLES).any():
+                raise MessageRejected("feature sums: count and sumsq must be >= 0 and counts at most 10**12")
+        return meta
 
     def _collect(self, kind: str, key: str, expected: set[str], timeout: float) -> dict[str, tuple[dict[str, Any], Weights]]:
         self._collector = _Collector(kind, key, expected)
@@ -245,6 +287,16 @@ class Aggregator(PrivacyRounds):
     def run(self) -> AggregatorResult:
         try:
             return self._run()
+        except AggregationFailed:
+            raise
+        except Exception as exc:
+            # Never leave a task RUNNING behind a failed aggregator: mark it FAILED with the reason.
+            # (A killed process cannot, and --resume is how it continues.)
+            try:
+                self._fail(f"the aggregator failed: {type(exc).__name__}: {exc}")
+            except Exception as report:  # noqa: BLE001 - the hub may be what failed
+                self.progress.warning(f"could not mark the task FAILED: {report}")
+            raise
         finally:
             self._downloads.shutdown(wait=False)
 
@@ -349,7 +401,7 @@ class Aggregator(PrivacyRounds):
         selected = self._select(r)
         round_id = uuid.uuid4().hex
         started_at, t0 = now_iso(), time.monotonic()
-        self.rejected = {}
+        self.rejected, self.clipped = {}, {}
         self.client.put_round(self.task_id, r, status="running", participants=selected, started_at=started_at, metrics={})
         config = {
             "epochs": d.local_epochs,
@@ -401,13 +453,15 @@ class Aggregator(PrivacyRounds):
             self.global_weights = self.algorithm.aggregate(self.global_weights, updates)
         self._weights_blob = None
         self.contributors.update(names)
-        train = _weighted({n: (meta["num_samples"], meta.get("train", {})) for n, (meta, _) in replies.items()}, "train_")
-        val = _weighted({n: (meta["num_samples"], meta.get("val", {})) for n, (meta, _) in replies.items()}, "val_")
+        train = checks.weighted_means({n: (meta["num_samples"], meta["train"]) for n, (meta, _) in replies.items()},
+                                      "train_")
+        val = checks.weighted_means({n: (meta["num_samples"], meta["val"]) for n, (meta, _) in replies.items()}, "val_")
         total = sum(int(meta["num_samples"]) for meta, _ in replies.values())
         metrics = self._round_metrics(r, train, val, total, len(replies), time.monotonic() - t0)
         metrics["selected"] = len(selected)
         notes = [f"{n} did not reply within {d.round_timeout_s:.0f} s" for n in missing if n not in self.rejected]
         notes += [f"update of {n} rejected: {why}" for n, why in sorted(self.rejected.items())]
+        notes += [f"{n}: {why}" for n, why in sorted(self.clipped.items()) if n in replies]
         return self._complete_round(r, started_at, names, metrics, notes)
 
     def _complete_round(self, r: int, started_at: str, names: list[str], metrics: dict[str, Any],
@@ -519,7 +573,8 @@ class Aggregator(PrivacyRounds):
             self._broadcast(m.FINAL_EVALUATE, {"request_id": request_id, "weights": self._weights_ref(),
                                                "previous": self._previous}, self._std_tensors())
             replies = self._collect(m.EVALUATION, request_id, set(self.ready), min(d.round_timeout_s, 120.0))
-            val = _weighted({n: (meta.get("num_samples", 0), meta.get("metrics", {})) for n, (meta, _) in replies.items()}, "val_")
+            val = checks.weighted_means({n: (meta["num_samples"], meta["metrics"]) for n, (meta, _) in replies.items()},
+                                        "val_")
             final_metrics.update(val)
         model_tensors: dict[str, np.ndarray] = dict(self.global_weights)
         if self.std is not None:
@@ -572,20 +627,6 @@ def _prefetch(msg: Message) -> None:
         msg.body()
     except Exception:  # noqa: BLE001 - reported when the message is dispatched
         pass
-
-
-def _weighted(per_participant: dict[str, tuple[Any, dict[str, Any]]], prefix: str) -> dict[str, float]:
-    """Sample-weighted mean of each metric the participants reported."""
-    sums: dict[str, float] = {}
-    weights: dict[str, float] = {}
-    for n_samples, metrics in per_participant.values():
-        for k, v in metrics.items():
-            if k == "num_samples" or not isinstance(v, (int, float)) or not math.isfinite(v):
-                continue
-            w = float(metrics.get("num_samples", n_samples) or n_samples or 0)
-            sums[k] = sums.get(k, 0.0) + w * float(v)
-            weights[k] = weights.get(k, 0.0) + w
-    return {prefix + k: sums[k] / weights[k] for k in sums if weights[k] > 0}
 
 
 def run_aggregator(client: HubClient, task: str | int, **options: Any) -> AggregatorResult:

@@ -100,7 +100,7 @@ class PrivacyRounds:
         try:
             vector = ring_from_wire(tensors["y"]) if "y" in tensors else None
             server.receive(name, meta, vector)
-        except (SecAggError, ValueError) as exc:
+        except (SecAggError, ValueError, TypeError, KeyError, AttributeError) as exc:  # any malformed field
             note = f"a secure-aggregation message from {name} was rejected: {exc}"
             self.progress.warning(f"round {msg.round}: {note}")
             self._secure_notes.append(note)
