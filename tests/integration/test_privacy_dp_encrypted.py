@@ -85,7 +85,8 @@ class HeSpy(Aggregator):
 
     def _round(self, r: int) -> dict[str, Any]:
         out = super()._round(r)
-        HeSpy.secret_seen |= bool(self.he_public is not None and self.he_public.has_secret_key)
+        he_public = self.rounds.he_public  # type: ignore[attr-defined]
+        HeSpy.secret_seen |= bool(he_public is not None and he_public.has_secret_key)
         return out
 
 

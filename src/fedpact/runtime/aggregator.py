@@ -12,7 +12,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +21,6 @@ import numpy as np
 
 from fedpact.algorithms.standardize import apply_standardization, combine_moments
 from fedpact.algorithms.strategies import get_aggregator
-from fedpact.algorithms.validation import validate_update
 from fedpact.client.hub import HubClient
 from fedpact.common.definition import MAX_SAMPLES, TaskDefinition, parse_definition
 from fedpact.common.errors import FedpactError, UpdateRejected
@@ -30,10 +29,9 @@ from fedpact.runtime import checks
 from fedpact.runtime import messages as m
 from fedpact.runtime.checks import MessageRejected
 from fedpact.runtime.mailbox import Mailbox, Message
-from fedpact.runtime.aggregator_privacy import PrivacyRounds
 from fedpact.runtime.outcomes import AggregationFailed, now_iso
-from fedpact.runtime.privacy import pack_ciphertexts, unpack_ciphertexts
 from fedpact.runtime.progress import Progress
+from fedpact.runtime.rounds import PrivacyRound, RoundFailed, RoundPlan, round_for
 
 
 
@@ -64,8 +62,13 @@ class _Collector:
         return self.expected <= set(self.replies)
 
 
-class Aggregator(PrivacyRounds):
-    """One run of the aggregator for one task (see :func:`run_aggregator`)."""
+class Aggregator:
+    """One run of the aggregator for one task (see :func:`run_aggregator`).
+
+    It is the hub-backed host and transport of the task's round object
+    (:mod:`fedpact.runtime.rounds`): it selects participants, starts rounds, records them
+    and checkpoints; the round object does what the privacy mode does.
+    """
 
     def __init__(
         self,
@@ -117,12 +120,17 @@ class Aggregator(PrivacyRounds):
         self._collector: _Collector | None = None
         self.rejected: dict[str, str] = {}
         self.clipped: dict[str, str] = {}
-        self._weights_blob = None
+        self._weights_blob: dict[str, Any] | None = None
         self._previous: dict[str, Any] | None = None
         self._downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fedpact-download")
         self.mailbox = Mailbox(client, self.task_id, m.AGGREGATOR, from_start=not resume)
         self._last_status_check = 0.0
-        self._init_privacy()
+        self.rounds: PrivacyRound = round_for(self, self)
+        self.stop_reason: str | None = None
+        if not self.rounds.plaintext_model and self.eval_data is not None:
+            self.progress.warning(f"{self.definition.privacy.mode} mode: the aggregator never holds the model in "
+                                  "plaintext, so it cannot evaluate it; evaluation metrics come from the participants")
+            self.eval_data = None
 
     # -- setup -------------------------------------------------------------------------
     def _prepare_eval(self, data: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -141,9 +149,7 @@ class Aggregator(PrivacyRounds):
             return
         data = self.client.download_blob(self.task_id, ckpt["blob"]["sha256"])
         state = ckpt["state"]
-        if state.get("encrypted"):
-            self.enc_weights = unpack_ciphertexts(m.unpack(data)[1])
-        else:
+        if not self.rounds.restore_weights(data, state):
             self.global_weights = decode_weights(data)
         self._weights_blob = ckpt["blob"]
         if state.get("standardization"):
@@ -158,11 +164,14 @@ class Aggregator(PrivacyRounds):
         self.best = state.get("best")
         self.since_best = int(state.get("since_best", 0))
         self.start_round = int(ckpt["round"]) + 1
-        if self.accountant is not None:
-            self.accountant.step(len(self.history))
+        self.rounds.restore(len(self.history))
         self.progress.info(f"resumed from the checkpoint of round {ckpt['round']}")
 
     # -- mailbox -----------------------------------------------------------------------
+    def pump_until(self, done: Callable[[], bool], until: float) -> None:
+        while not done() and time.monotonic() < until:
+            self._pump(wait=min(self.poll_wait, max(0.05, until - time.monotonic())))
+
     def _pump(self, wait: float) -> None:
         batch = self.mailbox.fetch(wait=wait)
         updates = [msg for msg in batch if msg.kind in (m.UPDATE, m.SECAGG) and msg.raw.get("blob")]
@@ -181,7 +190,7 @@ class Aggregator(PrivacyRounds):
             self._last_status_check = now
             status = self.client.get_task(self.task_id)["status"]
             if status == "CANCELLED":
-                self._broadcast(m.STOPPED, {"status": "CANCELLED", "reason": "cancelled by the creator"})
+                self.broadcast(m.STOPPED, {"status": "CANCELLED", "reason": "cancelled by the creator"})
                 raise AggregationFailed(f"task {self.task_name!r} was cancelled")
 
     def _dispatch(self, msg: Message) -> None:
@@ -210,7 +219,7 @@ class Aggregator(PrivacyRounds):
             self.refused[name] = [str(p)[:500] for p in problems[:20]] if isinstance(problems, list) else []
             self.progress.warning(f"{name} cannot take part: {'; '.join(self.refused[name])}")
         elif msg.kind == m.SECAGG:
-            self._on_secagg(msg, name, meta, tensors)
+            self.rounds.on_protocol_message(name, msg.round, meta, tensors)
         elif self._collector and msg.kind == self._collector.kind:
             c = self._collector
             key = meta.get("round_id") or meta.get("request_id")
@@ -218,24 +227,12 @@ class Aggregator(PrivacyRounds):
                 return
             if msg.kind == m.UPDATE:
                 try:
-                    if self.mode == "encrypted":
-                        update = self._check_encrypted_update(meta, tensors)
-                    else:
-                        update = m.split_prefixed(tensors, "w.")
-                        validate_update(self.global_weights, update)
-                    n, clipped = checks.num_samples(meta.get("num_samples"),
-                                                    self.definition.max_samples_per_participant)
-                    meta = {**meta, "num_samples": n, "train": checks.metrics(meta.get("train"), "train"),
-                            "val": checks.metrics(meta.get("val"), "val")}
-                    if clipped:
-                        self.clipped[name] = clipped
+                    c.replies[name] = self.rounds.accept_update(name, meta, tensors)
                 except UpdateRejected as exc:
                     self.progress.warning(f"round {msg.round}: rejected the update of {name}: {exc}")
                     self.rejected[name] = str(exc)
                     c.expected.discard(name)
-                    self._send_to(name, m.UPDATE_REJECTED, {"reason": str(exc)}, round=msg.round)
-                    return
-                c.replies[name] = (meta, update)
+                    self.send_to(name, m.UPDATE_REJECTED, {"reason": str(exc)}, round=msg.round)
             else:
                 try:
                     c.replies[name] = (self._checked_reply(msg.kind, meta, tensors), tensors)
@@ -261,7 +258,7 @@ class Aggregator(PrivacyRounds):
                 raise MessageRejected("feature sums: count and sumsq must be >= 0 and counts at most 10**12")
         return meta
 
-    def _collect(self, kind: str, key: str, expected: set[str], timeout: float) -> dict[str, tuple[dict[str, Any], Weights]]:
+    def collect(self, kind: str, key: str, expected: set[str], timeout: float) -> dict[str, tuple[dict[str, Any], Any]]:
         self._collector = _Collector(kind, key, expected)
         deadline = time.monotonic() + timeout
         try:
@@ -274,12 +271,13 @@ class Aggregator(PrivacyRounds):
         finally:
             self._collector = None
 
-    def _broadcast(self, kind: str, meta: dict[str, Any], tensors: dict[str, np.ndarray] | None = None, round: int = 0) -> None:
+    def broadcast(self, kind: str, meta: dict[str, Any], tensors: Mapping[str, np.ndarray] | None = None,
+                  round: int = 0) -> None:
         self.client.send(self.task_id, sender=m.AGGREGATOR, recipient=m.BROADCAST, kind=kind, round=round,
                          payload=m.pack(meta, tensors))
 
-    def _send_to(self, name: str, kind: str, meta: dict[str, Any], round: int = 0,
-                 tensors: dict[str, np.ndarray] | None = None) -> None:
+    def send_to(self, name: str, kind: str, meta: dict[str, Any], round: int = 0,
+                tensors: Mapping[str, np.ndarray] | None = None) -> None:
         self.client.send(self.task_id, sender=m.AGGREGATOR, recipient=m.participant_address(name), kind=kind,
                          round=round, payload=m.pack(meta, tensors))
 
@@ -299,12 +297,13 @@ class Aggregator(PrivacyRounds):
             raise
         finally:
             self._downloads.shutdown(wait=False)
+            self.rounds.close()
 
     def _run(self) -> AggregatorResult:
         d = self.definition
         if self.resume:
             self._restore()
-        self._broadcast(m.AGGREGATOR_ONLINE, {"session": uuid.uuid4().hex})
+        self.broadcast(m.AGGREGATOR_ONLINE, {"session": uuid.uuid4().hex})
         self._wait_for_quorum()
         if self.client.get_task(self.task_id)["status"] == "CREATED":
             self.client.set_status(self.task_id, "RUNNING", f"quorum of {d.quorum} reached")
@@ -313,15 +312,9 @@ class Aggregator(PrivacyRounds):
                 self._standardize()
             converged = False
             for r in range(self.start_round, d.rounds + 1):
-                if self.budget_rounds is not None and r > self.budget_rounds:
-                    eps = self.accountant.epsilon()
-                    from fedpact.privacy.modes import epsilon_budget
-
-                    self.stop_reason = (
-                        f"privacy budget spent: epsilon {eps:.4g} (delta {d.privacy.effective_delta:g}) after "
-                        f"{r - 1} round(s); one more round would exceed the epsilon budget of {epsilon_budget(d):g}"
-                    )
-                    self.progress.info(self.stop_reason)
+                if not self.rounds.budget_allows(r):
+                    self.stop_reason = self.rounds.stop_reason
+                    self.progress.info(self.stop_reason or f"round {r} is not allowed")
                     break
                 metrics = self._round(r)
                 self._checkpoint(r)
@@ -343,7 +336,7 @@ class Aggregator(PrivacyRounds):
         status = self.client.get_task(self.task_id)["status"]
         if status == "RUNNING":
             self.client.set_status(self.task_id, "FAILED", reason)
-            self._broadcast(m.STOPPED, {"status": "FAILED", "reason": reason})
+            self.broadcast(m.STOPPED, {"status": "FAILED", "reason": reason})
 
     def _wait_for_quorum(self) -> None:
         need = self.definition.quorum
@@ -366,8 +359,8 @@ class Aggregator(PrivacyRounds):
         request_id = uuid.uuid4().hex
         expected = set(self.ready)
         self.progress.info("federated standardisation: collecting per-feature sums")
-        self._broadcast(m.STATS_REQUEST, {"request_id": request_id})
-        replies = self._collect(m.STATS, request_id, expected, self.definition.round_timeout_s)
+        self.broadcast(m.STATS_REQUEST, {"request_id": request_id})
+        replies = self.collect(m.STATS, request_id, expected, self.definition.round_timeout_s)
         moments = [t for meta, t in replies.values() if not meta.get("unsupported") and t]
         if len(moments) < self.definition.min_participants:
             raise AggregationFailed(
@@ -379,9 +372,7 @@ class Aggregator(PrivacyRounds):
 
     def _select(self, r: int) -> list[str]:
         d = self.definition
-        names = sorted(self.ready)
-        if self.mode == "encrypted":
-            names = [n for n in names if n in self.he_keyed]  # only key holders can decrypt the model
+        names = self.rounds.eligible(sorted(self.ready))
         k = min(len(names), max(d.min_participants, math.ceil(d.fraction * len(names))))
         rng = np.random.default_rng([d.seed, r])
         return sorted(rng.choice(names, size=k, replace=False).tolist())
@@ -396,81 +387,52 @@ class Aggregator(PrivacyRounds):
             raise AggregationFailed(
                 f"round {r}: only {len(self.ready)} participant(s) available, min_participants is {d.min_participants}"
             )
-        if self.mode == "encrypted":
-            self._ensure_he_keys(r)
-        selected = self._select(r)
-        round_id = uuid.uuid4().hex
-        started_at, t0 = now_iso(), time.monotonic()
-        self.rejected, self.clipped = {}, {}
-        self.client.put_round(self.task_id, r, status="running", participants=selected, started_at=started_at, metrics={})
-        config = {
-            "epochs": d.local_epochs,
-            "batch_size": d.batch_size,
-            "learning_rate": d.learning_rate,
-            "optimizer": d.optimizer,
-            "seed": d.seed * 100_003 + r,
-            **self.algorithm.participant_config(),
-        }
-        plan = None
-        if self.mode != "open":
-            config["privacy"], plan = self._privacy_config(round_id, selected, started_at, r)
-        self.progress.round_started(r, d.rounds, selected)
-        self._broadcast(
-            m.ROUND_START,
-            {"round_id": round_id, "rounds": d.rounds, "selected": selected, "config": config,
-             "deadline_s": d.round_timeout_s, "weights": self._weights_ref(), "previous": self._previous},
-            self._std_tensors(),
-            round=r,
-        )
-        if plan is not None:
-            return self._secure_round(r, plan, selected, started_at, t0, deadline)
-        replies = self._collect(m.UPDATE, round_id, set(selected), max(0.0, deadline - time.monotonic()))
-        missing = sorted(set(selected) - set(replies))
-        for name in missing:
-            if name not in self.rejected:
-                self.ready.pop(name, None)
-                self.progress.warning(
-                    f"round {r}: {name} did not reply within {d.round_timeout_s:.0f} s; "
-                    "left out until it announces itself again"
-                )
-        if len(replies) < d.min_participants:
-            reason = (
-                f"round {r}: only {len(replies)} of {len(selected)} selected participants sent a valid update "
-                f"within {d.round_timeout_s:.0f} s (min_participants is {d.min_participants})"
+        selected: list[str] = []
+        started_at = now_iso()
+        try:
+            self.rounds.prepare(r)
+            selected = self._select(r)
+            plan = RoundPlan(number=r, round_id=uuid.uuid4().hex, selected=selected, started_at=started_at,
+                             deadline=deadline)
+            t0 = time.monotonic()
+            self.rejected, self.clipped = {}, {}
+            self.client.put_round(self.task_id, r, status="running", participants=selected, started_at=started_at,
+                                  metrics={})
+            config = {
+                "epochs": d.local_epochs,
+                "batch_size": d.batch_size,
+                "learning_rate": d.learning_rate,
+                "optimizer": d.optimizer,
+                "seed": d.seed * 100_003 + r,
+                **self.algorithm.participant_config(),
+            }
+            privacy = self.rounds.config(plan)
+            if privacy is not None:
+                config["privacy"] = privacy
+            self.progress.round_started(r, d.rounds, selected)
+            self.broadcast(
+                m.ROUND_START,
+                {"round_id": plan.round_id, "rounds": d.rounds, "selected": selected, "config": config,
+                 "deadline_s": d.round_timeout_s, "weights": self._weights_ref(), "previous": self._previous},
+                self._std_tensors(),
+                round=r,
             )
-            notes = [f"{n} did not reply" for n in missing if n not in self.rejected]
-            notes += [f"update of {n} rejected: {why}" for n, why in sorted(self.rejected.items())]
+            outcome = self.rounds.run(plan)
+        except RoundFailed as exc:
             self.client.put_round(self.task_id, r, status="failed", participants=selected, started_at=started_at,
-                                  finished_at=now_iso(), metrics={}, reason="; ".join([reason, *notes]))
-            raise AggregationFailed(reason)
-        names = sorted(replies)
-        updates = [(replies[n][1], int(replies[n][0]["num_samples"])) for n in names]
-        if self.mode == "dp":
-            self.global_weights = self._aggregate_dp([u for u, _ in updates], len(selected))
-        elif self.mode == "encrypted":
-            self._aggregate_encrypted(updates)
-        else:
-            self.global_weights = self.algorithm.aggregate(self.global_weights, updates)
+                                  finished_at=now_iso(), metrics={}, reason="; ".join([exc.reason, *exc.notes]))
+            raise AggregationFailed(exc.reason) from exc
         self._weights_blob = None
-        self.contributors.update(names)
-        train = checks.weighted_means({n: (meta["num_samples"], meta["train"]) for n, (meta, _) in replies.items()},
-                                      "train_")
-        val = checks.weighted_means({n: (meta["num_samples"], meta["val"]) for n, (meta, _) in replies.items()}, "val_")
-        total = sum(int(meta["num_samples"]) for meta, _ in replies.values())
-        metrics = self._round_metrics(r, train, val, total, len(replies), time.monotonic() - t0)
+        self.contributors.update(outcome.contributors)
+        metrics = self._round_metrics(r, outcome.train, outcome.val, outcome.num_samples, len(outcome.contributors),
+                                      time.monotonic() - t0)
         metrics["selected"] = len(selected)
-        notes = [f"{n} did not reply within {d.round_timeout_s:.0f} s" for n in missing if n not in self.rejected]
-        notes += [f"update of {n} rejected: {why}" for n, why in sorted(self.rejected.items())]
-        notes += [f"{n}: {why}" for n, why in sorted(self.clipped.items()) if n in replies]
-        return self._complete_round(r, started_at, names, metrics, notes)
+        metrics.update(outcome.metrics)
+        return self._complete_round(r, started_at, outcome.contributors, metrics, outcome.notes)
 
     def _complete_round(self, r: int, started_at: str, names: list[str], metrics: dict[str, Any],
                         notes: list[str]) -> dict[str, Any]:
-        if self.accountant is not None:
-            self.accountant.step()
-            metrics["epsilon"] = self.accountant.epsilon()
-            metrics["delta"] = self.definition.privacy.effective_delta
-            metrics["noise_multiplier"] = self.noise_multiplier
+        metrics.update(self.rounds.round_metrics())
         entry = {"round": r, "started_at": started_at, "finished_at": now_iso(), "participants": names,
                  "metrics": metrics, "reason": "; ".join(notes)}
         self.history.append(entry)
@@ -532,10 +494,7 @@ class Aggregator(PrivacyRounds):
         """The current global weights as a blob, uploaded once and shared by the checkpoint,
         the next round's broadcast and the final evaluation."""
         if self._weights_blob is None:
-            if self.enc_weights is not None:
-                payload = pack_ciphertexts(self.enc_weights, self._enc_info())
-            else:
-                payload = encode_weights(self.global_weights)
+            payload = self.rounds.weights_payload() or encode_weights(self.global_weights)
             self._weights_blob = self.client.upload_blob(self.task_id, payload)
         return self._weights_blob
 
@@ -551,8 +510,7 @@ class Aggregator(PrivacyRounds):
         }
         if self.std is not None:
             state["standardization"] = {"mean": self.std[0].tolist(), "std": self.std[1].tolist()}
-        if self.enc_weights is not None:
-            state["encrypted"] = True
+        state.update(self.rounds.checkpoint_state())
         strategy_state = self.algorithm.state()
         if strategy_state:
             # Optimiser moments: a blob of their own, so participants never download them with the model.
@@ -566,13 +524,12 @@ class Aggregator(PrivacyRounds):
         # Per-participant hold-out metrics of the final model are not covered by secure
         # aggregation or by local/distributed noise, so those modes do not ask for them.
         p = d.privacy
-        evaluate_final = p.mode in ("open", "encrypted") or (p.mode == "dp" and p.effective_placement == "central")
-        if self.ready and evaluate_final:
+        if self.ready and self.rounds.evaluates_final_model():
             request_id = uuid.uuid4().hex
             self.progress.info("final evaluation on the participants' hold-out data")
-            self._broadcast(m.FINAL_EVALUATE, {"request_id": request_id, "weights": self._weights_ref(),
+            self.broadcast(m.FINAL_EVALUATE, {"request_id": request_id, "weights": self._weights_ref(),
                                                "previous": self._previous}, self._std_tensors())
-            replies = self._collect(m.EVALUATION, request_id, set(self.ready), min(d.round_timeout_s, 120.0))
+            replies = self.collect(m.EVALUATION, request_id, set(self.ready), min(d.round_timeout_s, 120.0))
             val = checks.weighted_means({n: (meta["num_samples"], meta["metrics"]) for n, (meta, _) in replies.items()},
                                         "val_")
             final_metrics.update(val)
@@ -595,14 +552,14 @@ class Aggregator(PrivacyRounds):
             "standardized": self.std is not None,
             "privacy": p.mode,
         }
-        if self.accountant is not None:
-            metadata["epsilon"] = self.accountant.epsilon()
+        accounting = getattr(self.rounds, "accounting", None)
+        if accounting is not None:
+            metadata["epsilon"] = accounting.accountant.epsilon()
             metadata["delta"] = p.effective_delta
-        if self.enc_weights is not None:
-            # encrypted: the model stays encrypted on the hub; participants decrypt their copy
+        std = {k: v for k, v in model_tensors.items() if k.startswith("standardization.")}
+        payload = self.rounds.model_payload(metadata, std)
+        if payload is not None:
             metadata["encrypted"] = True
-            std = {k: v for k, v in model_tensors.items() if k.startswith("standardization.")}
-            payload = pack_ciphertexts(self.enc_weights, {**self._enc_info(), "metadata": metadata}, std)
         else:
             payload = encode_weights(model_tensors, {"fedpact": json.dumps(metadata)})
         blob = self.client.upload_blob(self.task_id, payload)
@@ -615,7 +572,7 @@ class Aggregator(PrivacyRounds):
         )
         reason = "converged" if converged else self.stop_reason or f"{rounds_done} rounds done"
         self.client.set_status(self.task_id, "COMPLETE", reason)
-        self._broadcast(m.FINISHED, {"model_id": model["id"], "sha256": model["sha256"], "metrics": final_metrics,
+        self.broadcast(m.FINISHED, {"model_id": model["id"], "sha256": model["sha256"], "metrics": final_metrics,
                                      "previous": self._previous})
         self.progress.info(f"model {model['id']} stored on the hub (sha256 {model['sha256'][:12]}...)")
         return AggregatorResult(self.task_id, self.task_name, "COMPLETE", rounds_done, model["id"], final_metrics,
