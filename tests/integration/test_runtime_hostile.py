@@ -77,3 +77,23 @@ def test_a_claim_above_the_cap_is_clipped_and_recorded(make_user, shards) -> Non
     assert sorted(r["participants"]) == ["big", "site-a", "site-b"]
     assert "big: num_samples 1000000000 clipped to max_samples_per_participant 500" in r["reason"]
     assert r["metrics"]["num_samples"] <= 3 * 500
+
+
+def test_an_aggregator_that_fails_marks_the_task_failed_with_the_reason(make_user, shards) -> None:
+    parts, test = shards
+
+    def broken_hook(r: int, metrics: dict) -> None:
+        raise RuntimeError("the metrics sink is down")
+
+    creator = make_user("broken-owner")
+    creator.create_task("broken", digits_definition(rounds=3, quorum=2, min_participants=2))
+    run = Runner()
+    for i in range(2):
+        start_participant(run, make_user(f"broken-{i}"), "broken", DataParticipant(parts[i]), f"broken-{i}")
+    start_aggregator(run, creator, "broken", on_round=broken_hook)
+    run.join(timeout=180)
+    assert isinstance(run.errors["aggregator"], RuntimeError)
+    task = creator.get_task("broken")
+    assert task["status"] == "FAILED", "a failed aggregator never leaves its task RUNNING"
+    assert "the aggregator failed: RuntimeError: the metrics sink is down" in task["events"][-1]["reason"]
+    assert all(type(run.errors.get(f"broken-{i}")).__name__ == "TaskEnded" for i in range(2)), run.errors
