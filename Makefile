@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # The browser tests drive Debian's Chromium (never a test framework's own browser download).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test bench clean chromium
+.PHONY: demo test lint bench clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ demo: $(INSTALLED)
 
 test: $(TEST_INSTALLED) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff and mypy, configured in pyproject.toml ([tool.ruff], [tool.mypy]).
+lint: $(TEST_INSTALLED)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy src
 
 # Installs Debian's chromium package when it is missing (as root, or with passwordless sudo).
 chromium:

@@ -50,7 +50,7 @@ class Client:
         self._embedded: Any = None
 
     @classmethod
-    def embedded(cls, data_dir: str | Path | None = None, **config: Any) -> "Client":
+    def embedded(cls, data_dir: str | Path | None = None, **config: Any) -> Client:
         """Start a hub in this process (stopped by :meth:`close`) and connect to it."""
         import tempfile
 
@@ -78,7 +78,7 @@ class Client:
             self._embedded.stop()
             self._embedded = None
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
+from conftest import wait_for
 from fedpact.client.hub import HubClient
 from fedpact.data.builtin import digits_federation
 from fedpact.data.loaders import save_csv
-from conftest import wait_for
 from fedpact.hub.server import HubProcess
 
 pytestmark = pytest.mark.e2e

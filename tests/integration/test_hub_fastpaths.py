@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hub_fixtures import Api, User, api, fast_config, hub, sha, task_with_members  # noqa: E402,F401
-
 from fedpact.hub import EmbeddedHub  # noqa: E402
+from hub_fixtures import Api, User, api, fast_config, hub, sha, task_with_members  # noqa: E402,F401
 
 Members = tuple[User, User, User, dict[str, Any]]
 OCTETS = {"content-type": "application/octet-stream"}

@@ -9,9 +9,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hub_fixtures import Api, sha  # noqa: E402
-
 from fedpact.hub import HubConfig, HubProcess  # noqa: E402
+from hub_fixtures import Api, sha  # noqa: E402
 
 
 def test_restart_and_crash_lose_nothing(tmp_path: Path) -> None:

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hub_fixtures import Api, User, api, definition, hub, task_with_members, unique  # noqa: E402,F401
-
 from fedpact.hub import EmbeddedHub  # noqa: E402
+from hub_fixtures import Api, User, api, definition, hub, task_with_members, unique  # noqa: E402,F401
 
 
 def count(user: User, **params: Any) -> int:

@@ -9,9 +9,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hub_fixtures import PASSWORD, Api, api, fast_config, hub, unique  # noqa: E402,F401
-
 from fedpact.hub import EmbeddedHub  # noqa: E402
+from hub_fixtures import PASSWORD, Api, api, fast_config, hub, unique  # noqa: E402,F401
 
 
 def test_health_and_docs_need_no_login(api: Api) -> None:

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from fedpact.algorithms import FedAvg, Krum, Median, MultiKrum, TrimmedMean, apply_standardization, combine_moments
-from fedpact.algorithms import local_moments
+from fedpact.algorithms import FedAvg, Krum, Median, MultiKrum, TrimmedMean, apply_standardization, combine_moments, local_moments
 from fedpact.algorithms.robust import krum_scores
 from fedpact.common.definition import ModelSpec
 from fedpact.data import digits_federation, digits_schema

@@ -4,8 +4,7 @@ import pytest
 from fedpact.common.definition import DataSchema, ModelSpec
 from fedpact.common.errors import UnknownComponent
 from fedpact.data import digits_schema
-from fedpact.models import Model, ModelConfigError, SoftmaxRegression, available_models, build_model
-from fedpact.models import registry
+from fedpact.models import Model, ModelConfigError, SoftmaxRegression, available_models, build_model, registry
 
 IMAGE = DataSchema(kind="image", shape=[1, 8, 8], classes=list(range(10)))
 

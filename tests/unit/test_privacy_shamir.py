@@ -8,7 +8,7 @@ import os
 import pytest
 
 from fedpact.privacy import shamir
-from fedpact.privacy.shamir import PRIME, Share, ShamirError, ShareMismatch
+from fedpact.privacy.shamir import PRIME, ShamirError, Share, ShareMismatch
 
 
 def test_any_t_of_n_shares_reconstruct() -> None:

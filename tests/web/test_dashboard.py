@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hub_fixtures import fast_config
 
 from fedpact.client.hub import HubClient
 from fedpact.data.builtin import digits_federation
 from fedpact.data.loaders import save_csv
 from fedpact.hub import EmbeddedHub
+from hub_fixtures import fast_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+
 from hub_fixtures import Api, api, definition, hub  # noqa: F401
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "fedpact" / "web" / "static"

@@ -4,6 +4,8 @@ Importing the package registers every built-in strategy (strategies, optimizers,
 """
 
 from fedpact.algorithms.fedavg import weighted_average
+from fedpact.algorithms.optimizers import FedAdagrad, FedAdam, FedAvgM, FedYogi
+from fedpact.algorithms.robust import Krum, Median, MultiKrum, TrimmedMean
 from fedpact.algorithms.standardize import apply_standardization, combine_moments, local_moments
 from fedpact.algorithms.strategies import (
     Aggregator,
@@ -13,8 +15,6 @@ from fedpact.algorithms.strategies import (
     check_updates,
     get_aggregator,
 )
-from fedpact.algorithms.optimizers import FedAdagrad, FedAdam, FedAvgM, FedYogi
-from fedpact.algorithms.robust import Krum, Median, MultiKrum, TrimmedMean
 from fedpact.algorithms.validation import validate_update
 
 __all__ = [

@@ -32,9 +32,9 @@ def combine_moments(moments: Sequence[Mapping[str, np.ndarray]]) -> tuple[np.nda
     sizes = {np.asarray(m["sum"]).shape for m in moments}
     if len(sizes) != 1:
         raise ValueError(f"sites report different feature counts: {sorted(sizes)}")
-    total = sum(np.asarray(m["sum"], dtype=np.float64) for m in moments)
-    total_sq = sum(np.asarray(m["sumsq"], dtype=np.float64) for m in moments)
-    count = sum(np.asarray(m["count"], dtype=np.float64) for m in moments)
+    total = np.sum([np.asarray(m["sum"], dtype=np.float64) for m in moments], axis=0)
+    total_sq = np.sum([np.asarray(m["sumsq"], dtype=np.float64) for m in moments], axis=0)
+    count = np.sum([np.asarray(m["count"], dtype=np.float64) for m in moments], axis=0)
     if (count <= 0).any():
         raise ValueError("no samples to compute statistics from")
     mean = total / count

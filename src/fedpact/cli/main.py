@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,7 +32,7 @@ app.add_typer(model_app, name="model")
 out = Console()
 err = Console(stderr=True)
 
-HubOpt = Annotated[Optional[str], typer.Option("--hub", help="Hub URL (default: $FEDPACT_HUB or the last hub you logged into).")]
+HubOpt = Annotated[str | None, typer.Option("--hub", help="Hub URL (default: $FEDPACT_HUB or the last hub you logged into).")]
 STATUS_STYLE = {"CREATED": "cyan", "RUNNING": "yellow", "COMPLETE": "green", "FAILED": "red", "CANCELLED": "dim"}
 
 
@@ -71,7 +71,7 @@ def hub(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8470,
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the database and blobs live.")] = Path("fedpact-hub"),
-    max_blob_mb: Annotated[Optional[int], typer.Option(help="Largest blob accepted, in MiB.")] = None,
+    max_blob_mb: Annotated[int | None, typer.Option(help="Largest blob accepted, in MiB.")] = None,
 ) -> None:
     """Run a hub (SQLite and files under --data-dir) until interrupted."""
     from fedpact.hub.config import HubConfig
@@ -195,11 +195,11 @@ def algorithms_cmd() -> None:
 
 @task_app.command("list")
 def task_list(
-    status: Annotated[Optional[str], typer.Option(help="CREATED, RUNNING, COMPLETE, FAILED or CANCELLED.")] = None,
-    creator: Annotated[Optional[str], typer.Option(help="Only tasks created by this user.")] = None,
+    status: Annotated[str | None, typer.Option(help="CREATED, RUNNING, COMPLETE, FAILED or CANCELLED.")] = None,
+    creator: Annotated[str | None, typer.Option(help="Only tasks created by this user.")] = None,
     mine: Annotated[bool, typer.Option("--mine", help="Only tasks you created.")] = False,
     joined: Annotated[bool, typer.Option("--joined", help="Only tasks you joined.")] = False,
-    search: Annotated[Optional[str], typer.Option("--search", "-q", help="Text in the name or description.")] = None,
+    search: Annotated[str | None, typer.Option("--search", "-q", help="Text in the name or description.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     hub: HubOpt = None,
 ) -> None:
@@ -301,7 +301,7 @@ def assignments(as_json: Annotated[bool, typer.Option("--json")] = False, hub: H
 
 
 # -- running ------------------------------------------------------------------------------
-def _load(path: Path, label: str, labels: Optional[Path], missing: str) -> Any:
+def _load(path: Path, label: str, labels: Path | None, missing: str) -> Any:
     from fedpact.data.loaders import load_data
 
     return load_data(path, label=label, labels_path=labels, missing=missing)  # type: ignore[arg-type]
@@ -311,11 +311,11 @@ def _load(path: Path, label: str, labels: Optional[Path], missing: str) -> Any:
 def aggregate(
     task: str,
     resume: Annotated[bool, typer.Option("--resume", help="Continue after the last completed round.")] = False,
-    eval_data: Annotated[Optional[Path], typer.Option(help="Data to evaluate the global model on each round.")] = None,
+    eval_data: Annotated[Path | None, typer.Option(help="Data to evaluate the global model on each round.")] = None,
     label: Annotated[str, typer.Option(help="Label column of a CSV file.")] = "label",
-    labels: Annotated[Optional[Path], typer.Option(help="IDX labels file that goes with IDX images.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="IDX labels file that goes with IDX images.")] = None,
     missing: Annotated[str, typer.Option(help="'error' or 'drop' rows with missing values.")] = "error",
-    quorum_timeout: Annotated[Optional[float], typer.Option(help="Give up if the quorum is not reached in this many seconds.")] = None,
+    quorum_timeout: Annotated[float | None, typer.Option(help="Give up if the quorum is not reached in this many seconds.")] = None,
     hub: HubOpt = None,
 ) -> None:
     """Run the aggregator of a task you created, until it completes."""
@@ -340,10 +340,10 @@ def participate(
     task: str,
     data: Annotated[Path, typer.Option(help="Your local data: CSV, NPZ or IDX images.")],
     label: Annotated[str, typer.Option(help="Label column of a CSV file.")] = "label",
-    labels: Annotated[Optional[Path], typer.Option(help="IDX labels file that goes with IDX images.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="IDX labels file that goes with IDX images.")] = None,
     missing: Annotated[str, typer.Option(help="'error' or 'drop' rows with missing values.")] = "error",
     model_dir: Annotated[Path, typer.Option(help="Where to save the final model.")] = Path("fedpact-models"),
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for local training.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for local training.")] = None,
     hub: HubOpt = None,
 ) -> None:
     """Train on your local data whenever the task's aggregator asks, until the task completes."""
@@ -365,7 +365,7 @@ def participate(
 
 # -- models -------------------------------------------------------------------------------
 @model_app.command("list")
-def model_list(task: Annotated[Optional[str], typer.Option(help="Only this task's models.")] = None, hub: HubOpt = None) -> None:
+def model_list(task: Annotated[str | None, typer.Option(help="Only this task's models.")] = None, hub: HubOpt = None) -> None:
     """Models you may download (as creator or contributor)."""
     with errors():
         models = _client(hub).list_models(task)
@@ -383,8 +383,8 @@ def model_list(task: Annotated[Optional[str], typer.Option(help="Only this task'
 
 @model_app.command("download")
 def model_download(
-    task: Annotated[Optional[str], typer.Argument(help="Task whose final model to download.")] = None,
-    model_id: Annotated[Optional[int], typer.Option("--id", help="Download this model id instead.")] = None,
+    task: Annotated[str | None, typer.Argument(help="Task whose final model to download.")] = None,
+    model_id: Annotated[int | None, typer.Option("--id", help="Download this model id instead.")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="File or directory to write.")] = Path("."),
     hub: HubOpt = None,
 ) -> None:
@@ -410,7 +410,7 @@ def model_download(
 def demo(
     participants: Annotated[int, typer.Option(help="Number of participant processes.")] = 3,
     rounds: Annotated[int, typer.Option(help="Training rounds.")] = 10,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Keep the hub's data here (default: a temporary folder).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Keep the hub's data here (default: a temporary folder).")] = None,
 ) -> None:
     """Run a whole federation on this machine: a hub, an aggregator and participants on digits."""
     from fedpact.cli.demo import run_demo
@@ -439,8 +439,8 @@ def _show_hosted(st: dict[str, Any]) -> None:
 def hosted_start(
     task: str,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a RUNNING task after its last completed round.")] = False,
-    eval_data: Annotated[Optional[Path], typer.Option(help="CSV or NPZ file the aggregator evaluates on (uploaded to the task).")] = None,
-    label: Annotated[Optional[str], typer.Option(help="Label column of the evaluation CSV.")] = None,
+    eval_data: Annotated[Path | None, typer.Option(help="CSV or NPZ file the aggregator evaluates on (uploaded to the task).")] = None,
+    label: Annotated[str | None, typer.Option(help="Label column of the evaluation CSV.")] = None,
     hub: HubOpt = None,
 ) -> None:
     """Ask the hub to run the aggregator of a task you created; it keeps running after you log off."""
@@ -504,4 +504,4 @@ def main() -> None:  # pragma: no cover - console entry
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -85,7 +85,7 @@ class HubClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "HubClient":
+    def __enter__(self) -> HubClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -64,7 +64,7 @@ class ModelSpec(_Strict):
         return _check_component_name("model", v, BUILTIN_MODELS)
 
     @model_validator(mode="after")
-    def _params(self) -> "ModelSpec":
+    def _params(self) -> ModelSpec:
         allowed = {
             "softmax_regression": {"l2"},
             "mlp": {"hidden", "dropout"},
@@ -92,7 +92,7 @@ class AlgorithmSpec(_Strict):
         return _check_component_name("algorithm", v, BUILTIN_ALGORITHMS)
 
     @model_validator(mode="after")
-    def _params(self) -> "AlgorithmSpec":
+    def _params(self) -> AlgorithmSpec:
         info = CATALOG.get(self.name)
         if info is not None:
             info.resolve(self.params)
@@ -162,7 +162,7 @@ class PrivacySpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "PrivacySpec":
+    def _consistent(self) -> PrivacySpec:
         allowed = PRIVACY_PARAMETERS[self.mode]
         given = sorted(k for k in self.model_fields_set if k != "mode" and getattr(self, k) is not None)
         wrong = [k for k in given if k not in allowed]
@@ -256,7 +256,7 @@ class DataSchema(_Strict):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DataSchema":
+    def _consistent(self) -> DataSchema:
         if len(set(self.classes)) != len(self.classes):
             raise ValueError("classes must not repeat")
         if self.kind == "image":
@@ -315,7 +315,7 @@ class ConvergenceSpec(_Strict):
     min_delta: Annotated[float, Field(ge=0.0)] = 0.0
 
     @model_validator(mode="after")
-    def _something(self) -> "ConvergenceSpec":
+    def _something(self) -> ConvergenceSpec:
         if self.target is None and self.patience is None:
             raise ValueError("convergence needs a target or a patience")
         return self
@@ -350,7 +350,7 @@ class TaskDefinition(_Strict):
         return self.max_samples_per_participant or MAX_SAMPLES
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TaskDefinition":
+    def _consistent(self) -> TaskDefinition:
         if self.min_participants > self.quorum:
             raise ValueError(
                 f"min_participants ({self.min_participants}) cannot exceed quorum ({self.quorum})"

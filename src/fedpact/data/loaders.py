@@ -186,14 +186,14 @@ def load_csv(
     if is_missing.any():
         if missing == "error":
             raise DataLoadError(_missing_report(path, is_missing, lines, col_names))
-        keep = ~is_missing.any(axis=1)
+        keep = np.asarray(~is_missing.any(axis=1), dtype=bool)
         if not keep.any():
             raise DataLoadError(
                 f"{path.name}: every row has a missing value in the selected columns, so none is left; "
                 "select fewer columns with features=[...]"
             )
         cells = cells[keep]
-        lines = [line for line, k in zip(lines, keep) if k]
+        lines = [line for line, k in zip(lines, keep.tolist()) if k]
     try:
         values = cells.astype(np.float64)
     except ValueError:

@@ -14,7 +14,6 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from fedpact.web import mount as mount_web
 from fedpact.hub.auth import make_hasher
 from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.config import HubConfig
@@ -36,6 +35,7 @@ from fedpact.hub.routes import (
 from fedpact.hub.routes.health import hub_version
 from fedpact.hub.state import HubState
 from fedpact.hub.workers import LearnUrlMiddleware, WorkerManager
+from fedpact.web import mount as mount_web
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("fedpact.hub")

@@ -110,7 +110,8 @@ class Worker:
         if self.proc is not None:
             return self.proc.poll() is None
         pid = self.state.get("pid")
-        return self.state.get("state") == "running" and _pid_alive(pid) and _is_our_worker(int(pid), self.task_id)
+        return (self.state.get("state") == "running" and isinstance(pid, int) and _pid_alive(pid)
+                and _is_our_worker(pid, self.task_id))
 
     def log_append(self, line: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

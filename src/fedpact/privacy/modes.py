@@ -147,7 +147,7 @@ class SecurePlan:
                 "clip_norm": self.clip_norm, "model_values": self.model_values}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SecurePlan":
+    def from_dict(cls, d: Mapping[str, Any]) -> SecurePlan:
         try:
             return cls(secagg=SecAggParams.from_dict(d["secagg"]), clip=float(d["clip"]),
                        max_weight=int(d["max_weight"]), weighted=bool(d["weighted"]),

@@ -17,6 +17,7 @@ of the two, which compliance reviews tend to ask for. Nothing here is home-made.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -33,7 +34,7 @@ class PRGError(ValueError):
     """A seed of the wrong size or a bad output request."""
 
 
-def _encryptor(seed: bytes, cipher: str):  # type: ignore[no-untyped-def]
+def _encryptor(seed: bytes, cipher: str) -> Any:
     if len(seed) != SEED_BYTES:
         raise PRGError(f"a mask seed is {SEED_BYTES} bytes, got {len(seed)}")
     if cipher == "aes-ctr":
@@ -51,7 +52,7 @@ def keystream_into(seed: bytes, out: np.ndarray, cipher: str = "aes-ctr") -> np.
     if not out.flags.c_contiguous:
         raise PRGError("the output array must be C-contiguous")
     enc = _encryptor(seed, cipher)
-    buf = memoryview(out.reshape(-1).view(np.uint8))
+    buf = out.reshape(-1).view(np.uint8).data
     n = len(buf)
     start = 0
     # update_into needs room for one block more than it writes: write straight into the

@@ -44,7 +44,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,7 +151,7 @@ class SecAggParams:
                 "sparse": self.sparse, "degree": self.degree}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SecAggParams":
+    def from_dict(cls, d: Mapping[str, Any]) -> SecAggParams:
         try:
             return cls(task=str(d["task"]), round_id=str(d["round_id"]), participants=tuple(d["participants"]),
                        threshold=int(d["threshold"]), vector_length=int(d["vector_length"]), bits=int(d["bits"]),
@@ -401,8 +401,9 @@ class SecAggServer:
     @property
     def received(self) -> set[str]:
         """Who has sent its message for the current step."""
-        return set({ADVERTISE: self.keys, SHARE: self.ciphertexts, MASKED: self._masked_from,
-                    UNMASK: self._unmask}.get(self.step, ()))
+        by_step: dict[str, Iterable[str]] = {ADVERTISE: self.keys, SHARE: self.ciphertexts, MASKED: self._masked_from,
+                                             UNMASK: self._unmask}
+        return set(by_step.get(self.step, ()))
 
     @property
     def expected(self) -> set[str]:

@@ -52,7 +52,7 @@ class Share:
         return self.y.to_bytes(SHARE_BYTES, "big")
 
     @classmethod
-    def from_bytes(cls, x: int, data: bytes) -> "Share":
+    def from_bytes(cls, x: int, data: bytes) -> Share:
         if len(data) != SHARE_BYTES:
             raise ShamirError(f"a share is {SHARE_BYTES} bytes, got {len(data)}")
         y = int.from_bytes(data, "big")

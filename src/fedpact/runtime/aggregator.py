@@ -34,7 +34,6 @@ from fedpact.runtime.progress import Progress
 from fedpact.runtime.rounds import PrivacyRound, RoundFailed, RoundPlan, round_for
 
 
-
 @dataclass
 class AggregatorResult:
     task_id: int

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fedpact.common.errors import FedpactError
+
 
 class AggregationFailed(FedpactError):
     """The task could not go on; the reason is recorded on the hub too."""
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()

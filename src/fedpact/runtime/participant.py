@@ -21,8 +21,9 @@ from fedpact.common.errors import DataSchemaError, FedpactError
 from fedpact.common.tensors import Weights
 from fedpact.runtime import messages as m
 from fedpact.runtime.mailbox import Mailbox, Message
-from fedpact.runtime.privacy import ParticipantPrivacy, decrypted_model_file
+from fedpact.runtime.privacy import decrypted_model_file
 from fedpact.runtime.progress import Progress
+from fedpact.runtime.rounds.participant import HubParticipantTransport, ParticipantRound, participant_round_for
 
 TERMINAL = {"COMPLETE", "FAILED", "CANCELLED"}
 #: Messages that make an earlier request in the same batch obsolete.
@@ -200,7 +201,7 @@ def run_participant(
     result = ParticipantResult(tid, tname, "RUNNING")
     handled: set[str] = set()
     last_activity = time.monotonic()
-    priv = ParticipantPrivacy(client, tid, address, me, definition, progress)
+    priv = participant_round_for(HubParticipantTransport(client, tid, address), tid, me, definition, progress)
 
     def hello() -> None:
         client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.HELLO,
@@ -290,16 +291,13 @@ def _train_round(
     progress: Progress,
     me: str,
     result: ParticipantResult,
-    priv: ParticipantPrivacy,
+    priv: ParticipantRound,
 ) -> None:
     meta, tensors = msg.body()
     round_id = str(meta.get("round_id"))
     if me not in meta.get("selected", []) or f"round:{round_id}" in handled:
         return
-    if priv.is_secure(meta) and not priv.keys_shared(round_id):
-        # secure: advertise keys now and train once this participant's shares are out
-        priv.before_training(meta, msg.round)
-        priv.defer(round_id, msg)
+    if priv.needs_keys_first(meta, msg):
         return
     handled.add(f"round:{round_id}")
     weights = priv.global_weights(meta)
@@ -321,19 +319,10 @@ def _train_round(
     train = {k: float(v) for k, v in train_metrics.items()}
     val_f = {k: float(v) for k, v in val.items()}
     result.rounds_trained.append(msg.round)
-    mode = (c.get("privacy") or {}).get("mode", "open")
-    if mode == "encrypted":
-        reply = {"round_id": round_id, "num_samples": int(n), "train": train, "val": val_f,
-                 "train_seconds": time.monotonic() - started}
-        payload = priv.encrypted_update(new_weights, int(n))
-        info, enc = m.unpack(payload)
-        client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.UPDATE, round=msg.round,
-                    payload=m.pack({**reply, **info}, enc))
-        return
-    outcome = priv.after_training(meta, msg.round, weights, new_weights, int(n), train, val_f)
+    outcome = priv.contribution(meta, msg.round, weights, new_weights, int(n), train, val_f)
     if outcome is None:
         return  # secure aggregation: the masked input goes out when the aggregator asks for it
-    to_send, overrides = outcome
+    overrides, to_send = outcome
     reply = {
         "round_id": round_id,
         "num_samples": int(n),
@@ -343,11 +332,11 @@ def _train_round(
         **overrides,
     }
     client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.UPDATE, round=msg.round,
-                payload=m.pack(reply, m.prefixed(to_send, "w.")))
+                payload=m.pack(reply, to_send))
 
 
 def _final_evaluation(client: HubClient, tid: int, address: str, p: Participant, msg: Message, handled: set[str],
-                      priv: ParticipantPrivacy) -> None:
+                      priv: ParticipantRound) -> None:
     meta, tensors = msg.body()
     key = f"final:{meta.get('request_id')}"
     if key in handled:
@@ -362,7 +351,7 @@ def _final_evaluation(client: HubClient, tid: int, address: str, p: Participant,
 
 def _finish(
     client: HubClient, meta: dict[str, Any], result: ParticipantResult, model_dir: str | Path | None, progress: Progress,
-    priv: ParticipantPrivacy | None = None,
+    priv: ParticipantRound | None = None,
 ) -> ParticipantResult:
     result.status = "COMPLETE"
     result.model_id = meta.get("model_id")
@@ -382,7 +371,7 @@ def _finish(
 
 def _ended_without_notice(
     client: HubClient, tid: int, status: str, result: ParticipantResult, model_dir: str | Path | None, progress: Progress,
-    priv: ParticipantPrivacy | None = None,
+    priv: ParticipantRound | None = None,
 ) -> ParticipantResult:
     """The task ended while we were not listening (e.g. we joined after the last round)."""
     if status != "COMPLETE":

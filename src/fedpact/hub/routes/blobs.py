@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect
 
 from fedpact.hub.access import find_task, require_member
 from fedpact.hub.auth import CurrentUser, State
-from fedpact.hub.blobstore import BlobResponse, SHA256_RE
+from fedpact.hub.blobstore import SHA256_RE, BlobResponse
 from fedpact.hub.schemas import BlobRef, OffsetOut, UploadIn, UploadOut, UploadStatus
 from fedpact.hub.state import HubState
 from fedpact.hub.tables import Blob, Upload
@@ -92,7 +92,8 @@ def _find_upload(state: HubState, task: str, upload_id: str, user: CurrentUser) 
         if upload is None or upload.task_id != row.id:
             raise HTTPException(
                 404,
-                f"no upload {upload_id!r} in task {row.name!r}: it finished, failed or never existed; start one with POST /api/v1/tasks/{row.name}/uploads",
+                f"no upload {upload_id!r} in task {row.name!r}: it finished, failed or never existed; "
+                f"start one with POST /api/v1/tasks/{row.name}/uploads",
             )
         return _Target(upload_id=upload.id, sha256=upload.sha256, size=upload.size, task_id=row.id)
 
@@ -231,7 +232,8 @@ def _complete(state: HubState, target: _Target, user_id: int) -> BlobRef:
             store.discard(target.upload_id)
             raise HTTPException(
                 422,
-                f"sha256 mismatch: the {received} bytes received hash to {actual}, not the declared {target.sha256}; the upload was discarded, start again",
+                f"sha256 mismatch: the {received} bytes received hash to {actual}, not the declared {target.sha256}; "
+                "the upload was discarded, start again",
             )
         s.delete(upload)
         s.flush()

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fedpact.hub.access import TERMINAL, find_task, is_joined, require_member
 from fedpact.hub.auth import CurrentUser, Principal, State
-from fedpact.hub.state import HubState
+from fedpact.hub.routes.blobs import declared_size, receive_verified, store_verified
 from fedpact.hub.schemas import (
     NAME_CHARS,
     AckIn,
@@ -32,8 +32,8 @@ from fedpact.hub.schemas import (
     MessageIn,
     MessageOut,
 )
+from fedpact.hub.state import HubState
 from fedpact.hub.tables import Blob, Cursor, Message, Task, User, utcnow
-from fedpact.hub.routes.blobs import declared_size, receive_verified, store_verified
 from fedpact.hub.views import message_out
 
 router = APIRouter(tags=["relay"])

@@ -90,5 +90,5 @@ class DpRound(OpenRound):
             mean = dp.central_dp_aggregate(deltas, self.accounting.noise_multiplier, p.clip_norm,
                                            expected_participants=selected)
         else:  # local: participants already clipped and noised; the plain mean of the deltas
-            mean = {k: sum(dl[k] for dl in deltas) / len(deltas) for k in g}
+            mean = {k: np.mean([dl[k] for dl in deltas], axis=0) for k in g}
         return self.host.algorithm.server_step(g, mean)
