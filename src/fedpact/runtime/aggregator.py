@@ -551,9 +551,9 @@ class Aggregator:
             "standardized": self.std is not None,
             "privacy": p.mode,
         }
-        accounting = getattr(self.rounds, "accounting", None)
-        if accounting is not None:
-            metadata["epsilon"] = accounting.accountant.epsilon()
+        epsilon = self.rounds.epsilon()
+        if epsilon is not None:
+            metadata["epsilon"] = epsilon
             metadata["delta"] = p.effective_delta
         std = {k: v for k, v in model_tensors.items() if k.startswith("standardization.")}
         payload = self.rounds.model_payload(metadata, std)

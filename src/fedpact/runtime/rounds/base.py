@@ -125,6 +125,10 @@ class PrivacyRound(ABC):
         """Metrics this mode adds to a completed round's record (epsilon, ...)."""
         return {}
 
+    def epsilon(self) -> float | None:
+        """The privacy spent so far (differentially private modes), None otherwise."""
+        return None
+
     def restore(self, rounds_done: int) -> None:
         """Continue the bookkeeping of a resumed run after ``rounds_done`` rounds."""
 

@@ -74,6 +74,9 @@ class DpRound(OpenRound):
     def restore(self, rounds_done: int) -> None:
         self.accounting.accountant.step(rounds_done)
 
+    def epsilon(self) -> float | None:
+        return self.accounting.accountant.epsilon()
+
     def evaluates_final_model(self) -> bool:
         # Per-participant hold-out metrics are not covered by local noise.
         return self.host.definition.privacy.effective_placement == "central"

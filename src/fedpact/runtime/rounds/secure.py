@@ -41,6 +41,9 @@ class SecureRound(PrivacyRound):
         if self.accounting:
             self.accounting.accountant.step(rounds_done)
 
+    def epsilon(self) -> float | None:
+        return self.accounting.accountant.epsilon() if self.accounting else None
+
     def evaluates_final_model(self) -> bool:
         return False  # per-participant hold-out metrics are not covered by secure aggregation
 
