@@ -55,6 +55,35 @@ def load_task_data(path: str | Path, schema: DataSchema, *, labels_path: str | P
     )
 
 
+def load_for_task(
+    path: str | Path,
+    schema: DataSchema | None,
+    *,
+    label: str | None = None,
+    missing: str | None = None,
+    labels_path: str | Path | None = None,
+) -> Dataset:
+    """A participant's data read as the task says, with the participant's explicit overrides.
+
+    ``label`` and ``missing`` given here win over the definition (a site whose file names
+    the label column differently); without a definition (the task could not be read) the
+    old defaults apply: a column named ``label``, missing values refused.
+    """
+    if schema is None:
+        return load_data(path, label=label or "label", labels_path=labels_path,
+                         missing=missing or "error")  # type: ignore[arg-type]
+    update: dict[str, object] = {}
+    if label is not None:
+        update["label"] = label
+    if missing is not None:
+        if missing not in ("error", "drop", "impute"):
+            raise ValueError(f"missing must be 'error', 'drop' or 'impute', not {missing!r}")
+        update["missing"] = missing
+    if schema.columns is not None and label is not None and label not in schema.columns:
+        raise ValueError(f"label column {label!r} is not among the task's columns {schema.columns}")
+    return load_task_data(path, schema.model_copy(update=update) if update else schema, labels_path=labels_path)
+
+
 def _names(ds: Dataset) -> list[str]:
     width = int(np.prod(ds.sample_shape))
     return list(ds.feature_names) if ds.feature_names else [f"feature_{i}" for i in range(width)]
