@@ -11,7 +11,14 @@ from sklearn.metrics import silhouette_score
 from fedpact.algorithms.fedavg import weighted_average
 from fedpact.common.definition import DataSchema, ModelSpec
 from fedpact.models import KMeans, build_model
-from fedpact.models.kmeans import kmeans_plus_plus, local_step, pool_samples, seed_sample, server_step
+from fedpact.models.kmeans import (
+    initial_centroids,
+    kmeans_plus_plus,
+    local_step,
+    pool_samples,
+    seed_sample,
+    server_step,
+)
 from fedpact.models.metrics import clustering_metrics, inertia, silhouette
 
 
@@ -101,3 +108,13 @@ def test_kmeans_weights_are_checked_and_unchanged_on_refusal() -> None:
     with pytest.raises(ValueError, match="expects 2 features"):
         model.fit(np.zeros((3, 4)), np.zeros(3), epochs=1, batch_size=1, lr=1.0)
     assert all(np.array_equal(before[k], v) for k, v in model.get_weights().items())
+
+
+def test_initial_centroids_pick_the_best_of_several_draws() -> None:
+    x = load_iris().data
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    sample = pool_samples([seed_sample(s, 10, seed=i) for i, s in enumerate(_sites(x, 3))])
+    single = [inertia(sample, kmeans_plus_plus(sample, 3, seed=s)) for s in range(10)]
+    best = initial_centroids(sample, 3, seed=0, n_init=10)
+    assert best.shape == (3, 4)
+    assert inertia(sample, best) <= min(single) + 1e-9
