@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         coordinator.login("coordinator", "heart-example-pw")
         coordinator.create_task("heart-disease", DEFINITION, "Binary heart disease (num > 0), four hospitals")
         clients, results, errors = {}, {}, []
-        for name in SITES:
+        for name, hospital in SITES.items():
             c = fedpact.Client(coordinator.url)
-            c.register(f"{name}-site", "heart-example-pw", SITES[name])
+            c.register(f"{name}-site", "heart-example-pw", hospital)
             c.login(f"{name}-site", "heart-example-pw")
             clients[name] = c
 

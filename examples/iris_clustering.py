@@ -24,7 +24,11 @@ from sklearn.cluster import KMeans as SkKMeans
 from sklearn.datasets import load_iris
 
 from fedpact.algorithms import weighted_average
-from fedpact.algorithms.standardize import apply_standardization, combine_moments, local_moments
+from fedpact.algorithms.standardize import (
+    apply_standardization,
+    combine_moments,
+    local_moments,
+)
 from fedpact.common.definition import parse_definition
 from fedpact.models import KMeans, build_model
 from fedpact.models.kmeans import initial_centroids, pool_samples, seed_sample

@@ -9,7 +9,14 @@ import pytest
 
 from fedpact.common.definition import DataSchema
 from fedpact.common.errors import DataSchemaError
-from fedpact.data import Dataset, check_dataset, conform, federated_fill_values, impute, load_task_data
+from fedpact.data import (
+    Dataset,
+    check_dataset,
+    conform,
+    federated_fill_values,
+    impute,
+    load_task_data,
+)
 from fedpact.data.errors import DataLoadError
 
 COLUMNS = ["age", "cp", "colour", "num"]
