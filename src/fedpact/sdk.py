@@ -137,6 +137,18 @@ class Client:
         """Run the task's rounds here until it completes (creator only)."""
         return run_aggregator(self.hub, task, eval_data=eval_data, resume=resume, progress=progress, **options)
 
+    def load_data(self, task: str | int, path: str | Path, *, label: str | None = None,
+                  missing: str | None = None, labels_path: str | Path | None = None) -> Any:
+        """Read a local file as the task's definition says (label, header, columns, missing, categories).
+
+        ``label`` and ``missing`` override the definition for this site's file.
+        """
+        from fedpact.common.definition import parse_definition
+        from fedpact.data.prepare import load_for_task
+
+        schema = parse_definition(self.hub.get_task(task)["definition"]).data
+        return load_for_task(path, schema, label=label, missing=missing, labels_path=labels_path)
+
     def run_participant(
         self,
         task: str | int,
@@ -146,7 +158,9 @@ class Client:
         progress: Progress | None = None,
         **options: Any,
     ) -> ParticipantResult:
-        """Train on ``data`` (a Dataset, or a Participant subclass) whenever the task asks."""
+        """Train on ``data`` (a Dataset, a file path read as the task says, or a Participant) whenever the task asks."""
+        if isinstance(data, (str, Path)):
+            data = self.load_data(task, data)
         participant = data if isinstance(data, Participant) else DataParticipant(data)
         return run_participant(self.hub, task, participant, model_dir=model_dir, progress=progress, **options)
 

@@ -132,3 +132,21 @@ def test_hub_command_serves_until_interrupted(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_participate_reads_the_data_as_the_definition_says(cli, tmp_path: Path) -> None:
+    """No --label: the definition's data.label, header: false and columns apply; the data check runs before joining."""
+    signup(cli, "alice")
+    signup(cli, "bob")
+    cols = ["a", "b", "num"]
+    d = definition_file(tmp_path, data={"kind": "tabular", "features": ["a", "b"], "label": "num", "classes": [0, 1],
+                                        "header": False, "columns": cols})
+    cli("alice", "task", "create", "headerless", "--definition", str(d))
+    data = tmp_path / "site.data"
+    data.write_text("1.0,2.0,0\n3.0,4.0,7\n")
+    out = cli("bob", "participate", "headerless", "--data", str(data), code=1)
+    # the label column came from the definition: its value 7 is checked against the classes
+    assert "label values not among the task's classes [0, 1]: 7 (1 samples)" in out
+    assert json.loads(cli("alice", "task", "show", "headerless", "--json"))["participants"] == []
+    out = cli("bob", "participate", "headerless", "--data", str(data), "--label", "b", code=1)
+    assert "the label column 'b' cannot also be a feature" in out

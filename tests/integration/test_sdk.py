@@ -72,3 +72,19 @@ def test_importing_fedpact_is_light() -> None:
     code = "import sys, fedpact, fedpact.hub; print('torch' in sys.modules, 'fedpact.runtime' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_load_data_reads_a_file_as_the_task_says(tmp_path: Path) -> None:
+    data = {"kind": "tabular", "features": ["age", "cp"], "label": "num", "classes": [0, 1], "header": False,
+            "columns": ["age", "cp", "num"], "missing": "drop", "categorical": {"cp": [1, 2]}}
+    site = tmp_path / "site.data"
+    site.write_text("50,1,0\n?,2,1\n61,2,1\n")
+    with fedpact.Client.embedded(tmp_path / "hub") as alice:
+        alice.register("alice", "alice-password", "Acme")
+        alice.login("alice", "alice-password")
+        alice.create_task("prepared", {"model": {"name": "logistic_regression"}, "data": data}, "declared preparation")
+        ds = alice.load_data("prepared", site)
+        assert ds.feature_names == ["age", "cp"] and ds.y.tolist() == [0, 1]  # the row with a gap is dropped
+        assert alice.load_data("prepared", site, missing="impute").x.shape == (3, 2)
+        with pytest.raises(ValueError, match="missing must be 'error', 'drop' or 'impute'"):
+            alice.load_data("prepared", site, missing="guess")

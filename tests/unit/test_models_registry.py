@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedpact.common.definition import DataSchema, ModelSpec
+from fedpact.common.definition import BUILTIN_MODELS, DataSchema, ModelSpec
 from fedpact.common.errors import UnknownComponent
 from fedpact.data import digits_schema
 from fedpact.models import Model, ModelConfigError, SoftmaxRegression, available_models, build_model, registry
@@ -75,7 +75,7 @@ def test_plugin_is_built_from_entry_point(monkeypatch):
         "acme.wrong": _FakeEntryPoint("acme.wrong", lambda spec, schema, seed: object()),
     }
     monkeypatch.setattr(registry, "_plugins", lambda: plugins)
-    assert available_models() == ["softmax_regression", "mlp", "cnn", "acme.broken", "acme.linear", "acme.wrong"]
+    assert available_models() == [*BUILTIN_MODELS, "acme.broken", "acme.linear", "acme.wrong"]
     model = build_model(ModelSpec(name="acme.linear"), digits_schema(), seed=4)
     assert isinstance(model, Model) and calls == [("acme.linear", 64, 4)]
     with pytest.raises(UnknownComponent, match="installed but failed to load: no module named acme"):

@@ -335,13 +335,27 @@ def aggregate(
                   f"model {result.model_id} stored on the hub")
 
 
+def _load_for_task(c: HubClient, task: str, path: Path, label: str | None, labels: Path | None,
+                   missing: str | None) -> Any:
+    """Read the data as the task's definition says (label, header, missing, categories)."""
+    from fedpact.common.definition import parse_definition
+    from fedpact.data.prepare import load_for_task
+
+    try:
+        schema = parse_definition(c.get_task(task)["definition"]).data
+    except (HubError, FedpactError, KeyError, ValueError):
+        schema = None  # not readable before admission: the old defaults, and the join reports why
+    return load_for_task(path, schema, label=label, missing=missing, labels_path=labels)
+
+
 @app.command()
 def participate(
     task: str,
     data: Annotated[Path, typer.Option(help="Your local data: CSV, NPZ or IDX images.")],
-    label: Annotated[str, typer.Option(help="Label column of a CSV file.")] = "label",
+    label: Annotated[str | None, typer.Option(help="Label column of a CSV file (default: the task's data.label).")] = None,
     labels: Annotated[Path | None, typer.Option(help="IDX labels file that goes with IDX images.")] = None,
-    missing: Annotated[str, typer.Option(help="'error' or 'drop' rows with missing values.")] = "error",
+    missing: Annotated[str | None, typer.Option(
+        help="'error', 'drop' or 'impute' for missing values (default: the task's data.missing).")] = None,
     model_dir: Annotated[Path, typer.Option(help="Where to save the final model.")] = Path("fedpact-models"),
     threads: Annotated[int | None, typer.Option(help="CPU threads for local training.")] = None,
     hub: HubOpt = None,
@@ -352,7 +366,7 @@ def participate(
 
     with errors():
         c = _client(hub)
-        dataset = _load(data, label, labels, missing)
+        dataset = _load_for_task(c, task, data, label, labels, missing)
         progress = RichProgress()
         try:
             result = run_participant(c, task, DataParticipant(dataset, threads=threads), progress=progress,

@@ -9,6 +9,7 @@ train, and nobody ever imports code named by a definition. Every model is strict
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from typing import Annotated, Any, Literal
@@ -21,7 +22,40 @@ __all__ = ["BUILTIN_ALGORITHMS", "BUILTIN_MODELS", "PRIVACY_MODES", "TaskDefinit
 
 #: Models that ship with fedpact. Other names must look like ``package.name``: those are
 #: looked up among the plugins a participant has installed and registered.
-BUILTIN_MODELS: tuple[str, ...] = ("softmax_regression", "mlp", "cnn")
+BUILTIN_MODELS: tuple[str, ...] = (
+    "softmax_regression", "mlp", "cnn", "logistic_regression", "linear_regression", "kmeans",
+)
+#: What a task asks for (``data.task``); see docs/algorithms.md "Task kinds".
+TASK_KINDS: tuple[str, ...] = ("classification", "regression", "clustering", "analytics")
+#: Which task kinds each built-in model serves; plugins declare none and are not checked.
+MODEL_TASKS: dict[str, tuple[str, ...]] = {
+    "softmax_regression": ("classification",),
+    "logistic_regression": ("classification",),
+    "linear_regression": ("regression",),
+    "mlp": ("classification", "regression"),
+    "cnn": ("classification",),
+    "kmeans": ("clustering",),
+}
+#: The parameters each built-in model accepts (``model.params``); anything else is refused.
+MODEL_PARAMETERS: dict[str, frozenset[str]] = {
+    "softmax_regression": frozenset({"l2"}),
+    "logistic_regression": frozenset({"l2"}),
+    "linear_regression": frozenset({"l2"}),
+    "mlp": frozenset({"hidden", "dropout"}),
+    "cnn": frozenset({"channels", "hidden", "dropout"}),
+    "kmeans": frozenset({"k", "seed_sample"}),
+}
+#: Evaluation metrics by task kind; the first is the default headline metric.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "loss"),
+    "regression": ("r2", "mse", "mae", "loss"),
+    "clustering": ("inertia", "silhouette"),
+    "analytics": (),
+}
+#: Metrics where a larger value is better (the rest improve downwards), for convergence checks.
+HIGHER_IS_BETTER: frozenset[str] = frozenset({"accuracy", "r2", "silhouette"})
+#: What to do with missing cells (``data.missing``); see docs/algorithms.md "Data preparation".
+MISSING_POLICIES: tuple[str, ...] = ("error", "drop", "impute")
 #: Which privacy parameters each mode takes; any other parameter is refused for that mode.
 _SECURE_PARAMS = {"clip", "bits", "threshold", "sparse", "degree"}
 _DP_PARAMS = {"clip_norm", "noise_multiplier", "target_epsilon", "delta", "epsilon_budget", "accountant"}
@@ -65,11 +99,7 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _params(self) -> ModelSpec:
-        allowed = {
-            "softmax_regression": {"l2"},
-            "mlp": {"hidden", "dropout"},
-            "cnn": {"channels", "hidden", "dropout"},
-        }.get(self.name)
+        allowed = MODEL_PARAMETERS.get(self.name)
         if allowed is not None:
             unknown = sorted(set(self.params) - allowed)
             if unknown:
@@ -154,7 +184,7 @@ class PrivacySpec(_Strict):
         if isinstance(v, float) and v.is_integer() and v > 1:
             v = int(v)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"threshold must be a count (>= 2) or a fraction in (0.5, 1], got {v!r}")
+            raise ValueError(f"threshold must be a count (>= 2) or a fraction in (0.5, 1], got {v!r}")  # noqa: TRY004 - pydantic reports only ValueError
         if isinstance(v, int) and v < 2:
             raise ValueError(f"threshold as a count must be >= 2, got {v}")
         if isinstance(v, float) and not 0.5 < v <= 1.0:
@@ -237,31 +267,60 @@ class PrivacySpec(_Strict):
         return max(2, majority, min(t, selected)) if selected >= 2 else selected
 
 
+Category = int | float | str
+
+
 class DataSchema(_Strict):
-    """What every participant's data must look like.
+    """What every participant's data must look like, and how it is prepared before training.
 
     ``features`` is either a count or the ordered list of column names (for CSV data the
     names are checked too). ``shape`` gives the per-sample shape for image data, e.g.
-    ``[1, 28, 28]``; for tabular data it is ``[n_features]``.
+    ``[1, 28, 28]``; for tabular data it is ``[n_features]``. ``task`` says what is learnt
+    (docs/algorithms.md "Task kinds"); ``missing``, ``impute``, ``header``, ``columns`` and
+    ``categorical`` are the declared data preparation, applied identically at every site so
+    that no participant has to prepare its table by hand ("Data preparation").
     """
 
+    task: Literal["classification", "regression", "clustering", "analytics"] = Field(
+        default="classification", description="What is learnt: class labels, a number, clusters, or statistics only.")
     kind: Literal["tabular", "image"] = "tabular"
     features: Annotated[int, Field(gt=0)] | list[str] | None = None
     shape: list[Annotated[int, Field(gt=0)]] | None = None
-    label: str = "label"
-    classes: list[int] = Field(min_length=2, description="The label values, e.g. [0, 1, ..., 9].")
+    label: str | None = Field(
+        default=None, description="The label (classification) or target (regression) column; default 'label'. "
+        "Clustering and analytics tasks have none.")
+    classes: list[int] = Field(default_factory=list, description="The label values, e.g. [0, 1, ..., 9]; "
+                               "classification only, at least two.")
     standardize: bool = Field(
         default=False,
         description="Federated standardisation: scale features by the global mean and deviation.",
     )
+    header: bool = Field(default=True, description="Whether CSV files start with a row of column names.")
+    columns: list[str] | None = Field(
+        default=None, description="The column names of a CSV file without header row, in file order.")
+    missing: Literal["error", "drop", "impute"] = Field(
+        default="error", description="Missing cells: refuse the file, drop those rows, or impute federated values.")
+    impute: Literal["mean", "median"] | None = Field(
+        default=None, description="With missing: impute, the federated statistic filled in (default mean).")
+    categorical: dict[str, list[Category]] = Field(
+        default_factory=dict, description="Feature columns one-hot encoded by their declared categories.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_label(cls, raw: Any) -> Any:
+        supervised = isinstance(raw, dict) and raw.get("task", "classification") in ("classification", "regression")
+        return {**raw, "label": "label"} if supervised and raw.get("label") is None else raw
 
     @model_validator(mode="after")
     def _consistent(self) -> DataSchema:
         if len(set(self.classes)) != len(self.classes):
             raise ValueError("classes must not repeat")
+        self._check_task()
         if self.kind == "image":
             if not self.shape or len(self.shape) != 3:
                 raise ValueError("image data needs shape [channels, height, width]")
+            if self.categorical or self.columns or self.missing == "impute" or not self.header:
+                raise ValueError("categorical, columns, header: false and missing: impute apply to tabular data only")
         else:
             n = self.n_features
             if n is None:
@@ -270,10 +329,60 @@ class DataSchema(_Strict):
                 raise ValueError(f"shape {self.shape} does not match {n} features")
         if isinstance(self.features, list) and len(set(self.features)) != len(self.features):
             raise ValueError("feature names must be unique")
+        self._check_preparation()
         return self
+
+    def _check_task(self) -> None:
+        if self.task == "classification":
+            if len(self.classes) < 2:
+                raise ValueError("a classification task needs 'classes': at least two label values")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError("classes must not repeat")
+        elif self.classes:
+            raise ValueError(f"a {self.task} task has no classes; remove 'classes' (it is for classification)")
+        if self.task in ("clustering", "analytics") and self.label is not None:
+            raise ValueError(f"a {self.task} task has no label column; remove 'label'")
+        if self.task == "analytics" and self.standardize:
+            raise ValueError("an analytics task computes statistics of the raw columns; remove 'standardize'")
+
+    def _check_preparation(self) -> None:
+        names = self.features if isinstance(self.features, list) else None
+        if self.impute is not None and self.missing != "impute":
+            raise ValueError(f"'impute: {self.impute}' needs 'missing: impute' (missing is {self.missing!r})")
+        if self.columns is not None:
+            if self.header:
+                raise ValueError("'columns' names the columns of files without a header row: set header: false")
+            if len(set(self.columns)) != len(self.columns):
+                raise ValueError("columns must not repeat")
+            wanted = ([self.label] if self.label else []) + (names or [])
+            absent = [c for c in wanted if c not in self.columns]
+            if absent:
+                raise ValueError(f"columns lack {', '.join(map(repr, absent))} (the label and feature names)")
+            if names is None and self.n_features is not None and len(self.columns) - bool(self.label) != self.n_features:
+                raise ValueError(f"columns give {len(self.columns) - bool(self.label)} features, features says "
+                                 f"{self.n_features}; list the feature names instead")
+        elif not self.header and self.kind == "tabular":
+            raise ValueError("header: false needs 'columns', the names of the file's columns in order")
+        if names is not None and self.label in names:
+            raise ValueError(f"the label column {self.label!r} cannot also be a feature")
+        if self.categorical:
+            if names is None:
+                raise ValueError("categorical columns are named: give 'features' as the list of column names")
+            for col, cats in self.categorical.items():
+                if col not in names:
+                    raise ValueError(f"categorical column {col!r} is not among the features")
+                if len(cats) < 2:
+                    raise ValueError(f"categorical column {col!r} needs at least two declared categories")
+                if len({str(c) for c in cats}) != len(cats):
+                    raise ValueError(f"categorical column {col!r} declares a category twice")
+                if any(isinstance(c, bool) for c in cats):
+                    raise ValueError(f"categorical column {col!r}: categories are numbers or strings, not booleans")
+                if any(isinstance(c, str) for c in cats) and self.task == "analytics":
+                    raise ValueError("analytics counts categorical columns by their numeric codes; use numbers")
 
     @property
     def n_features(self) -> int | None:
+        """The number of feature columns participants supply (before one-hot encoding)."""
         if isinstance(self.features, list):
             return len(self.features)
         if self.features is not None:
@@ -286,11 +395,56 @@ class DataSchema(_Strict):
         return None
 
     @property
+    def encoded_features(self) -> list[str] | None:
+        """Feature names after one-hot encoding (``col=category``), the model's input columns."""
+        if not isinstance(self.features, list):
+            return None
+        out: list[str] = []
+        for name in self.features:
+            cats = self.categorical.get(name)
+            out.extend([f"{name}={c}" for c in cats] if cats else [name])
+        return out
+
+    @property
     def sample_shape(self) -> tuple[int, ...]:
-        if self.shape is not None:
+        """The model's input shape: one-hot encoding widens tabular samples."""
+        if self.shape is not None and self.kind == "image":
             return tuple(self.shape)
+        encoded = self.encoded_features
+        if encoded is not None:
+            return (len(encoded),)
         assert self.n_features is not None
         return (self.n_features,)
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of a supervised model's output: one per class, or one for regression."""
+        return len(self.classes) if self.task == "classification" else 1
+
+
+MetricName = Literal["accuracy", "loss", "r2", "mse", "mae", "inertia", "silhouette"]
+
+
+class AnalyticsSpec(_Strict):
+    """Settings of a federated analytics task (``data.task: analytics``).
+
+    Histograms use the declared ``edges`` of a column when given, else ``bins`` equal bins
+    between the global minimum and maximum agreed in a first pass; quantiles are read from
+    the merged histograms, so their precision is one bin.
+    """
+
+    bins: Annotated[int, Field(ge=1, le=10_000)] = Field(default=20, description="Bins per column without edges.")
+    edges: dict[str, list[float]] = Field(default_factory=dict, description="Declared bin edges per column name.")
+    quantiles: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: [0.25, 0.5, 0.75], description="Quantiles reported per column.")
+
+    @model_validator(mode="after")
+    def _edges(self) -> AnalyticsSpec:
+        for col, e in self.edges.items():
+            arr = [float(v) for v in e]
+            if len(arr) < 2 or any(not math.isfinite(v) for v in arr) or any(b <= a for a, b in itertools.pairwise(arr)):
+                raise ValueError(f"edges of column {col!r} must be at least two finite, strictly increasing numbers")
+        return self
 
 
 class EvaluationSpec(_Strict):
@@ -301,13 +455,13 @@ class EvaluationSpec(_Strict):
     """
 
     holdout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
-    metric: Literal["accuracy", "loss"] = "accuracy"
+    metric: MetricName = Field(default="accuracy", description="The headline metric; default: the task kind's first.")
 
 
 class ConvergenceSpec(_Strict):
     """Stop before the round limit when the evaluation metric is good enough or stalls."""
 
-    metric: Literal["accuracy", "loss"] = "accuracy"
+    metric: MetricName = Field(default="accuracy", description="Default: the task kind's headline metric.")
     target: float | None = Field(default=None, description="Stop once the metric reaches this value.")
     patience: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="Stop after this many rounds without improvement of min_delta."
@@ -324,7 +478,7 @@ class ConvergenceSpec(_Strict):
 class TaskDefinition(_Strict):
     """The full, declarative definition of a federated learning task."""
 
-    model: ModelSpec
+    model: ModelSpec | None = Field(default=None, description="Required, except for analytics tasks.")
     algorithm: AlgorithmSpec = AlgorithmSpec()
     rounds: Annotated[int, Field(ge=1, le=10_000)] = 10
     local_epochs: Annotated[int, Field(ge=1, le=1000)] = 1
@@ -339,6 +493,7 @@ class TaskDefinition(_Strict):
     data: DataSchema
     evaluation: EvaluationSpec = EvaluationSpec()
     convergence: ConvergenceSpec | None = None
+    analytics: AnalyticsSpec | None = Field(default=None, description="Analytics settings (data.task: analytics).")
     seed: int = 0
     max_samples_per_participant: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] | None = Field(
         default=None, description="Cap on the num_samples a participant may claim: a larger claim is clipped to the "
@@ -349,13 +504,62 @@ class TaskDefinition(_Strict):
         """The largest num_samples the aggregator accepts as it is (larger claims are clipped)."""
         return self.max_samples_per_participant or MAX_SAMPLES
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_metric_defaults(cls, raw: Any) -> Any:
+        """Default the headline metrics to the task kind's own, so regression need not name 'r2'."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+            return raw
+        metrics = TASK_METRICS.get(raw["data"].get("task", "classification"))
+        if not metrics:
+            return raw
+        out = dict(raw)
+        for key in ("evaluation", "convergence"):
+            section = out.get(key)
+            if key == "evaluation" and section is None:
+                section = {}
+            if isinstance(section, dict) and "metric" not in section:
+                out[key] = {**section, "metric": metrics[0]}
+        return out
+
+    def _check_task_kind(self) -> None:
+        task = self.data.task
+        if task == "analytics":
+            if self.model is not None:
+                raise ValueError("an analytics task trains no model: remove 'model'")
+            if self.privacy.mode not in ("open", "secure"):
+                raise ValueError(f"analytics runs in privacy mode 'open' or 'secure' (sums), not {self.privacy.mode!r}")
+            if isinstance(self.data.features, list) and self.analytics is not None:
+                unknown = sorted(set(self.analytics.edges) - set(self.data.features))
+                if unknown:
+                    raise ValueError(f"analytics.edges names column(s) that are not features: {', '.join(unknown)}")
+            elif self.analytics is not None and self.analytics.edges:
+                raise ValueError("analytics.edges are keyed by column name: give 'features' as the list of names")
+            return
+        if self.analytics is not None:
+            raise ValueError(f"'analytics' settings belong to data.task: analytics, not {task!r}")
+        if self.model is None:
+            raise ValueError(f"a {task} task needs a 'model'")
+        served = MODEL_TASKS.get(self.model.name)
+        if served is not None and task not in served:
+            fitting = [m for m, ts in MODEL_TASKS.items() if task in ts]
+            raise ValueError(f"model {self.model.name!r} does not do {task}; for {task} use {', '.join(fitting)}")
+        if self.model.name == "logistic_regression" and len(self.data.classes) != 2:
+            raise ValueError(f"model 'logistic_regression' is binary: it needs exactly two classes, "
+                             f"got {len(self.data.classes)}; use softmax_regression for more")
+        for spec in (self.evaluation, self.convergence):
+            if spec is not None and spec.metric not in TASK_METRICS[task]:
+                raise ValueError(f"metric {spec.metric!r} does not apply to {task}; use one of "
+                                 f"{', '.join(TASK_METRICS[task])}")
+
     @model_validator(mode="after")
     def _consistent(self) -> TaskDefinition:
+        self._check_task_kind()
         if self.min_participants > self.quorum:
             raise ValueError(
                 f"min_participants ({self.min_participants}) cannot exceed quorum ({self.quorum})"
             )
-        if self.model.name == "cnn" and self.data.kind != "image":
+        if self.model is not None and self.model.name == "cnn" and self.data.kind != "image":
             raise ValueError("model 'cnn' needs image data (data.kind: image)")
         p = self.privacy
         info = CATALOG.get(self.algorithm.name)
@@ -378,8 +582,8 @@ class TaskDefinition(_Strict):
                     f"privacy mode {p.mode!r} needs min_participants >= threshold: threshold is {p.threshold}, "
                     f"min_participants is {self.min_participants}, so a round could start that can never be unmasked"
                 )
-            if p.threshold is None or isinstance(p.threshold, float):
-                if p.threshold_for(self.min_participants) > self.min_participants:
+            implied = p.threshold is None or isinstance(p.threshold, float)
+            if implied and p.threshold_for(self.min_participants) > self.min_participants:
                     raise ValueError(f"privacy mode {p.mode!r}: min_participants ({self.min_participants}) is below "
                                      "the threshold it implies")
         if p.mode == "encrypted" and self.min_participants < 2:

@@ -9,7 +9,14 @@ from fedpact.data.dataset import Dataset
 from fedpact.data.errors import DataLoadError
 from fedpact.data.loaders import load_csv, load_data, load_idx, load_npz, save_csv
 from fedpact.data.partition import split_dirichlet, split_iid
-from fedpact.data.schema import check_dataset, conform, encode_labels, ensure_fits
+from fedpact.data.prepare import federated_fill_values, impute, load_task_data
+from fedpact.data.schema import (
+    check_dataset,
+    conform,
+    encode_labels,
+    ensure_fits,
+    one_hot,
+)
 
 __all__ = [
     "DataLoadError",
@@ -20,12 +27,16 @@ __all__ = [
     "digits_schema",
     "encode_labels",
     "ensure_fits",
+    "federated_fill_values",
+    "impute",
     "load_csv",
-    "save_csv",
     "load_data",
     "load_digits_dataset",
     "load_idx",
     "load_npz",
+    "load_task_data",
+    "one_hot",
+    "save_csv",
     "split_dirichlet",
     "split_iid",
 ]

@@ -13,7 +13,7 @@ import io
 import re
 import struct
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +22,9 @@ import numpy as np
 from fedpact.data.dataset import Dataset
 from fedpact.data.errors import DataLoadError
 
-MissingPolicy = Literal["error", "drop"]
+#: ``impute`` keeps missing feature cells as NaN for fedpact.data.prepare to fill with
+#: federated statistics (rows whose label is missing are dropped: a label cannot be imputed).
+MissingPolicy = Literal["error", "drop", "impute"]
 
 #: Cell values that mean "no value" (UCI files use '?').
 MISSING_TOKENS: tuple[str, ...] = ("", "?")
@@ -89,10 +91,10 @@ def _is_number(text: str) -> bool:
 def _first_bad_cell(path: Path, cells: np.ndarray, lines: list[int], names: list[str]) -> DataLoadError:
     for j in range(cells.shape[1]):
         for i in range(cells.shape[0]):
-            if not _is_number(str(cells[i, j])):
+            if str(cells[i, j]) not in MISSING_TOKENS and not _is_number(str(cells[i, j])):
                 return DataLoadError(
                     f"{path.name}, line {lines[i]}, column {names[j]!r}: {str(cells[i, j])!r} is not a number; "
-                    "every feature and the label must be numeric (encode categories as numbers)"
+                    "every feature and the label must be numeric (declare text categories in data.categorical)"
                 )
     return DataLoadError(f"{path.name}: could not convert the cells to numbers")
 
@@ -127,24 +129,50 @@ def save_csv(path: str | Path, ds: Dataset, label: str = "label") -> Path:
     return path
 
 
+def _code_categories(path: Path, cells: np.ndarray, lines: list[int], names: list[str],
+                     categories: Mapping[str, Sequence[object]]) -> np.ndarray:
+    """Replace the cells of string-categorical columns by their category's position (a number)."""
+    cells = cells.copy()
+    for j, name in enumerate(names):
+        cats = categories.get(name)
+        if not cats or not any(isinstance(c, str) for c in cats):
+            continue
+        lookup = {str(c): str(i) for i, c in enumerate(cats)}
+        col = cells[:, j]
+        present = ~np.isin(col, MISSING_TOKENS)
+        unknown = sorted({str(v) for v in col[present]} - set(lookup))
+        if unknown:
+            i = int(np.flatnonzero(present & np.isin(col, unknown))[0])
+            raise DataLoadError(
+                f"{path.name}, line {lines[i]}, column {name!r}: value(s) {', '.join(map(repr, unknown[:10]))} are not "
+                f"among the declared categories {list(cats)}; add them to data.categorical or fix the file")
+        cells[present, j] = [lookup[str(v)] for v in col[present]]
+    return cells
+
+
 def load_csv(
     path: str | Path,
-    label: str,
+    label: str | None,
     features: list[str] | None = None,
     *,
     missing: MissingPolicy = "error",
     header: list[str] | None = None,
     delimiter: str = ",",
+    continuous: bool = False,
+    categories: Mapping[str, Sequence[object]] | None = None,
 ) -> Dataset:
     """Read a CSV file with one sample per row into a Dataset.
 
     The first row names the columns unless ``header`` supplies the names for a headerless
     file. ``features`` selects and orders the feature columns; by default every column but
-    the label is a feature, in file order.
+    the label is a feature, in file order. ``label=None`` reads unlabelled data (clustering,
+    analytics); ``continuous`` reads the label as a regression target. Columns of
+    ``categories`` whose declared categories are strings are held as the category's
+    position, the form fedpact.data.prepare one-hot encodes.
     """
     path = Path(path)
-    if missing not in ("error", "drop"):
-        raise ValueError(f"missing must be 'error' or 'drop', not {missing!r}")
+    if missing not in ("error", "drop", "impute"):
+        raise ValueError(f"missing must be 'error', 'drop' or 'impute', not {missing!r}")
     rows, lines = _read_rows(path, delimiter)
     if header is None:
         if not rows:
@@ -164,11 +192,11 @@ def load_csv(
                 f"{path.name}, line {line}: {len(row)} cells, but there are {len(names)} columns "
                 f"({'given by header=' if header is not None else 'in the header row'})"
             )
-    label_col = _column_index(path, names, label, "label", header is None)
+    label_col = _column_index(path, names, label, "label", header is None) if label is not None else None
     if features is None:
         feature_cols = [i for i in range(len(names)) if i != label_col]
     else:
-        if label in features:
+        if label is not None and label in features:
             raise DataLoadError(f"{path.name}: the label column {label!r} cannot also be a feature")
         absent = [f for f in features if f not in names]
         if absent:
@@ -177,16 +205,21 @@ def load_csv(
                 f"the columns are {', '.join(map(repr, names))}"
             )
         feature_cols = [names.index(f) for f in features]
-    cols = feature_cols + [label_col]
+    cols = feature_cols + ([label_col] if label_col is not None else [])
     col_names = [names[c] for c in cols]
+    n_feat = len(feature_cols)
     if not rows:
-        return Dataset(np.empty((0, len(feature_cols)), np.float32), np.empty(0, np.int64), col_names[:-1])
+        return Dataset(np.empty((0, n_feat), np.float32), np.empty(0, np.float64 if continuous else np.int64),
+                       col_names[:n_feat], continuous)
     cells = np.array([[row[c] for c in cols] for row in rows], dtype=str)
+    if categories:
+        cells = _code_categories(path, cells, lines, col_names, categories)
     is_missing = np.isin(cells, MISSING_TOKENS)
     if is_missing.any():
         if missing == "error":
             raise DataLoadError(_missing_report(path, is_missing, lines, col_names))
-        keep = np.asarray(~is_missing.any(axis=1), dtype=bool)
+        # impute keeps feature gaps (as NaN) but still drops rows without a label
+        keep = np.asarray(~(is_missing[:, n_feat:] if missing == "impute" else is_missing).any(axis=1), dtype=bool)
         if not keep.any():
             raise DataLoadError(
                 f"{path.name}: every row has a missing value in the selected columns, so none is left; "
@@ -195,10 +228,19 @@ def load_csv(
         cells = cells[keep]
         lines = [line for line, k in zip(lines, keep.tolist()) if k]
     try:
-        values = cells.astype(np.float64)
+        values = np.where(np.isin(cells, MISSING_TOKENS), "nan", cells).astype(np.float64)
     except ValueError:
         raise _first_bad_cell(path, cells, lines, col_names) from None
+    if label_col is None:
+        return Dataset.unlabelled(values.astype(np.float32), col_names)
     y = values[:, -1]
+    if continuous:
+        bad = ~np.isfinite(y)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataLoadError(f"{path.name}, line {lines[i]}: target {str(cells[i, -1])!r} in column {label!r} "
+                                "is not a finite number")
+        return Dataset(values[:, :-1].astype(np.float32), y, col_names[:-1], continuous=True)
     whole = np.isfinite(y) & (y == np.round(y))
     if not whole.all():
         i = int(np.flatnonzero(~whole)[0])
@@ -310,21 +352,25 @@ def _labels_for(images: Path) -> Path:
 def load_data(
     path: str | Path,
     *,
-    label: str = "label",
+    label: str | None = "label",
     labels_path: str | Path | None = None,
     features: list[str] | None = None,
     missing: MissingPolicy = "error",
     header: Sequence[str] | None = None,
+    continuous: bool = False,
+    categories: Mapping[str, Sequence[object]] | None = None,
 ) -> Dataset:
     """Read a data file, choosing the reader from its name (CSV, ``.npz`` or IDX).
 
-    ``label``, ``features``, ``missing`` and ``header`` apply to CSV files; ``labels_path``
-    to IDX images, and defaults to the matching ``*-labels-idx1-ubyte*`` file beside them.
+    ``label``, ``features``, ``missing``, ``header``, ``continuous`` and ``categories``
+    apply to CSV files (see :func:`load_csv`); ``labels_path`` to IDX images, and defaults
+    to the matching ``*-labels-idx1-ubyte*`` file beside them.
     """
     path = Path(path)
     name = path.name.lower()
     if name.endswith(_CSV_SUFFIXES):
-        return load_csv(path, label, features, missing=missing, header=list(header) if header else None)
+        return load_csv(path, label, features, missing=missing, header=list(header) if header else None,
+                        continuous=continuous, categories=categories)
     if name.endswith(".npz"):
         return load_npz(path)
     if _IDX_NAME.search(name):

@@ -9,11 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from fedpact.models.base import Model, ModelConfigError
+from fedpact.models.kmeans import KMeans
+from fedpact.models.linear import LinearRegression, LogisticRegression
 from fedpact.models.registry import available_models, build_model
 from fedpact.models.softmax import SoftmaxRegression
 
 __all__ = [
     "CNNModel",
+    "KMeans",
+    "LinearRegression",
+    "LogisticRegression",
     "MLPModel",
     "Model",
     "ModelConfigError",

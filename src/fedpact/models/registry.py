@@ -13,6 +13,8 @@ from typing import Any
 from fedpact.common.definition import BUILTIN_MODELS, DataSchema, ModelSpec
 from fedpact.common.errors import UnknownComponent
 from fedpact.models.base import Model, ModelConfigError
+from fedpact.models.kmeans import DEFAULT_SEED_SAMPLE, KMeans
+from fedpact.models.linear import LinearRegression, LogisticRegression
 from fedpact.models.softmax import SoftmaxRegression
 
 PLUGIN_GROUP = "fedpact.models"
@@ -65,15 +67,41 @@ def _plugin_model(spec: ModelSpec, schema: DataSchema, seed: int) -> Model:
     return model
 
 
-def build_model(spec: ModelSpec, schema: DataSchema, seed: int = 0) -> Model:
-    """A fresh model for ``schema``'s samples and classes, initialised reproducibly from ``seed``."""
-    n_classes = len(schema.classes)
+def _count(params: dict[str, Any], key: str, default: int, low: int) -> int:
+    value = params.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ModelConfigError(f"model parameter {key!r} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _numpy_model(name: str, params: dict[str, Any], schema: DataSchema, seed: int) -> Model | None:
+    """The NumPy built-ins, or None when ``name`` is not one of them."""
+    n_features = 1
+    for d in schema.sample_shape:
+        n_features *= d
+    if name == "softmax_regression":
+        return SoftmaxRegression(n_features, len(schema.classes), l2=_number(params, "l2", 0.0, 0.0), seed=seed)
+    if name == "logistic_regression":
+        if len(schema.classes) != 2:
+            raise ModelConfigError(f"logistic_regression is binary; the task has {len(schema.classes)} classes")
+        return LogisticRegression(n_features, l2=_number(params, "l2", 0.0, 0.0), seed=seed)
+    if name == "linear_regression":
+        return LinearRegression(n_features, l2=_number(params, "l2", 0.0, 0.0), seed=seed)
+    if name == "kmeans":
+        _count(params, "seed_sample", DEFAULT_SEED_SAMPLE, 0)
+        return KMeans(n_features, _count(params, "k", 8, 2), seed=seed)
+    return None
+
+
+def build_model(spec: ModelSpec | None, schema: DataSchema, seed: int = 0) -> Model:
+    """A fresh model for ``schema``'s samples and task kind, initialised reproducibly from ``seed``."""
+    if spec is None:
+        raise ModelConfigError(f"a {schema.task} task has no model to build")
     params = dict(spec.params)
-    if spec.name == "softmax_regression":
-        n_features = 1
-        for d in schema.sample_shape:
-            n_features *= d
-        return SoftmaxRegression(n_features, n_classes, l2=_number(params, "l2", 0.0, 0.0), seed=seed)
+    built = _numpy_model(spec.name, params, schema, seed)
+    if built is not None:
+        return built
+    n_classes = len(schema.classes)
     if spec.name == "mlp":
         from fedpact.models.torch_nets import MLPModel
 
@@ -83,6 +111,7 @@ def build_model(spec: ModelSpec, schema: DataSchema, seed: int = 0) -> Model:
             hidden=_widths(params, "hidden", [128]),
             dropout=_number(params, "dropout", 0.0, 0.0, 1.0),
             seed=seed,
+            regression=schema.task == "regression",
         )
     if spec.name == "cnn":
         if schema.kind != "image":

@@ -25,6 +25,7 @@ from fedpact.models.base import (
     check_weights,
     empty_metrics,
 )
+from fedpact.models.metrics import regression_metrics, regression_sums
 
 
 def _as_input(x: np.ndarray, sample_shape: tuple[int, ...]) -> torch.Tensor:
@@ -57,13 +58,32 @@ def _prepare_optimizers() -> None:
 
 
 class TorchModel(Model):
-    """Adapter from an ``nn.Module`` classifier to Model; weights are its state_dict."""
+    """Adapter from an ``nn.Module`` to Model; weights are its state_dict.
 
-    def __init__(self, net: nn.Module, sample_shape: Sequence[int], num_classes: int):
+    A classifier (``num_classes`` outputs, cross-entropy) unless ``regression`` is set: then
+    the net has one output, the loss is the mean squared error and ``y_idx`` holds the
+    float targets.
+    """
+
+    def __init__(self, net: nn.Module, sample_shape: Sequence[int], num_classes: int, *, regression: bool = False):
         _prepare_optimizers()
         self.net = net
         self.sample_shape = tuple(int(d) for d in sample_shape)
-        self.num_classes = num_classes
+        self.num_classes = 1 if regression else num_classes
+        self.regression = regression
+
+    def _targets(self, y_idx: np.ndarray) -> torch.Tensor:
+        if not self.regression:
+            return torch.from_numpy(check_labels(y_idx, self.num_classes))
+        t = np.asarray(y_idx)
+        if t.dtype.kind not in "fiu" or not np.isfinite(t.astype(np.float64)).all():
+            raise ValueError("regression targets must be finite numbers; fill or drop rows without one")
+        return torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32).reshape(-1))
+
+    def _loss(self, out: torch.Tensor, yb: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        if self.regression:
+            return F.mse_loss(out.reshape(-1), yb, reduction=reduction)
+        return F.cross_entropy(out, yb, reduction=reduction)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return {k: v.detach().numpy().astype(np.float32, copy=True) for k, v in self.net.state_dict().items()}
@@ -90,7 +110,7 @@ class TorchModel(Model):
         on_batch: BatchCallback | None = None,
     ) -> dict[str, float]:
         xt = _as_input(x, self.sample_shape)
-        yt = torch.from_numpy(check_labels(y_idx, self.num_classes))
+        yt = self._targets(y_idx)
         check_fit_args(len(xt), len(yt), epochs, batch_size, lr, optimizer, prox_mu)
         params = [p for p in self.net.parameters() if p.requires_grad]
         start = [p.detach().clone() for p in params] if prox_mu > 0 else None
@@ -112,7 +132,7 @@ class TorchModel(Model):
                     xb, yb = xt[idx], yt[idx]
                     opt.zero_grad(set_to_none=True)
                     out = self.net(xb)
-                    loss = F.cross_entropy(out, yb)
+                    loss = self._loss(out, yb)
                     loss.backward()
                     if start is not None:
                         with torch.no_grad():
@@ -121,10 +141,13 @@ class TorchModel(Model):
                                     p.grad.add_(p - p0, alpha=prox_mu)
                     opt.step()
                     loss_sum += loss.item() * len(idx)
-                    correct += int((out.argmax(dim=1) == yb).sum())
+                    if not self.regression:
+                        correct += int((out.argmax(dim=1) == yb).sum())
                     if on_batch is not None:
                         on_batch(epoch * n_batches + b + 1, epochs * n_batches)
                 metrics = {"loss": loss_sum / n, "accuracy": correct / n, "num_samples": n}
+                if self.regression:
+                    metrics = {"loss": loss_sum / n, "mse": loss_sum / n, "num_samples": n}
                 if on_epoch is not None:
                     on_epoch(epoch, dict(metrics))
         self.net.eval()
@@ -132,9 +155,11 @@ class TorchModel(Model):
 
     def evaluate(self, x: np.ndarray, y_idx: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
         xt = _as_input(x, self.sample_shape)
-        yt = torch.from_numpy(check_labels(y_idx, self.num_classes))
+        yt = self._targets(y_idx)
         if len(xt) != len(yt):
             raise ValueError(f"x has {len(xt)} samples but y_idx has {len(yt)} labels")
+        if self.regression:
+            return regression_metrics(regression_sums(yt.numpy(), self._outputs(xt).reshape(-1)))
         if len(xt) == 0:
             return empty_metrics()
         self.net.eval()
@@ -147,14 +172,25 @@ class TorchModel(Model):
                 correct += int((out.argmax(dim=1) == yb).sum())
         return {"loss": loss_sum / len(xt), "accuracy": correct / len(xt), "num_samples": len(xt)}
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        xt = _as_input(x, self.sample_shape)
+    def _outputs(self, xt: torch.Tensor) -> np.ndarray:
         self.net.eval()
         with torch.inference_mode():
-            parts = [self.net(xt[s : s + 1024]).argmax(dim=1) for s in range(0, len(xt), 1024)]
+            parts = [self.net(xt[s : s + 1024]) for s in range(0, len(xt), 1024)]
         if not parts:
-            return np.empty(0, dtype=np.int64)
-        return torch.cat(parts).numpy().astype(np.int64, copy=False)
+            return np.empty((0, 1 if self.regression else self.num_classes), dtype=np.float32)
+        return torch.cat(parts).numpy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class indices, or the predicted values of a regression net."""
+        out = self._outputs(_as_input(x, self.sample_shape))
+        if self.regression:
+            return out.reshape(-1).astype(np.float64)
+        return out.argmax(axis=1).astype(np.int64)
+
+    def confusion_matrix(self, x: np.ndarray, y_idx: np.ndarray) -> np.ndarray:
+        if self.regression:
+            raise TypeError("a regression model has no confusion matrix; use evaluate() for MSE, MAE and R2")
+        return super().confusion_matrix(x, y_idx)
 
 
 def _seeded(seed: int, build: Callable[..., nn.Module], *args: object) -> nn.Module:
@@ -203,7 +239,7 @@ def _cnn_net(
 
 
 class MLPModel(TorchModel):
-    """Fully connected ReLU network on flattened samples."""
+    """Fully connected ReLU network on flattened samples; one linear output for regression."""
 
     def __init__(
         self,
@@ -213,9 +249,12 @@ class MLPModel(TorchModel):
         hidden: Sequence[int] = (128,),
         dropout: float = 0.0,
         seed: int = 0,
+        regression: bool = False,
     ):
         n_in = int(np.prod(sample_shape))
-        super().__init__(_seeded(seed, _mlp_net, n_in, n_classes, list(hidden), dropout), sample_shape, n_classes)
+        n_out = 1 if regression else n_classes
+        net = _seeded(seed, _mlp_net, n_in, n_out, list(hidden), dropout)
+        super().__init__(net, sample_shape, n_classes, regression=regression)
 
 
 class CNNModel(TorchModel):

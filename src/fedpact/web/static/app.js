@@ -874,7 +874,12 @@ async function pageModel(_params, id) {
           : h("p", {}, "No metrics recorded."))),
   ];
   const cm = md.confusion_matrix;
-  if (Array.isArray(cm) && cm.length) {
+  const task = (md.data && md.data.task) || "classification";
+  const preview = previewSection(md.preview);
+  if (preview) nodes.push(preview.section);
+  if (task !== "classification") {
+    if (!preview) nodes.push(h("section", {}, h("h2", {}, "Preview"), h("p", { class: "sub", id: "preview-missing" }, "Not available: the aggregator had no evaluation data of its own to draw the model on.")));
+  } else if (Array.isArray(cm) && cm.length) {
     const classes = (md.data && md.data.classes) || cm.map((_, i) => i);
     const max = Math.max(1, ...cm.flat());
     const total = cm.flat().reduce((a, b) => a + b, 0);
@@ -893,6 +898,60 @@ async function pageModel(_params, id) {
     nodes.push(h("section", {}, h("h2", {}, "Confusion matrix"), h("p", { class: "sub" }, "Not available: the aggregator had no evaluation data of its own. The metrics above come from the participants' hold-out data.")));
   }
   render(...nodes);
+  if (preview) preview.draw();
+}
+
+const PREVIEW_COLOURS = ["#2e86de", "#e67e22", "#27ae60", "#c0392b", "#8e44ad", "#16a085", "#d35400", "#7f8c8d", "#f1c40f", "#2c3e50"];
+
+// The final model's metadata.preview (docs/algorithms.md "Model preview"): clusters on their
+// first two principal components, or predicted against true values for regression.
+function previewSection(pv) {
+  if (!pv || !Array.isArray(pv.points) || !pv.points.length || !["clustering", "regression"].includes(pv.kind)) return null;
+  const axes = Array.isArray(pv.axes) && pv.axes.length === 2 ? pv.axes.map(String) : ["x", "y"];
+  const clustering = pv.kind === "clustering";
+  const title = clustering ? "Clusters on the first two principal components" : "Predicted against true values";
+  const canvas = h("canvas", { id: "preview-chart", role: "img", "aria-label": title });
+  const caption = h("p", { class: "sub", id: "preview-caption" },
+    `${pv.points.length} of ${pv.total || pv.points.length} evaluation samples of the aggregator's own data.`);
+  const section = h("section", { id: "preview" }, h("h2", {}, title), caption, h("div", { class: "chart" }, canvas));
+  function datasets() {
+    if (clustering) {
+      const groups = new Map();
+      for (const [x, y, c] of pv.points) {
+        if (!groups.has(c)) groups.set(c, []);
+        groups.get(c).push({ x, y });
+      }
+      const sets = [...groups.entries()].sort((a, b) => a[0] - b[0]).map(([c, pts]) => ({
+        label: `cluster ${c}`, data: pts, pointRadius: 3, backgroundColor: PREVIEW_COLOURS[c % PREVIEW_COLOURS.length],
+      }));
+      if (Array.isArray(pv.centroids)) {
+        sets.push({ label: "centroids", data: pv.centroids.map(([x, y]) => ({ x, y })), pointStyle: "crossRot",
+          pointRadius: 10, borderWidth: 3, borderColor: "#000", backgroundColor: "#000" });
+      }
+      return sets;
+    }
+    const values = pv.points.flat();
+    const lo = Math.min(...values);
+    const hi = Math.max(...values);
+    return [
+      { label: "samples", data: pv.points.map(([x, y]) => ({ x, y })), pointRadius: 3, backgroundColor: PREVIEW_COLOURS[0] },
+      { type: "line", label: "perfect fit", data: [{ x: lo, y: lo }, { x: hi, y: hi }], borderColor: "#7f8c8d", borderDash: [6, 4], pointRadius: 0, fill: false },
+    ];
+  }
+  function draw() {
+    if (!window.Chart) return;
+    const chart = new window.Chart(canvas, {
+      type: "scatter",
+      data: { datasets: datasets() },
+      options: {
+        animation: false, responsive: true, maintainAspectRatio: false,
+        plugins: { legend: { labels: { boxWidth: 14, boxHeight: 8 } } },
+        scales: { x: { type: "linear", title: { display: true, text: axes[0] } }, y: { type: "linear", title: { display: true, text: axes[1] } } },
+      },
+    });
+    pageCharts.push(chart);
+  }
+  return { section, draw };
 }
 
 window.addEventListener("hashchange", route);
