@@ -137,9 +137,9 @@ class Api:
     def login(self, name: str, password: str = PASSWORD) -> httpx.Response:
         return self.anonymous().post("/auth/login", json={"name": name, "password": password})
 
-    def user(self, prefix: str = "user") -> User:
+    def user(self, prefix: str = "user", organisation: str = "ACME") -> User:
         name = unique(prefix)
-        r = self.register(name)
+        r = self.register(name, organisation=organisation)
         assert r.status_code == 201, r.text
         r = self.login(name)
         assert r.status_code == 200, r.text
