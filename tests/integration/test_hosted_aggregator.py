@@ -41,6 +41,7 @@ def digits_definition(**overrides: Any) -> dict[str, Any]:
         "min_participants": 2,
         "round_timeout_s": 60,
         "data": {"kind": "tabular", "features": 64, "label": "label", "classes": list(range(10))},
+        "admission": "open",  # about hosting, not about who may join
     }
     d.update(overrides)
     return d
