@@ -42,6 +42,8 @@ DEFINITION = {
     "round_timeout_s": 120,
     "data": {"kind": "tabular", "features": FEATURES, "label": "num", "classes": [0, 1], "standardize": True},
     "evaluation": {"holdout": 0.25},
+    # The network invites its four member hospitals by organisation; nobody else may join.
+    "admission": {"mode": "invite", "organisations": sorted(SITES.values())},
     "seed": 0,
 }
 
