@@ -503,7 +503,7 @@ def hosted_start(
             if not eval_data.is_file():
                 raise FedpactError(f"no file {eval_data}")
             fmt = "npz" if eval_data.suffix.lower() == ".npz" else "csv"
-            spec = {"blob": c.upload_blob(task, eval_data), "format": fmt}
+            spec = {"blob": c.upload_blob(task, eval_data, private=True), "format": fmt}
             if label and fmt == "csv":
                 spec["label"] = label
         st = c.start_hosted_aggregator(task, resume=resume, eval_data=spec)
