@@ -71,3 +71,24 @@ def test_participants_wait_for_approval_and_a_removed_member_is_left_out(make_us
     with pytest.raises(HubError) as denied:
         dave.list_rounds("gated-digits")
     assert denied.value.status == 403
+
+
+def test_the_aggregator_leaves_out_a_removed_participant_it_messages(make_user: Any) -> None:
+    """Secure and encrypted rounds message participants one by one; a removal must not crash the aggregator."""
+    from fedpact.runtime import Aggregator
+    from fedpact.runtime.progress import Events
+
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    alice.create_task("removed-mid-round", digits_definition())
+    bob.join("removed-mid-round")
+    carol.join("removed-mid-round")
+    events = Events()
+    agg = Aggregator(alice, "removed-mid-round", progress=events)
+    agg.ready.update({"bob": {"num_samples": 10}, "carol": {"num_samples": 10}})
+    alice.remove_member("removed-mid-round", "bob")
+    agg._send_to("bob", "note", {"hello": 1})
+    agg._send_to("carol", "note", {"hello": 2})
+    assert set(agg.ready) == {"carol"}
+    assert any("bob is no longer a participant" in e.get("text", "") for e in events.events)
+    messages, _ = carol.poll("removed-mid-round", "participant/carol")
+    assert [msg["kind"] for msg in messages] == ["note"]
