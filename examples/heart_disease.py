@@ -49,6 +49,8 @@ DEFINITION = {
         "categorical": {"cp": [1, 2, 3, 4], "restecg": [0, 1, 2], "slope": [1, 2, 3], "thal": [3, 6, 7]},
     },
     "evaluation": {"holdout": 0.25},
+    # The network invites its four member hospitals by organisation; nobody else may join.
+    "admission": {"mode": "invite", "organisations": sorted(SITES.values())},
     "seed": 0,
 }
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "heart-disease"

@@ -40,6 +40,7 @@ DEFINITION = {
     "round_timeout_s": 600,
     "data": {"kind": "image", "shape": [1, 28, 28], "label": "label", "classes": list(range(10))},
     "evaluation": {"holdout": 0.0},
+    "admission": {"mode": "invite", "users": ["bob", "carol"]},  # the two sites alice works with
 }
 
 

@@ -54,6 +54,9 @@ class User:
     name: str
     token: str
     http: httpx.Client
+    #: Task name or id -> the User who created it, shared by every user of one Api, so
+    #: ``join`` can have the creator approve the request the way a real creator would.
+    creators: dict[str, User] = field(default_factory=dict, repr=False)
 
     def create_task(self, name: str | None = None, **body: Any) -> dict[str, Any]:
         payload = {
@@ -63,11 +66,24 @@ class User:
         }
         r = self.http.post("/tasks", json=payload)
         assert r.status_code == 201, r.text
-        return r.json()
+        task = r.json()
+        self.creators[task["name"]] = self.creators[str(task["id"])] = self
+        return task
+
+    def request(self, task: str) -> httpx.Response:
+        """Ask to join, nothing more: under ``admission: approval`` the answer is 202 PENDING."""
+        return self.http.post(f"/tasks/{task}/join")
 
     def join(self, task: str) -> dict[str, Any]:
-        r = self.http.post(f"/tasks/{task}/join")
-        assert r.status_code == 200, r.text
+        """Join and, if the task asks for approval, have its creator approve: the user ends ADMITTED."""
+        r = self.request(task)
+        assert r.status_code in (200, 202), r.text
+        if r.json()["status"] == "PENDING":
+            creator = self.creators[task]
+            a = creator.http.post(f"/tasks/{task}/requests/{self.name}/approve")
+            assert a.status_code == 200 and a.json()["status"] == "ADMITTED", a.text
+            r = self.request(task)
+        assert r.status_code == 200 and r.json()["status"] == "ADMITTED", r.text
         return r.json()
 
     def upload(self, task: str, data: bytes) -> dict[str, Any]:
@@ -102,6 +118,7 @@ class Api:
     url: str
     clients: list[httpx.Client] = field(default_factory=list)
     _anonymous: httpx.Client | None = None
+    creators: dict[str, User] = field(default_factory=dict)
 
     def client(self, token: str | None = None, timeout: float = 30.0) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -120,14 +137,14 @@ class Api:
     def login(self, name: str, password: str = PASSWORD) -> httpx.Response:
         return self.anonymous().post("/auth/login", json={"name": name, "password": password})
 
-    def user(self, prefix: str = "user") -> User:
+    def user(self, prefix: str = "user", organisation: str = "ACME") -> User:
         name = unique(prefix)
-        r = self.register(name)
+        r = self.register(name, organisation=organisation)
         assert r.status_code == 201, r.text
         r = self.login(name)
         assert r.status_code == 200, r.text
         token = r.json()["token"]
-        return User(name=name, token=token, http=self.client(token))
+        return User(name=name, token=token, http=self.client(token), creators=self.creators)
 
     def close(self) -> None:
         for c in self.clients:

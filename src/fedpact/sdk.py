@@ -110,7 +110,26 @@ class Client:
         return self.hub.list_rounds(task)
 
     def join(self, task: str | int) -> dict[str, Any]:
+        """Join, or ask to join: ``status`` is ADMITTED, or PENDING until the creator approves."""
         return self.hub.join(task)
+
+    def requests(self, task: str | int) -> list[dict[str, Any]]:
+        """Who is waiting for your approval to join a task you created."""
+        return self.hub.join_requests(task)
+
+    def members(self, task: str | int) -> list[dict[str, Any]]:
+        """Everyone who asked to join a task you created, with their status."""
+        return self.hub.members(task)
+
+    def approve(self, task: str | int, user: str) -> dict[str, Any]:
+        return self.hub.approve(task, user)
+
+    def decline(self, task: str | int, user: str) -> dict[str, Any]:
+        return self.hub.decline(task, user)
+
+    def remove(self, task: str | int, user: str) -> dict[str, Any]:
+        """Take an admitted member out of your task; it goes on without them from the next round."""
+        return self.hub.remove_member(task, user)
 
     def leave(self, task: str | int) -> None:
         self.hub.leave(task)
@@ -197,7 +216,7 @@ class Client:
         if eval_data is not None:
             path = Path(eval_data)
             fmt = "npz" if path.suffix.lower() == ".npz" else "csv"
-            spec = {"blob": self.hub.upload_blob(task, path), "format": fmt}
+            spec = {"blob": self.hub.upload_blob(task, path, private=True), "format": fmt}
             if label is not None and fmt == "csv":
                 spec["label"] = label
         return self.hub.start_hosted_aggregator(task, resume=resume, eval_data=spec)

@@ -39,6 +39,9 @@ def definition(**overrides: Any) -> dict[str, Any]:
         "min_participants": 2,
         "round_timeout_s": 30,
         "data": {"kind": "tabular", "features": 64, "label": "label", "classes": list(range(10)), "standardize": True},
+        # These runs are about processes failing, not about who may join; the first test
+        # goes through approval as a creator would.
+        "admission": "open",
     }
     d.update(overrides)
     return d
@@ -109,9 +112,13 @@ def fed(tmp_path: Path) -> Iterator[Federation]:
 def test_hub_aggregator_and_two_participants_as_processes(fed: Federation) -> None:
     alice = fed.user("alice")
     fed.user("bob"), fed.user("carol")
-    alice.create_task("digits", definition())
+    alice.create_task("digits", definition(admission="approval"))
     bob = fed.participate("bob", "digits")
     carol = fed.participate("carol", "digits")
+    wait_for(lambda: sorted(r["user"] for r in alice.join_requests("digits")) == ["bob", "carol"], 60,
+             "both participants asking to join")
+    for name in ("bob", "carol"):
+        assert f"admitted {name}" in finish(fed.cli("alice", "task", "approve", "digits", name), 60)
     agg = fed.cli("alice", "aggregate", "digits", "--eval-data", str(fed.files["test"]))
     out = finish(agg)
     assert "round 4/4 done" in out and "COMPLETE" in out

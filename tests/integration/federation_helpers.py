@@ -22,6 +22,9 @@ def digits_definition(**overrides: Any) -> dict[str, Any]:
         "round_timeout_s": 20,
         "data": {"kind": "tabular", "features": 64, "label": "label", "classes": list(range(10)), "standardize": True},
         "evaluation": {"holdout": 0.2},
+        # These federations are about training, not about who may join: joining admits.
+        # tests/integration/test_runtime_admission.py runs one under approval.
+        "admission": "open",
     }
     d.update(overrides)
     return d

@@ -65,7 +65,14 @@ def test_the_task_workflow_from_a_terminal(cli, tmp_path: Path) -> None:
     assert "heart-study" in listing and "CREATED" in listing
     assert "no tasks match" in cli("bob", "task", "list", "--status", "running")
     assert "no tasks match" in cli("bob", "task", "list", "--joined")
-    assert "joined heart-study" in cli("bob", "join", "heart-study")
+    assert "asked to join heart-study" in cli("bob", "join", "heart-study")
+    assert "your request to join: PENDING" in cli("bob", "task", "show", "heart-study")
+    assert "no tasks match" in cli("bob", "task", "list", "--joined")
+    assert "403" in cli("bob", "task", "approve", "heart-study", "bob", code=1)
+    pending = cli("alice", "task", "requests", "heart-study")
+    assert "bob" in pending and "bob org" in pending
+    assert "admitted bob" in cli("alice", "task", "approve", "heart-study", "bob")
+    assert "no pending requests" in cli("alice", "task", "requests", "heart-study")
     assert "heart-study" in cli("bob", "task", "list", "--joined")
     assert "heart-study" in cli("bob", "assignments")
     shown = json.loads(cli("bob", "task", "show", "heart-study", "--json"))
@@ -80,6 +87,25 @@ def test_the_task_workflow_from_a_terminal(cli, tmp_path: Path) -> None:
     assert "no tasks match" in cli("bob", "task", "list")
     assert "logged out" in cli("bob", "logout")
     assert "not logged in" in cli("bob", "whoami", code=1)
+
+
+def test_creator_declines_and_removes_from_a_terminal(cli, tmp_path: Path) -> None:
+    for name in ("alice", "bob", "carol"):
+        signup(cli, name)
+    cli("alice", "task", "create", "gated", "--definition", str(definition_file(tmp_path)))
+    cli("bob", "join", "gated")
+    cli("carol", "join", "gated")
+    assert "declined carol" in cli("alice", "task", "decline", "gated", "carol")
+    assert "declined your request" in cli("carol", "join", "gated", code=1)
+    assert "admitted bob" in cli("alice", "task", "approve", "gated", "bob")
+    refused = cli("alice", "task", "decline", "gated", "bob", code=1)
+    assert "409" in refused and "already admitted" in refused
+    assert "participants: bob" in cli("alice", "task", "show", "gated")  # the refusal changed nothing
+    assert "removed bob" in cli("alice", "task", "remove", "gated", "bob")
+    assert "your request to join: REMOVED" in cli("bob", "task", "show", "gated")
+    assert "removed you" in cli("bob", "join", "gated", code=1)
+    assert "no tasks match" in cli("bob", "task", "list", "--joined")
+    assert "404" in cli("alice", "task", "remove", "gated", "nobody-here", code=1)
 
 
 def test_mistakes_get_one_clear_line_and_change_nothing(cli, tmp_path: Path) -> None:

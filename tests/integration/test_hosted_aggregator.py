@@ -6,6 +6,7 @@ training code itself: it starts ``python -m fedpact aggregate`` with a token it 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -40,6 +41,7 @@ def digits_definition(**overrides: Any) -> dict[str, Any]:
         "min_participants": 2,
         "round_timeout_s": 60,
         "data": {"kind": "tabular", "features": 64, "label": "label", "classes": list(range(10))},
+        "admission": "open",  # about hosting, not about who may join
     }
     d.update(overrides)
     return d
@@ -131,7 +133,8 @@ def test_hosted_aggregator_refuses_bad_requests_and_changes_nothing(hub: Embedde
     refused(alice, 401, "/tasks/hosted-refusals/aggregator", method="GET", headers={"Authorization": "Bearer nope"})
     assert alice.hosted_aggregator_status("hosted-refusals")["state"] == "none"
     outsider = people.user("mallory")
-    assert "only members" in refused(outsider, 403, "/tasks/hosted-refusals/aggregator/log", method="GET")
+    assert "only admitted members" in refused(outsider, 403, "/tasks/hosted-refusals/aggregator/log", method="GET")
+    assert "only admitted members" in refused(outsider, 403, "/tasks/hosted-refusals/aggregator", method="GET")
 
     # Started from the CLI; a second start is a conflict; the CLI stops it.
     start = people.cli("alice", "hosted", "start", "hosted-refusals")
@@ -187,6 +190,12 @@ def test_sdk_hosts_the_aggregator_and_the_federation_completes(hub: EmbeddedHub,
     assert [r["number"] for r in rounds] == [1, 2] and rounds[-1]["metrics"]["eval_accuracy"] > 0.8
     model = creator.list_models("hosted-sdk")[0]
     assert len(model["metadata"]["confusion_matrix"]) == 10
+    # The evaluation data was uploaded to the task, privately: the participants cannot read it.
+    eval_sha = hashlib.sha256(test_csv.read_bytes()).hexdigest()
+    with pytest.raises(HubError) as hidden:
+        people.clients["bob"].download_blob("hosted-sdk", eval_sha)
+    assert hidden.value.status == 403
+    assert creator.download_blob("hosted-sdk", eval_sha) == test_csv.read_bytes()
     log = creator.hosted_aggregator_log("hosted-sdk")
     assert "round 2/2 done" in log["text"] and "the aggregator finished" in log["text"]
     more = creator.hosted_aggregator_log("hosted-sdk", offset=log["next_offset"])

@@ -29,7 +29,7 @@ def test_one_request_upload_stores_a_verified_blob(task_with_members: Members, h
     r = bob.http.put(f"/tasks/{task['name']}/blobs/{sha(data)}", content=data, headers=OCTETS)
     assert r.status_code == 201, r.text
     assert r.json() == {"sha256": sha(data), "size": len(data)}
-    got = carol.http.get(f"/tasks/{task['name']}/blobs/{sha(data)}")
+    got = alice.http.get(f"/tasks/{task['name']}/blobs/{sha(data)}")
     assert got.status_code == 200 and got.content == data
     again = alice.http.put(f"/tasks/{task['name']}/blobs/{sha(data)}", content=data, headers=OCTETS)
     assert again.status_code == 200

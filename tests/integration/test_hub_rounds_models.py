@@ -34,10 +34,12 @@ def test_rounds_upsert_and_list_in_order(api: Api, task_with_members: Members) -
     body = r.json()
     assert body["status"] == "complete" and body["metrics"] == {"accuracy": 0.91, "loss": 0.3, "samples": 1200.0}
     assert body["started_at"] == T0 and body["finished_at"] == T1
-    outsider = api.user("outsider")
-    items = outsider.http.get(f"/tasks/{name}/rounds").json()["items"]
+    items = carol.http.get(f"/tasks/{name}/rounds").json()["items"]
     assert [(i["number"], i["status"]) for i in items] == [(1, "complete"), (2, "running")]
     assert items[0]["participants"] == [bob.name, carol.name]
+    outsider = api.user("outsider")
+    r = outsider.http.get(f"/tasks/{name}/rounds")
+    assert r.status_code == 403 and "only admitted members" in r.json()["detail"]
 
 
 def test_round_refusals_change_nothing(task_with_members: Members) -> None:

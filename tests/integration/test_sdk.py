@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fedpact
+from conftest import wait_for
 from fedpact.data.builtin import digits_federation
 
 
@@ -32,7 +33,10 @@ def test_the_whole_workflow_from_python(tmp_path: Path) -> None:
             others[name] = c
         assert [t["name"] for t in others["bob"].list_tasks(q="digits")] == ["digits"]
         assert others["bob"].get_task("digits")["definition"]["rounds"] == 3
-        others["bob"].join("digits")
+        assert others["bob"].join("digits")["status"] == "PENDING"  # the default admission is approval
+        assert others["bob"].assignments() == []
+        assert [r["user"] for r in alice.requests("digits")] == ["bob"]
+        assert alice.approve("digits", "bob")["status"] == "ADMITTED"
         assert [t["name"] for t in others["bob"].assignments()] == ["digits"]
         assert others["carol"].assignments() == []
 
@@ -45,6 +49,10 @@ def test_the_whole_workflow_from_python(tmp_path: Path) -> None:
         threads = [threading.Thread(target=participate, args=(n, d)) for n, d in zip(others, parts)]
         for t in threads:
             t.start()
+        # carol's participant asks to join and waits; alice admits her as a creator would
+        wait_for(lambda: [r["user"] for r in alice.requests("digits")] == ["carol"], 30, "carol's request")
+        alice.approve("digits", "carol")
+        assert {m["user"]: m["status"] for m in alice.members("digits")} == {"bob": "ADMITTED", "carol": "ADMITTED"}
         outcome = alice.run_aggregator("digits", eval_data=test, progress=fedpact.Progress(quiet=True))
         for t in threads:
             t.join(60)
@@ -88,3 +96,35 @@ def test_load_data_reads_a_file_as_the_task_says(tmp_path: Path) -> None:
         assert alice.load_data("prepared", site, missing="impute").x.shape == (3, 2)
         with pytest.raises(ValueError, match="missing must be 'error', 'drop' or 'impute'"):
             alice.load_data("prepared", site, missing="guess")
+def test_admission_decisions_from_python(tmp_path: Path) -> None:
+    definition = {"model": {"name": "softmax_regression"}, "data": {"features": 4, "classes": [0, 1]}}
+    with fedpact.Client.embedded(tmp_path / "hub") as alice:
+        alice.register("alice", "alice-password", "Acme")
+        alice.login("alice", "alice-password")
+        users = {}
+        for name, org in (("bob", "Bob GmbH"), ("carol", "Carol AG"), ("dave", "Dave SA")):
+            users[name] = fedpact.Client(alice.url)
+            users[name].register(name, f"{name}-password", org)
+            users[name].login(name, f"{name}-password")
+        alice.create_task("by-invitation", {**definition, "admission": {"mode": "invite", "organisations": ["Bob GmbH"]}})
+        assert users["bob"].join("by-invitation")["status"] == "ADMITTED"
+        with pytest.raises(fedpact.HubError) as refused:
+            users["carol"].join("by-invitation")
+        assert refused.value.status == 403 and "ask its creator to invite you" in str(refused.value)
+
+        alice.create_task("gated", definition)
+        for name in users:
+            users[name].join("gated")
+        alice.approve("gated", "bob")
+        alice.decline("gated", "carol")
+        assert [r["user"] for r in alice.requests("gated")] == ["dave"]
+        alice.remove("gated", "bob")
+        with pytest.raises(fedpact.HubError) as conflict:
+            alice.remove("gated", "dave")  # only admitted members can be removed
+        assert conflict.value.status == 409
+        assert {m["user"]: m["status"] for m in alice.members("gated")} == {
+            "bob": "REMOVED", "carol": "DECLINED", "dave": "PENDING"
+        }
+        assert users["carol"].get_task("gated")["membership"] == "DECLINED"
+        for c in users.values():
+            c.close()

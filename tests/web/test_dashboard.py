@@ -48,6 +48,60 @@ def shot(page: Any, artifacts: Path, name: str) -> None:
     page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
 
 
+def login(browser: Any, page_errors: Any, url: str, name: str) -> tuple[Any, Any]:
+    ctx = browser.new_context(viewport=LAPTOP)
+    page = page_errors.watch(ctx.new_page())
+    page.set_default_timeout(15_000)
+    page.goto(url + "/#/login")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password").press("Enter")
+    return ctx, page
+
+
+def test_join_requests_pending_approved_and_declined(hub: EmbeddedHub, browser: Any, artifacts: Path,
+                                                     page_errors: Any) -> None:
+    """Bob asks to join from the task page and sees his request pending; Alice approves Dave and declines Bob."""
+    from playwright.sync_api import expect
+
+    page_errors.allowed = EXPECTED_REFUSALS
+    clients = {}
+    for n in ("alice", "bob", "dave"):
+        c = HubClient(hub.url, retry_for_s=10)
+        c.register(n, PASSWORD, f"{n} org")
+        c.login(n, PASSWORD)
+        clients[n] = c
+    definition = {"model": {"name": "softmax_regression"}, "data": {"features": 4, "classes": [0, 1]}}
+    clients["alice"].create_task("gated", definition, "approval needed")
+    assert clients["dave"].join("gated")["status"] == "PENDING"
+    bob_ctx, bob = login(browser, page_errors, hub.url, "bob")
+    alice_ctx, alice = login(browser, page_errors, hub.url, "alice")
+    try:
+        bob.goto(hub.url + "/#/task/gated")
+        expect(bob.get_by_role("heading", name="gated")).to_be_visible()
+        expect(bob.locator("#participants")).to_contain_text("visible to the creator")
+        bob.get_by_role("button", name="Join this task").click()
+        expect(bob.locator("#join-state")).to_contain_text("pending")
+        expect(bob.locator("#btn-join")).to_have_count(0)
+        shot(bob, artifacts, "20-request-pending")
+
+        alice.goto(hub.url + "/#/task/gated")
+        expect(alice.locator("#join-requests li")).to_have_count(2)
+        shot(alice, artifacts, "21-join-requests")
+        alice.locator("#btn-approve-dave").click()
+        expect(alice.locator("#participants li")).to_have_text(["dave Remove"])
+        alice.locator("#btn-decline-bob").click()
+        expect(alice.locator("#requests")).to_be_hidden()
+        expect(bob.locator("#join-state")).to_contain_text("declined", timeout=30_000)  # bob's page follows
+        standing = {m["user"]: m["status"] for m in clients["alice"].members("gated")}
+        assert standing == {"dave": "ADMITTED", "bob": "DECLINED"}
+    finally:
+        bob_ctx.close()
+        alice_ctx.close()
+        for c in clients.values():
+            c.close()
+
+
 def test_dashboard_end_to_end(hub: EmbeddedHub, browser: Any, artifacts: Path, page_errors: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
@@ -177,7 +231,13 @@ def test_dashboard_end_to_end(hub: EmbeddedHub, browser: Any, artifacts: Path, p
 
         page.locator("table.tasks a", has_text="digits-web").click()
         expect(page.get_by_role("heading", name="digits-web")).to_be_visible()
-        expect(page.locator("#participants li")).to_have_count(2, timeout=30_000)  # they joined: no reload needed
+        # The task asks for approval: both participants' requests appear, and alice admits them.
+        expect(page.locator("#join-requests li")).to_have_count(2, timeout=30_000)  # no reload needed
+        shot(page, artifacts, "06a-join-requests")
+        page.locator("#btn-approve-bob").click()
+        page.locator("#btn-approve-carol").click()
+        expect(page.locator("#participants li")).to_have_count(2, timeout=30_000)
+        expect(page.locator("#requests")).to_be_hidden()
         expect(page.locator("#cmd-participate")).to_have_text(
             "fedpact participate digits-web --data your-data.csv --label label")
         page.evaluate("window.__sameDocument = true")

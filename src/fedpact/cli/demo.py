@@ -45,6 +45,27 @@ def demo_definition(participants: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def _admit(alice: HubClient, names: list[str], procs: dict[str, subprocess.Popen[bytes]], console: Console,
+           timeout_s: float = 120.0) -> bool:
+    """Approve each participant's join request as it arrives, as a task creator would.
+
+    The task uses the default admission (approval), so each ``fedpact participate`` asks
+    to join and waits; False if a participant exits or never asks.
+    """
+    waiting = set(names)
+    deadline = time.monotonic() + timeout_s
+    while waiting and time.monotonic() < deadline:
+        for request in alice.join_requests(TASK):
+            if request["user"] in waiting:
+                alice.approve(TASK, request["user"])
+                waiting.discard(request["user"])
+                console.print(f"alice approved {request['user']}'s request to join ({request['organisation']})")
+        if any(procs[n].poll() is not None for n in waiting):
+            return False
+        time.sleep(0.2)
+    return not waiting
+
+
 def run_demo(*, participants: int = 3, rounds: int = 10, data_dir: Path | None = None, console: Console | None = None) -> bool:
     from fedpact.data.builtin import digits_federation
     from fedpact.data.loaders import save_csv
@@ -91,6 +112,14 @@ def run_demo(*, participants: int = 3, rounds: int = 10, data_dir: Path | None =
                 env={**env_base, "FEDPACT_TOKEN": tokens[name], "FEDPACT_HOME": str(root / "home" / name)},
                 stdout=log, stderr=subprocess.STDOUT,
             )
+        if not _admit(alice, names, procs, console):
+            for p in procs.values():
+                p.terminate()
+                p.wait(timeout=10)
+            for f in logs:
+                f.close()
+            console.print(f"[red]the demo failed[/]: not every participant asked to join; logs are in {root / 'logs'}")
+            return False
         log = open(root / "logs" / "alice-aggregator.log", "wb")
         logs.append(log)
         procs["aggregator"] = subprocess.Popen(

@@ -222,7 +222,7 @@ def task_show(task: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
     with errors():
         c = _client(hub)
         info = c.get_task(task)
-        rounds = c.list_rounds(info["id"])
+        rounds = _rounds_if_allowed(c, info)
         if as_json:
             _print_json({**info, "rounds": rounds})
             return
@@ -230,7 +230,13 @@ def task_show(task: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
                   f"[{STATUS_STYLE.get(info['status'], '')}]{info['status']}[/]")
         if info.get("description"):
             out.print(info["description"])
-        out.print(f"participants: {', '.join(info.get('participants', [])) or 'none yet'}")
+        out.print(f"admission: {_admission_text(info['definition'])}")
+        if info.get("membership") and info["membership"] != "ADMITTED":
+            out.print(f"your request to join: {info['membership']}")
+        out.print(f"participants: {', '.join(info.get('participants', [])) or 'none yet (or not visible to you)'}")
+        if info.get("requests"):
+            out.print(f"waiting for your approval: {', '.join(info['requests'])} "
+                      f"('fedpact task approve {info['name']} USER')")
         out.print("definition:")
         _print_json(info["definition"])
         out.print("history:")
@@ -246,6 +252,68 @@ def task_show(task: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
                 t.add_row(str(r["number"]), r["status"], ", ".join(r.get("participants", [])),
                           *[f"{mt[k]:.4f}" if isinstance(mt.get(k), float) else str(mt.get(k, "")) for k in keys])
             out.print(t)
+
+
+def _rounds_if_allowed(c: HubClient, info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rounds are for members; anyone else sees the public description only."""
+    try:
+        return c.list_rounds(info["id"])
+    except HubError as exc:
+        if exc.status == 403:
+            return []
+        raise
+
+
+def _admission_text(definition: dict[str, Any]) -> str:
+    a = definition.get("admission") or {"mode": "approval"}
+    mode = a.get("mode", "approval")
+    if mode != "invite":
+        return {"open": "open (joining admits)", "approval": "approval (the creator approves each request)"}.get(mode, mode)
+    invited = [*a.get("users", []), *(f"organisation {o}" for o in a.get("organisations", []))]
+    return f"invite ({', '.join(invited)})"
+
+
+@task_app.command("requests")
+def task_requests(task: str, as_json: Annotated[bool, typer.Option("--json")] = False, hub: HubOpt = None) -> None:
+    """Join requests waiting for your approval (tasks you created)."""
+    with errors():
+        items = _client(hub).join_requests(task)
+        if as_json:
+            _print_json(items)
+        elif not items:
+            out.print(f"no pending requests for {task}")
+        else:
+            t = Table()
+            for col in ("user", "organisation", "asked at"):
+                t.add_column(col)
+            for r in items:
+                t.add_row(r["user"], r["organisation"], r["joined_at"][:19].replace("T", " "))
+            out.print(t)
+            out.print(f"approve with 'fedpact task approve {task} USER', decline with 'fedpact task decline {task} USER'")
+
+
+@task_app.command("approve")
+def task_approve(task: str, user: str, hub: HubOpt = None) -> None:
+    """Admit a user who asked to join your task."""
+    with errors():
+        _client(hub).approve(task, user)
+        out.print(f"admitted {user} to {task}")
+
+
+@task_app.command("decline")
+def task_decline(task: str, user: str, hub: HubOpt = None) -> None:
+    """Refuse a user's request to join your task."""
+    with errors():
+        _client(hub).decline(task, user)
+        out.print(f"declined {user}'s request to join {task}")
+
+
+@task_app.command("remove")
+def task_remove(task: str, user: str, hub: HubOpt = None) -> None:
+    """Take an admitted member out of your task; rounds go on without them from the next one."""
+    with errors():
+        _client(hub).remove_member(task, user)
+        out.print(f"removed {user} from {task}; the hub refuses their messages from now on")
 
 
 @task_app.command("cancel")
@@ -273,10 +341,13 @@ def task_delete(
 # -- membership ---------------------------------------------------------------------------
 @app.command()
 def join(task: str, hub: HubOpt = None) -> None:
-    """Join a task as a data owner."""
+    """Join a task as a data owner (or ask to, if its creator approves each participant)."""
     with errors():
-        _client(hub).join(task)
-        out.print(f"joined {task}; run 'fedpact participate {task} --data FILE' to train on your data")
+        if _client(hub).join(task).get("status") == "PENDING":
+            out.print(f"asked to join {task}; its creator must approve you (see 'fedpact task show {task}'). "
+                      f"'fedpact participate {task} --data FILE' can start now: it waits for the approval")
+        else:
+            out.print(f"joined {task}; run 'fedpact participate {task} --data FILE' to train on your data")
 
 
 @app.command()
@@ -465,7 +536,7 @@ def hosted_start(
             if not eval_data.is_file():
                 raise FedpactError(f"no file {eval_data}")
             fmt = "npz" if eval_data.suffix.lower() == ".npz" else "csv"
-            spec = {"blob": c.upload_blob(task, eval_data), "format": fmt}
+            spec = {"blob": c.upload_blob(task, eval_data, private=True), "format": fmt}
             if label and fmt == "csv":
                 spec["label"] = label
         st = c.start_hosted_aggregator(task, resume=resume, eval_data=spec)

@@ -202,7 +202,26 @@ class HubClient:
         return self._call("POST", f"/tasks/{task}/status", json={"status": status, "reason": reason})
 
     def join(self, task: str | int) -> dict[str, Any]:
+        """Join or ask to join; ``status`` in the answer is ADMITTED, or PENDING until the creator approves."""
         return self._call("POST", f"/tasks/{task}/join")
+
+    def join_requests(self, task: str | int) -> list[dict[str, Any]]:
+        """Pending join requests of a task you created, oldest first."""
+        return self._call("GET", f"/tasks/{task}/requests")["items"]
+
+    def members(self, task: str | int) -> list[dict[str, Any]]:
+        """Everyone who asked to join a task you created, with their status."""
+        return self._call("GET", f"/tasks/{task}/members")["items"]
+
+    def approve(self, task: str | int, user: str) -> dict[str, Any]:
+        return self._call("POST", f"/tasks/{task}/requests/{user}/approve")
+
+    def decline(self, task: str | int, user: str) -> dict[str, Any]:
+        return self._call("POST", f"/tasks/{task}/requests/{user}/decline")
+
+    def remove_member(self, task: str | int, user: str) -> dict[str, Any]:
+        """Take an admitted member out of a task you created, from its next round on."""
+        return self._call("DELETE", f"/tasks/{task}/members/{user}")
 
     def leave(self, task: str | int) -> None:
         self._call("POST", f"/tasks/{task}/leave")
@@ -281,10 +300,13 @@ class HubClient:
         *,
         chunk_size: int = CHUNK_SIZE,
         progress: ProgressFn | None = None,
+        private: bool = False,
     ) -> dict[str, Any]:
         """Upload bytes or a file in chunks; resumes from the hub's offset after a failure.
 
         A file is hashed and sent chunk by chunk, so a large model never sits whole in memory.
+        What the task's creator uploads is readable by the admitted participants (that is
+        how the global model reaches them) unless ``private``, e.g. evaluation data.
         """
         if isinstance(data, (str, Path)):
             path = Path(data)
@@ -300,13 +322,14 @@ class HubClient:
             self._call(
                 "PUT",
                 f"/tasks/{task}/blobs/{sha}",
+                params={"private": "true"} if private else None,
                 content=raw,
                 headers={"Content-Type": "application/octet-stream"},
             )
             if progress:
                 progress(size, size)
             return blob_ref(sha, size)
-        start = self._call("POST", f"/tasks/{task}/uploads", json={"sha256": sha, "size": size})
+        start = self._call("POST", f"/tasks/{task}/uploads", json={"sha256": sha, "size": size, "private": private})
         if start["complete"]:
             if progress:
                 progress(size, size)

@@ -475,6 +475,74 @@ class ConvergenceSpec(_Strict):
         return self
 
 
+_ADMISSION_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
+ADMISSION_MODES: tuple[str, ...] = ("open", "approval", "invite")
+
+
+class AdmissionSpec(_Strict):
+    """Who may join the task; see docs/security-admission.md.
+
+    ``approval`` (the default): a join is a request the creator approves or declines.
+    ``invite``: the users named in ``users`` and every user of an organisation in
+    ``organisations`` are admitted when they join; anyone else is refused. ``open``:
+    every registered user who joins is admitted. Written either as the mode alone
+    (``admission: open``) or as a mapping (``admission: {mode: invite, users: [bob]}``).
+    """
+
+    mode: Literal["open", "approval", "invite"] = "approval"
+    users: list[str] = Field(default_factory=list, max_length=1000, description="Invited user names (invite only).")
+    organisations: list[str] = Field(
+        default_factory=list, max_length=1000, description="Invited organisations, matched exactly (invite only)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v not in ADMISSION_MODES:
+                raise ValueError(f"admission {v!r} is not a mode; use one of {', '.join(ADMISSION_MODES)}")
+            return {"mode": v}
+        return v
+
+    @field_validator("users")
+    @classmethod
+    def _user_names(cls, v: list[str]) -> list[str]:
+        bad = [n for n in v if not _ADMISSION_NAME.match(n)]
+        if bad:
+            raise ValueError(
+                f"invited user name(s) {', '.join(map(repr, bad))} are not user names "
+                "(3-64 letters, digits, '_', '.' or '-')"
+            )
+        if len(set(v)) != len(v):
+            raise ValueError("invited users must not repeat")
+        return v
+
+    @field_validator("organisations")
+    @classmethod
+    def _organisations(cls, v: list[str]) -> list[str]:
+        bad = [o for o in v if not 1 <= len(o) <= 200]
+        if bad:
+            raise ValueError("invited organisations are 1-200 characters each, as users registered them")
+        if len(set(v)) != len(v):
+            raise ValueError("invited organisations must not repeat")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AdmissionSpec:
+        if self.mode != "invite" and (self.users or self.organisations):
+            raise ValueError(
+                f"admission mode {self.mode!r} takes no invitation list; use mode 'invite' to admit named "
+                "users and organisations"
+            )
+        if self.mode == "invite" and not (self.users or self.organisations):
+            raise ValueError("admission mode 'invite' needs at least one entry in 'users' or 'organisations'")
+        return self
+
+    def invites(self, user: str, organisation: str) -> bool:
+        """Whether a user is on this task's invitation list (by name or organisation)."""
+        return user in self.users or organisation in self.organisations
+
+
 class TaskDefinition(_Strict):
     """The full, declarative definition of a federated learning task."""
 
@@ -494,6 +562,7 @@ class TaskDefinition(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     convergence: ConvergenceSpec | None = None
     analytics: AnalyticsSpec | None = Field(default=None, description="Analytics settings (data.task: analytics).")
+    admission: AdmissionSpec = AdmissionSpec()
     seed: int = 0
     max_samples_per_participant: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] | None = Field(
         default=None, description="Cap on the num_samples a participant may claim: a larger claim is clipped to the "

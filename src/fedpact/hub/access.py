@@ -1,17 +1,28 @@
 """Finding a task and deciding who may touch it, in one place so every route agrees.
 
 Tasks are public to logged-in users, so an unknown task is a 404 and a forbidden action
-on a known task is a 403 that says who may do it.
+on a known task is a 403 that says who may do it. A task's public description is its
+name, description, definition, status and history; everything else (mailboxes, blobs,
+rounds, the hosted aggregator, who takes part) is for its creator and ADMITTED members.
 """
 
 from __future__ import annotations
 
 from fastapi import HTTPException
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from fedpact.hub.auth import Principal
-from fedpact.hub.tables import Membership, Task
+from fedpact.hub.tables import (
+    ADMITTED,
+    DECLINED,
+    PENDING,
+    REMOVED,
+    Blob,
+    Membership,
+    Message,
+    Task,
+)
 
 TERMINAL = frozenset({"COMPLETE", "FAILED", "CANCELLED"})
 
@@ -34,16 +45,36 @@ def find_task(s: Session, ref: str, lock: bool = False) -> Task:
     return task
 
 
+def membership_status(s: Session, task_id: int, user_id: int) -> str | None:
+    """PENDING, ADMITTED, DECLINED, REMOVED, or None for a user who never asked to join."""
+    return s.scalars(
+        select(Membership.status).where(Membership.task_id == task_id, Membership.user_id == user_id)
+    ).first()
+
+
 def is_joined(s: Session, task_id: int, user_id: int) -> bool:
-    return (
-        s.scalars(select(Membership.id).where(Membership.task_id == task_id, Membership.user_id == user_id)).first()
-        is not None
-    )
+    """Whether the user is an admitted participant; a pending request grants nothing."""
+    return membership_status(s, task_id, user_id) == ADMITTED
 
 
 def is_member(s: Session, task: Task, user: Principal) -> bool:
-    """Members are the creator and every user who joined."""
+    """Members are the creator and every admitted participant."""
     return task.creator_id == user.id or is_joined(s, task.id, user.id)
+
+
+def not_admitted(s: Session, task: Task, user: Principal, action: str) -> HTTPException:
+    """The 403 for a non-member, saying where the user stands and what to do about it."""
+    status = membership_status(s, task.id, user.id)
+    where = f"task {task.name!r}"
+    if status == PENDING:
+        why = f"your request to join {where} is pending: wait until its creator approves it"
+    elif status == DECLINED:
+        why = f"the creator of {where} declined your request to join; ask them to approve it"
+    elif status == REMOVED:
+        why = f"the creator of {where} removed you from it; ask them to approve you again"
+    else:
+        why = f"join it first with POST /api/v1/tasks/{task.name}/join"
+    return HTTPException(403, f"only admitted members of {where} may {action}: {why}")
 
 
 def require_creator(task: Task, user: Principal, action: str) -> None:
@@ -53,7 +84,33 @@ def require_creator(task: Task, user: Principal, action: str) -> None:
 
 def require_member(s: Session, task: Task, user: Principal, action: str) -> None:
     if not is_member(s, task, user):
-        raise HTTPException(
-            403,
-            f"only members of task {task.name!r} may {action}: join it first with POST /api/v1/tasks/{task.name}/join",
-        )
+        raise not_admitted(s, task, user, action)
+
+
+def require_participant(s: Session, task: Task, user: Principal, action: str) -> None:
+    """An admitted participant (the creator counts only if they also joined)."""
+    if not is_joined(s, task.id, user.id):
+        raise not_admitted(s, task, user, action)
+
+
+def can_read_blob(s: Session, task: Task, user: Principal, sha256: str) -> bool:
+    """Whether a member may read one of the task's blobs.
+
+    The creator (who runs the aggregator) reads every blob of the task. A participant
+    reads what it uploaded itself, what the aggregator addressed to it or broadcast to
+    all participants, and the creator's blobs not marked private (the global model and
+    its checkpoints): never another participant's update.
+    """
+    if task.creator_id == user.id:
+        return True
+    blob = s.scalars(select(Blob).where(Blob.task_id == task.id, Blob.sha256 == sha256)).first()
+    if blob is None:
+        return False
+    if blob.uploaded_by == user.id or blob.shared:
+        return True
+    addressed = select(Message.id).where(
+        Message.task_id == task.id,
+        Message.blob_sha256 == sha256,
+        or_(Message.recipient == f"participant/{user.name}", Message.recipient == "participants"),
+    )
+    return bool(s.scalar(select(exists(addressed))))

@@ -20,6 +20,7 @@ NAME_CHARS = re.compile(r"^[A-Za-z0-9_.-]+$")
 KIND_RE = re.compile(r"^[a-z0-9_.-]{1,64}$")
 TASK_STATUSES = ("CREATED", "RUNNING", "COMPLETE", "FAILED", "CANCELLED")
 TaskStatus = Literal["CREATED", "RUNNING", "COMPLETE", "FAILED", "CANCELLED"]
+MembershipStatus = Literal["PENDING", "ADMITTED", "DECLINED", "REMOVED"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lowercase hex sha256")]
 
 
@@ -103,8 +104,16 @@ class TaskOut(BaseModel):
     creator: str
     created_at: datetime
     updated_at: datetime
-    participants: list[str]
+    participants: list[str] = Field(
+        description="admitted participants; shown only to the creator and admitted members, empty for others"
+    )
     events: list[EventOut]
+    membership: MembershipStatus | None = Field(
+        default=None, description="the caller's own standing in the task; null if they never asked to join"
+    )
+    requests: list[str] = Field(
+        default_factory=list, description="users waiting for approval; shown only to the creator"
+    )
 
 
 class TaskList(BaseModel):
@@ -126,6 +135,22 @@ class JoinOut(BaseModel):
     task_id: int
     user: str
     joined_at: datetime
+    status: MembershipStatus = Field(description="ADMITTED: take part now; PENDING: wait for the creator's approval")
+
+
+class MemberOut(BaseModel):
+    """One user's standing in a task, as the creator sees it."""
+
+    task: str
+    user: str
+    organisation: str
+    status: MembershipStatus
+    joined_at: datetime
+    decided_at: datetime | None
+
+
+class MemberItems(BaseModel):
+    items: list[MemberOut]
 
 
 class BlobRef(_In):
@@ -190,6 +215,11 @@ class AckOut(BaseModel):
 class UploadIn(_In):
     sha256: Sha256
     size: int = Field(ge=0)
+    private: bool = Field(
+        default=False,
+        description="creator only: keep the blob from the participants (e.g. evaluation data); "
+        "a participant's blobs are always private to it and the creator",
+    )
 
 
 class UploadOut(BaseModel):

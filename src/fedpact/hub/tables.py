@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -113,14 +114,27 @@ class TaskEvent(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+#: Membership states. Only ADMITTED members take part; the row of a declined or removed
+#: user is kept so that joining again cannot undo the creator's decision.
+PENDING, ADMITTED, DECLINED, REMOVED = "PENDING", "ADMITTED", "DECLINED", "REMOVED"
+
+
 class Membership(Base):
+    """A user's relation to a task: a join request, an admission, or the creator's refusal.
+
+    ``status`` defaults to ADMITTED on the database side so rows written before admission
+    existed keep their access after the column is added.
+    """
+
     __tablename__ = "memberships"
     __table_args__ = (UniqueConstraint("task_id", "user_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=ADMITTED, server_default=ADMITTED)
     joined_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Message(Base):
@@ -171,7 +185,13 @@ class Cursor(Base):
 
 
 class Blob(Base):
-    """A blob's membership in a task; the bytes live once in the content-addressed store."""
+    """A blob's membership in a task; the bytes live once in the content-addressed store.
+
+    Who may read it follows from ``uploaded_by`` and ``shared`` (see ``hub.access``): a
+    blob the creator uploads is shared with the admitted participants (the global model)
+    unless the upload asks to keep it private (evaluation data); a participant's blob is
+    read only by its uploader and the creator, even if another member sends the same bytes.
+    """
 
     __tablename__ = "blobs"
     __table_args__ = (UniqueConstraint("task_id", "sha256"),)
@@ -181,20 +201,26 @@ class Blob(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     uploaded_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    shared: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Upload(Base):
-    """An unfinished upload; the bytes received so far are the partial file's length."""
+    """An unfinished upload; the bytes received so far are the partial file's length.
+
+    A session belongs to the user who opened it: another user sending the same content
+    gets a session of their own, so nobody can write into or finish someone else's.
+    """
 
     __tablename__ = "uploads"
-    __table_args__ = (UniqueConstraint("task_id", "sha256"),)
+    __table_args__ = (UniqueConstraint("task_id", "sha256", "created_by"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    private: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

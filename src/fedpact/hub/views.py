@@ -8,6 +8,7 @@ from collections import defaultdict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fedpact.hub.auth import Principal
 from fedpact.hub.schemas import (
     BlobRef,
     CheckpointOut,
@@ -19,6 +20,8 @@ from fedpact.hub.schemas import (
     UserOut,
 )
 from fedpact.hub.tables import (
+    ADMITTED,
+    PENDING,
     Checkpoint,
     Membership,
     Message,
@@ -35,19 +38,27 @@ def user_out(u: User) -> UserOut:
     return UserOut(id=u.id, name=u.name, organisation=u.organisation, created_at=u.created_at)
 
 
-def tasks_out(s: Session, tasks: list[Task]) -> list[TaskOut]:
+def tasks_out(s: Session, tasks: list[Task], viewer: Principal) -> list[TaskOut]:
+    """Task bodies as ``viewer`` may see them: who takes part is for members, requests for the creator."""
     if not tasks:
         return []
     ids = [t.id for t in tasks]
     creators = dict(s.execute(select(User.id, User.name).where(User.id.in_({t.creator_id for t in tasks}))).all())
     members: dict[int, list[str]] = defaultdict(list)
-    for task_id, name in s.execute(
-        select(Membership.task_id, User.name)
+    pending: dict[int, list[str]] = defaultdict(list)
+    mine: dict[int, str] = {}
+    for task_id, user_id, name, status in s.execute(
+        select(Membership.task_id, Membership.user_id, User.name, Membership.status)
         .join(User, User.id == Membership.user_id)
         .where(Membership.task_id.in_(ids))
         .order_by(Membership.joined_at, Membership.id)
     ):
-        members[task_id].append(name)
+        if status == ADMITTED:
+            members[task_id].append(name)
+        elif status == PENDING:
+            pending[task_id].append(name)
+        if user_id == viewer.id:
+            mine[task_id] = status
     events: dict[int, list[EventOut]] = defaultdict(list)
     for e in s.scalars(select(TaskEvent).where(TaskEvent.task_id.in_(ids)).order_by(TaskEvent.id)):
         events[e.task_id].append(EventOut(status=e.status, at=e.at, reason=e.reason))
@@ -61,15 +72,17 @@ def tasks_out(s: Session, tasks: list[Task]) -> list[TaskOut]:
             creator=creators.get(t.creator_id, "?"),
             created_at=t.created_at,
             updated_at=t.updated_at,
-            participants=members[t.id],
+            participants=members[t.id] if t.creator_id == viewer.id or mine.get(t.id) == ADMITTED else [],
             events=events[t.id],
+            membership=mine.get(t.id),  # type: ignore[arg-type]
+            requests=pending[t.id] if t.creator_id == viewer.id else [],
         )
         for t in tasks
     ]
 
 
-def task_out(s: Session, task: Task) -> TaskOut:
-    return tasks_out(s, [task])[0]
+def task_out(s: Session, task: Task, viewer: Principal) -> TaskOut:
+    return tasks_out(s, [task], viewer)[0]
 
 
 def message_out(m: Message) -> MessageOut:

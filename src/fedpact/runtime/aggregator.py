@@ -21,7 +21,7 @@ import numpy as np
 
 from fedpact.algorithms.standardize import apply_standardization, combine_moments
 from fedpact.algorithms.strategies import get_aggregator
-from fedpact.client.hub import HubClient
+from fedpact.client.hub import HubClient, HubError
 from fedpact.common.definition import MAX_SAMPLES, TaskDefinition, parse_definition
 from fedpact.common.errors import FedpactError, UpdateRejected
 from fedpact.common.tensors import Weights, decode_weights, encode_weights
@@ -277,8 +277,15 @@ class Aggregator:
 
     def send_to(self, name: str, kind: str, meta: dict[str, Any], round: int = 0,
                 tensors: Mapping[str, np.ndarray] | None = None) -> None:
-        self.client.send(self.task_id, sender=m.AGGREGATOR, recipient=m.participant_address(name), kind=kind,
-                         round=round, payload=m.pack(meta, tensors))
+        """Message one participant; one the creator removed from the task (404) is left out, not fatal."""
+        try:
+            self.client.send(self.task_id, sender=m.AGGREGATOR, recipient=m.participant_address(name), kind=kind,
+                             round=round, payload=m.pack(meta, tensors))
+        except HubError as exc:
+            if exc.status != 404:
+                raise
+            self.ready.pop(name, None)
+            self.progress.warning(f"{name} is no longer a participant of the task (removed?); left out")
 
     # -- the run -----------------------------------------------------------------------
     def run(self) -> AggregatorResult:

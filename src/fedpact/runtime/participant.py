@@ -194,7 +194,9 @@ def run_participant(
     definition = parse_definition(info["definition"])
     participant.setup(definition)
     if me not in info.get("participants", []):
-        client.join(tid)
+        if client.join(tid).get("status") == "PENDING":
+            progress.info(f"asked to join task {tname!r}; waiting for its creator to approve")
+            _wait_for_admission(client, tid, tname, poll_wait, idle_timeout_s)
         progress.info(f"joined task {tname!r}")
     address = m.participant_address(me)
     mailbox = Mailbox(client, tid, address, from_start=False)
@@ -251,6 +253,24 @@ def run_participant(
                 mailbox.ack()
                 meta, _ = msg.body()
                 raise TaskEnded(meta.get("status", "FAILED"), meta.get("reason", ""))
+
+
+def _wait_for_admission(client: HubClient, tid: int, tname: str, poll_wait: float, idle_timeout_s: float | None) -> None:
+    """Block until the creator approves our join request; a refusal or an ended task is an error."""
+    started = time.monotonic()
+    while True:
+        info = client.get_task(tid)
+        standing = info.get("membership")
+        if standing == "ADMITTED":
+            return
+        if standing in ("DECLINED", "REMOVED"):
+            what = "declined your request to join" if standing == "DECLINED" else "removed you from it"
+            raise FedpactError(f"the creator of task {tname!r} {what}; ask them to approve you")
+        if info["status"] in TERMINAL:
+            raise FedpactError(f"task {tname!r} ended ({info['status']}) before its creator approved your request")
+        if idle_timeout_s is not None and time.monotonic() - started > idle_timeout_s:
+            raise FedpactError(f"the creator of {tname!r} did not approve your request within {idle_timeout_s:.0f} s")
+        time.sleep(min(max(poll_wait, 0.2), 1.0))  # a GET a second: approval shows promptly
 
 
 def _show_previous(msg: Message, shown: set[int], progress: Progress, rounds: int) -> None:

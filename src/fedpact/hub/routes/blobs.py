@@ -22,12 +22,12 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from fedpact.hub.access import find_task, require_member
+from fedpact.hub.access import can_read_blob, find_task, require_member
 from fedpact.hub.auth import CurrentUser, State
 from fedpact.hub.blobstore import SHA256_RE, BlobResponse
 from fedpact.hub.schemas import BlobRef, OffsetOut, UploadIn, UploadOut, UploadStatus
 from fedpact.hub.state import HubState
-from fedpact.hub.tables import Blob, Upload
+from fedpact.hub.tables import Blob, Task, Upload
 
 router = APIRouter(tags=["blobs"])
 
@@ -46,26 +46,38 @@ def _check_sha(sha256: str) -> None:
     responses={200: {"model": UploadOut, "description": "the blob is already stored; nothing to send"}},
 )
 def start_upload(task: str, body: UploadIn, user: CurrentUser, state: State) -> UploadOut | JSONResponse:
+    """Open (or resume) the caller's own upload session for ``body.sha256``.
+
+    Sessions are per user: two members sending the same content each get their own, so
+    neither can write into or complete the other's.
+    """
     limit = state.config.max_blob_bytes
     if body.size > limit:
         raise HTTPException(413, f"a blob of {body.size} bytes exceeds this hub's limit of {limit} bytes")
     with state.db.session() as s:
         row = find_task(s, task)
         require_member(s, row, user, "upload blobs")
-        if s.scalars(select(Blob.id).where(Blob.task_id == row.id, Blob.sha256 == body.sha256)).first() is not None:
+        blob = s.scalars(select(Blob).where(Blob.task_id == row.id, Blob.sha256 == body.sha256)).first()
+        if blob is not None:
+            if blob.size != body.size:
+                raise HTTPException(409, f"blob {body.sha256} is stored with {blob.size} bytes, not {body.size}")
+            share_if_creator(row, blob, user.id, body.private)
+            s.commit()
             done = UploadOut(upload_id=None, offset=body.size, complete=True)
             return JSONResponse(done.model_dump(), status_code=200)
-        upload = s.scalars(select(Upload).where(Upload.task_id == row.id, Upload.sha256 == body.sha256)).first()
+        mine = (Upload.task_id == row.id, Upload.sha256 == body.sha256, Upload.created_by == user.id)
+        upload = s.scalars(select(Upload).where(*mine)).first()
         if upload is None:
             upload = Upload(
-                id=secrets.token_urlsafe(24), task_id=row.id, sha256=body.sha256, size=body.size, created_by=user.id
+                id=secrets.token_urlsafe(24), task_id=row.id, sha256=body.sha256, size=body.size,
+                created_by=user.id, private=body.private,
             )
             s.add(upload)
             try:
                 s.commit()
             except IntegrityError:
                 s.rollback()
-                upload = s.scalars(select(Upload).where(Upload.task_id == row.id, Upload.sha256 == body.sha256)).one()
+                upload = s.scalars(select(Upload).where(*mine)).one()
             else:
                 state.store.start(upload.id)
         if upload.size != body.size:
@@ -82,6 +94,7 @@ class _Target:
     sha256: str
     size: int
     task_id: int
+    shared: bool | None
 
 
 def _find_upload(state: HubState, task: str, upload_id: str, user: CurrentUser) -> _Target:
@@ -89,13 +102,15 @@ def _find_upload(state: HubState, task: str, upload_id: str, user: CurrentUser) 
         row = find_task(s, task)
         require_member(s, row, user, "upload blobs")
         upload = s.get(Upload, upload_id)
-        if upload is None or upload.task_id != row.id:
+        if upload is None or upload.task_id != row.id or upload.created_by != user.id:
+            # Someone else's session is reported like a missing one: its id proves nothing.
             raise HTTPException(
                 404,
-                f"no upload {upload_id!r} in task {row.name!r}: it finished, failed or never existed; "
+                f"no upload {upload_id!r} of yours in task {row.name!r}: it finished, failed or never existed; "
                 f"start one with POST /api/v1/tasks/{row.name}/uploads",
             )
-        return _Target(upload_id=upload.id, sha256=upload.sha256, size=upload.size, task_id=row.id)
+        shared = (not upload.private) if row.creator_id == user.id else None
+        return _Target(upload_id=upload.id, sha256=upload.sha256, size=upload.size, task_id=row.id, shared=shared)
 
 
 @router.get("/tasks/{task}/uploads/{upload_id}", response_model=UploadStatus)
@@ -237,31 +252,58 @@ def _complete(state: HubState, target: _Target, user_id: int) -> BlobRef:
             )
         s.delete(upload)
         s.flush()
-        store_verified(s, state, target.task_id, target.upload_id, target.sha256, target.size, user_id)
+        store_verified(s, state, target.task_id, target.upload_id, target.sha256, target.size, user_id, target.shared)
     return BlobRef(sha256=target.sha256, size=target.size)
 
 
 def store_verified(
-    s: Session, state: HubState, task_id: int, partial: str, sha256: str, size: int, user_id: int
+    s: Session, state: HubState, task_id: int, partial: str, sha256: str, size: int, user_id: int,
+    shared: bool | None = None,
 ) -> None:
     """Move a verified partial file into the store and record it for the task, then commit.
 
-    The move happens while this transaction holds the write lock (SQLite), so a task
-    deletion cannot unlink the file between the move and the row that references it.
+    ``shared`` (the creator's uploads only) opens the blob to the admitted participants or
+    closes it again; None leaves that as it is. The move happens while this transaction
+    holds the write lock (SQLite), so a task deletion cannot unlink the file between the
+    move and the row that references it.
     """
     state.store.commit(partial, sha256)
-    if s.scalars(select(Blob.id).where(Blob.task_id == task_id, Blob.sha256 == sha256)).first() is None:
-        s.add(Blob(task_id=task_id, sha256=sha256, size=size, uploaded_by=user_id))
+    blob = s.scalars(select(Blob).where(Blob.task_id == task_id, Blob.sha256 == sha256)).first()
+    if blob is None:
+        s.add(Blob(task_id=task_id, sha256=sha256, size=size, uploaded_by=user_id, shared=bool(shared)))
+    elif shared is not None:
+        blob.shared = shared
     s.commit()
 
 
-def _blob_target(state: HubState, task: str, sha256: str, user: CurrentUser) -> tuple[int, bool]:
-    """(task id, whether the task already holds the blob), for a member only."""
-    with state.db.reading() as s:
+def share_if_creator(task: Task, blob: Blob, user_id: int, private: bool) -> None:
+    """The creator sending a blob the task already holds decides, like a first upload, whether it is shared."""
+    if task.creator_id == user_id:
+        blob.shared = not private
+
+
+def keep_private(s: Session, task: Task, sha256: str) -> None:
+    """Close a blob to the participants (evaluation data handed to the hosted aggregator)."""
+    blob = s.scalars(select(Blob).where(Blob.task_id == task.id, Blob.sha256 == sha256)).first()
+    if blob is not None:
+        blob.shared = False
+
+
+def _blob_target(state: HubState, task: str, sha256: str, user: CurrentUser, private: bool) -> tuple[int, bool, bool | None]:
+    """(task id, whether the task already holds the blob, what to set ``shared`` to), for a member only.
+
+    A blob already held is recorded as sent by this user now (the creator's choice to
+    share it applies); its body is not read.
+    """
+    with state.db.session() as s:
         row = find_task(s, task)
         require_member(s, row, user, "upload blobs")
-        held = s.scalars(select(Blob.id).where(Blob.task_id == row.id, Blob.sha256 == sha256)).first()
-        return row.id, held is not None
+        shared = (not private) if row.creator_id == user.id else None
+        blob = s.scalars(select(Blob).where(Blob.task_id == row.id, Blob.sha256 == sha256)).first()
+        if blob is not None:
+            share_if_creator(row, blob, user.id, private)
+            s.commit()
+        return row.id, blob is not None, shared
 
 
 @router.put(
@@ -276,11 +318,20 @@ def _blob_target(state: HubState, task: str, sha256: str, user: CurrentUser) -> 
         }
     },
 )
-async def put_blob(task: str, sha256: str, request: Request, user: CurrentUser, state: State) -> BlobRef | JSONResponse:
+async def put_blob(
+    task: str,
+    sha256: str,
+    request: Request,
+    user: CurrentUser,
+    state: State,
+    private: Annotated[
+        bool, Query(description="creator only: keep the blob from the participants (e.g. evaluation data)")
+    ] = False,
+) -> BlobRef | JSONResponse:
     """Upload a whole blob in one request, hashed as it arrives (for blobs small enough to resend)."""
     _check_sha(sha256)
     size = declared_size(request, state.config.max_blob_bytes)
-    task_id, held = await run_in_threadpool(_blob_target, state, task, sha256, user)
+    task_id, held, shared = await run_in_threadpool(_blob_target, state, task, sha256, user, private)
     if held:
         return JSONResponse(BlobRef(sha256=sha256, size=size).model_dump(), status_code=200)
     partial, actual = await receive_verified(request, state, size)
@@ -293,7 +344,7 @@ async def put_blob(task: str, sha256: str, request: Request, user: CurrentUser, 
     def store() -> None:
         state.store.sync(partial)
         with state.db.session() as s:
-            store_verified(s, state, task_id, partial, sha256, size, user.id)
+            store_verified(s, state, task_id, partial, sha256, size, user.id, shared)
 
     try:
         await run_in_threadpool(store)
@@ -365,6 +416,12 @@ def get_blob(task: str, sha256: str, user: CurrentUser, state: State) -> Respons
         blob = s.scalars(select(Blob).where(Blob.task_id == row.id, Blob.sha256 == sha256)).first()
         if blob is None:
             raise HTTPException(404, f"no blob {sha256} in task {row.name!r}")
+        if not can_read_blob(s, row, user, sha256):
+            raise HTTPException(
+                403,
+                f"blob {sha256} of task {row.name!r} is not yours to read: a participant reads the blobs it uploaded, "
+                "those the aggregator sent to it or to all participants, and the global model",
+            )
     path = state.store.blob_path(sha256)
     if not path.is_file():
         raise HTTPException(

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from fedpact.hub.access import TERMINAL, find_task, require_creator, require_member
 from fedpact.hub.auth import CurrentUser, State
+from fedpact.hub.routes.blobs import keep_private
 from fedpact.hub.routes.rounds import require_blob
 from fedpact.hub.schemas import BlobRef
 from fedpact.hub.tables import User
@@ -88,12 +89,14 @@ def start_hosted(task: str, body: HostedStart, request: Request, user: CurrentUs
         label = None
         if body.eval_data is not None:
             require_blob(s, row, body.eval_data.blob)
+            keep_private(s, row, body.eval_data.blob.sha256)
             label = body.eval_data.label
             if label is not None and not _LABEL.match(label):
                 raise HTTPException(422, "eval_data.label must be a column name of letters, digits, '_', '.', '-' or spaces")
             if body.eval_data.format == "npz" and label is not None:
                 raise HTTPException(422, "eval_data.label applies to CSV files only; an NPZ archive holds arrays 'x' and 'y'")
         creator = s.scalars(select(User.name).where(User.id == row.creator_id)).first() or user.name
+        s.commit()
         s.expunge(row)
     if manager.hub_url is None:
         raise HTTPException(503, "the hub does not know its own address yet; retry in a moment")
@@ -113,6 +116,7 @@ def start_hosted(task: str, body: HostedStart, request: Request, user: CurrentUs
 def hosted_status(task: str, request: Request, user: CurrentUser, state: State) -> HostedStatus:
     with state.db.session() as s:
         row = find_task(s, task)
+        require_member(s, row, user, "see its hosted aggregator")
         task_id = row.id
     return HostedStatus(**_manager(request).status(task_id))
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from fedpact.hub.access import TERMINAL, find_task, is_joined, require_member
+from fedpact.hub.access import TERMINAL, find_task, is_joined, require_member, require_participant
 from fedpact.hub.auth import CurrentUser, Principal, State
 from fedpact.hub.routes.blobs import declared_size, receive_verified, store_verified
 from fedpact.hub.schemas import (
@@ -74,11 +74,7 @@ def _authorize_read(s: Session, task: Task, user: Principal, address: str) -> No
         raise HTTPException(
             403, f"you may read only your own mailbox 'participant/{user.name}' and 'participants', not {address!r}"
         )
-    if not is_joined(s, task.id, user.id):
-        raise HTTPException(
-            403,
-            f"you are not a participant of task {task.name!r}: join it first with POST /api/v1/tasks/{task.name}/join",
-        )
+    require_participant(s, task, user, "read their mailbox")
 
 
 def _authorize_send(s: Session, task: Task, user: Principal, sender: str, recipient: str) -> None:
@@ -96,18 +92,16 @@ def _authorize_send(s: Session, task: Task, user: Principal, sender: str, recipi
             member = s.scalars(select(User.id).where(User.name == name)).first()
             if member is None or not is_joined(s, task.id, member):
                 raise HTTPException(
-                    404, f"{name!r} is not a participant of task {task.name!r}; nobody would read {recipient!r}"
+                    404,
+                    f"{name!r} is not a participant of task {task.name!r} (never admitted, or removed); "
+                    f"nobody would read {recipient!r}",
                 )
         return
     if sender == BROADCAST or _participant_name(sender) != user.name:
         raise HTTPException(
             403, f"you may send only as 'participant/{user.name}' (or 'aggregator' if you created the task)"
         )
-    if not is_joined(s, task.id, user.id):
-        raise HTTPException(
-            403,
-            f"you are not a participant of task {task.name!r}: join it first with POST /api/v1/tasks/{task.name}/join",
-        )
+    require_participant(s, task, user, "send messages")
     if recipient != AGGREGATOR:
         raise HTTPException(403, "participants send only to 'aggregator'")
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fedpact.hub.access import find_task, require_creator
+from fedpact.hub.access import find_task, require_creator, require_member
 from fedpact.hub.auth import CurrentUser, State
 from fedpact.hub.schemas import (
     BlobRef,
@@ -69,6 +69,7 @@ def put_round(
 def list_rounds(task: str, user: CurrentUser, state: State) -> RoundItems:
     with state.db.session() as s:
         row = find_task(s, task)
+        require_member(s, row, user, "see its rounds")
         rounds = s.scalars(select(Round).where(Round.task_id == row.id).order_by(Round.number))
         return RoundItems(items=[round_out(r) for r in rounds])
 

@@ -15,6 +15,7 @@ from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.lifecycle import record, transition
 from fedpact.hub.schemas import StatusIn, TaskCreate, TaskList, TaskOut, TaskStatus
 from fedpact.hub.tables import (
+    ADMITTED,
     Blob,
     Checkpoint,
     Cursor,
@@ -56,7 +57,7 @@ def create_task(body: TaskCreate, user: CurrentUser, state: State) -> TaskOut:
             raise _taken(body.name) from None
         record(s, task, "CREATED", f"created by {user.name}")
         s.commit()
-        return task_out(s, task)
+        return task_out(s, task, user)
 
 
 @router.get("/tasks", response_model=TaskList)
@@ -65,7 +66,7 @@ def list_tasks(
     state: State,
     status: Annotated[TaskStatus | None, Query(description="only tasks in this status")] = None,
     creator: Annotated[str | None, Query(description="only tasks created by this user name")] = None,
-    joined: Annotated[bool, Query(description="only tasks the caller has joined")] = False,
+    joined: Annotated[bool, Query(description="only tasks the caller has been admitted to")] = False,
     mine: Annotated[bool, Query(description="only tasks the caller created")] = False,
     q: Annotated[str | None, Query(max_length=200, description="substring of name or description")] = None,
     privacy: Annotated[
@@ -83,7 +84,11 @@ def list_tasks(
     if creator is not None:
         query = query.join(User, User.id == Task.creator_id).where(User.name == creator)
     if joined:
-        query = query.where(Task.id.in_(select(Membership.task_id).where(Membership.user_id == user.id)))
+        query = query.where(
+            Task.id.in_(
+                select(Membership.task_id).where(Membership.user_id == user.id, Membership.status == ADMITTED)
+            )
+        )
     if mine:
         query = query.where(Task.creator_id == user.id)
     if privacy is not None:
@@ -101,13 +106,13 @@ def list_tasks(
     with state.db.session() as s:
         total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
         tasks = list(s.scalars(query.order_by(Task.id.desc()).limit(limit).offset(offset)))
-        return TaskList(items=tasks_out(s, tasks), total=total)
+        return TaskList(items=tasks_out(s, tasks, user), total=total)
 
 
 @router.get("/tasks/{task}", response_model=TaskOut)
 def get_task(task: str, user: CurrentUser, state: State) -> TaskOut:
     with state.db.session() as s:
-        return task_out(s, find_task(s, task))
+        return task_out(s, find_task(s, task), user)
 
 
 @router.post("/tasks/{task}/cancel", response_model=TaskOut)
@@ -117,7 +122,7 @@ def cancel_task(task: str, user: CurrentUser, state: State) -> TaskOut:
         require_creator(row, user, "cancel it")
         transition(s, row, "CANCELLED", f"cancelled by {user.name}")
         s.commit()
-        out = task_out(s, row)
+        out = task_out(s, row, user)
     state.notifier.notify(out.id)
     return out
 
@@ -129,7 +134,7 @@ def set_status(task: str, body: StatusIn, user: CurrentUser, state: State) -> Ta
         require_creator(row, user, "change its status")
         transition(s, row, body.status, body.reason)
         s.commit()
-        out = task_out(s, row)
+        out = task_out(s, row, user)
     state.notifier.notify(out.id)
     return out
 

@@ -97,6 +97,10 @@ export const api = {
   task: (t) => request("GET", `/tasks/${encodeURIComponent(t)}`),
   createTask: (name, description, definition) => request("POST", "/tasks", { body: { name, description, definition } }),
   join: (t) => request("POST", `/tasks/${encodeURIComponent(t)}/join`),
+  joinRequests: (t) => request("GET", `/tasks/${encodeURIComponent(t)}/requests`),
+  approve: (t, user) => request("POST", `/tasks/${encodeURIComponent(t)}/requests/${encodeURIComponent(user)}/approve`),
+  decline: (t, user) => request("POST", `/tasks/${encodeURIComponent(t)}/requests/${encodeURIComponent(user)}/decline`),
+  removeMember: (t, user) => request("DELETE", `/tasks/${encodeURIComponent(t)}/members/${encodeURIComponent(user)}`),
   cancel: (t) => request("POST", `/tasks/${encodeURIComponent(t)}/cancel`),
   remove: (t) => request("DELETE", `/tasks/${encodeURIComponent(t)}`),
   rounds: (t) => request("GET", `/tasks/${encodeURIComponent(t)}/rounds`),
@@ -108,13 +112,14 @@ export const api = {
   model: (id) => request("GET", `/models/${id}`),
   downloadModel: (id) => request("GET", `/models/${id}/download`, { raw: true }),
 
-  async uploadBlob(task, file, onProgress) {
-    // Content-addressed, chunked upload, exactly as the SDK does it.
+  async uploadBlob(task, file, onProgress, isPrivate = false) {
+    // Content-addressed, chunked upload, exactly as the SDK does it. ``isPrivate`` keeps a
+    // creator's blob (evaluation data) from the participants.
     const buf = await file.arrayBuffer();
     const digest = await crypto.subtle.digest("SHA-256", buf);
     const sha256 = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
     const t = encodeURIComponent(task);
-    const start = await request("POST", `/tasks/${t}/uploads`, { body: { sha256, size: buf.byteLength } });
+    const start = await request("POST", `/tasks/${t}/uploads`, { body: { sha256, size: buf.byteLength, private: isPrivate } });
     if (!start.complete) {
       const CHUNK = 8 * 1024 * 1024;
       let offset = start.offset;

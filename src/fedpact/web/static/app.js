@@ -627,9 +627,24 @@ function definitionSummary(d) {
     ["Minimum participants", d.min_participants], ["Fraction per round", d.fraction], ["Round timeout", `${d.round_timeout_s} s`],
     ["Data", `${d.data.kind}; ${Array.isArray(d.data.features) ? d.data.features.join(", ") : (d.data.features ?? (d.data.shape || []).join("x"))} features; label column "${d.data.label}"; classes ${d.data.classes.join(", ")}${d.data.standardize ? "; standardised" : ""}`],
     ["Hold-out", d.evaluation ? d.evaluation.holdout : ""],
+    ["Admission", admissionText(d.admission)],
   ];
   return h("dl", { class: "summary" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]));
 }
+
+function admissionText(a) {
+  const mode = (a && a.mode) || "approval";
+  if (mode === "open") return "open \u2014 joining admits";
+  if (mode === "approval") return "approval \u2014 the creator approves each request";
+  const invited = [...(a.users || []), ...(a.organisations || []).map((o) => `organisation ${o}`)];
+  return `invite \u2014 ${invited.join(", ")}`;
+}
+
+const STANDING = {
+  PENDING: "Your request to join is pending: the creator has to approve it. You may start the participate command now; it waits for the approval.",
+  DECLINED: "The creator declined your request to join this task.",
+  REMOVED: "The creator removed you from this task.",
+};
 
 async function pageTask(_params, ref) {
   const me = session.user;
@@ -639,6 +654,9 @@ async function pageTask(_params, ref) {
   const head = h("div", { class: "page-head" });
   const actions = h("div", { class: "actions", id: "task-actions" });
   const people = h("ul", { id: "participants" });
+  const standing = h("p", { id: "join-state", role: "status", hidden: true });
+  const requestList = h("ul", { id: "join-requests" });
+  const requestSection = h("section", { id: "requests", hidden: true }, h("h2", {}, "Requests to join"), requestList);
   const history = h("tbody", {});
   const roundsBody = h("tbody", {});
   const chartWrap = h("div", { class: "chart" }, h("canvas", { id: "metrics-chart", role: "img", "aria-label": "Round metrics chart" }));
@@ -651,7 +669,7 @@ async function pageTask(_params, ref) {
   const label = task.definition.data.label || "label";
 
   render(
-    head, box, actions,
+    head, box, actions, standing, requestSection,
     h("div", { class: "columns" },
       h("section", {}, h("h2", {}, "Definition"), definitionSummary(task.definition),
         h("details", {}, h("summary", {}, "Full definition (JSON)"), h("pre", { id: "definition-json" }, JSON.stringify(task.definition, null, 2)))),
@@ -693,17 +711,26 @@ async function pageTask(_params, ref) {
   let hosted = null;
   function drawTask() {
     const creator = task.creator === me.name;
-    const member = creator || (task.participants || []).includes(me.name);
+    const member = creator || task.membership === "ADMITTED";
+    const live = task.status === "CREATED" || task.status === "RUNNING";
     head.replaceChildren(
       h("div", {}, h("h1", {}, task.name), h("p", { class: "sub" }, "created by ", h("strong", {}, task.creator), " on ", fmtTime(task.created_at))),
       h("div", { id: "task-status" }, statusBadge(task.status)));
     if (task.description) head.append(h("p", { class: "description" }, task.description));
-    people.replaceChildren(...(task.participants.length ? task.participants.map((p) => h("li", {}, p)) : [h("li", { class: "sub" }, "nobody has joined yet")]));
+    const removeButton = (p) => h("button", { type: "button", id: `btn-remove-${p}`, class: "quiet", onclick: () => act("removeMember", { user: p }) }, "Remove");
+    people.replaceChildren(...(task.participants.length
+      ? task.participants.map((p) => h("li", {}, p, creator && live ? [" ", removeButton(p)] : []))
+      : [h("li", { class: "sub" }, member ? "nobody has joined yet" : "visible to the creator and admitted participants")]));
+    standing.hidden = !STANDING[task.membership];
+    standing.textContent = STANDING[task.membership] || "";
+    requestSection.hidden = !(creator && (task.requests || []).length);
+    requestList.replaceChildren(...(task.requests || []).map((u) => h("li", {}, h("strong", {}, u), " ",
+      h("button", { type: "button", id: `btn-approve-${u}`, class: "primary", onclick: () => act("approve", { user: u }) }, "Approve"), " ",
+      h("button", { type: "button", id: `btn-decline-${u}`, onclick: () => act("decline", { user: u }) }, "Decline"))));
     history.replaceChildren(...task.events.map((e) => h("tr", {}, h("td", {}, fmtTime(e.at)), h("td", {}, statusBadge(e.status)), h("td", {}, e.reason || ""))));
-    const live = task.status === "CREATED" || task.status === "RUNNING";
     const hostedRunning = hosted && hosted.running;
     const buttons = [];
-    if (live && !creator && !(task.participants || []).includes(me.name)) buttons.push(h("button", { type: "button", id: "btn-join", class: "primary", onclick: () => act("join") }, "Join this task"));
+    if (live && !creator && !task.membership) buttons.push(h("button", { type: "button", id: "btn-join", class: "primary", onclick: () => act("join") }, "Join this task"));
     if (creator && live && !hostedRunning) {
       buttons.push(task.status === "RUNNING"
         ? h("button", { type: "button", id: "btn-host", onclick: () => act("host", { resume: true }) }, "Resume the aggregator on the hub")
@@ -725,14 +752,26 @@ async function pageTask(_params, ref) {
     box.hidden = true;
     try {
       if (what === "join") {
-        await api.join(name);
-        flash(`You joined ${name}. Run the participate command on your data.`);
+        const joined = await api.join(name);
+        flash(joined.status === "PENDING"
+          ? `You asked to join ${name}; its creator has to approve your request.`
+          : `You joined ${name}. Run the participate command on your data.`);
+      } else if (what === "approve") {
+        await api.approve(name, opts.user);
+        flash(`${opts.user} may now take part in ${name}.`);
+      } else if (what === "decline") {
+        await api.decline(name, opts.user);
+        flash(`You declined ${opts.user}'s request.`);
+      } else if (what === "removeMember") {
+        if (!confirm(`Remove ${opts.user} from ${name}? Rounds go on without them from the next one.`)) return;
+        await api.removeMember(name, opts.user);
+        flash(`${opts.user} was removed from ${name}.`);
       } else if (what === "host") {
         const body = { resume: !!opts.resume };
         const file = document.querySelector("#eval-file") && document.querySelector("#eval-file").files[0];
         if (file) {
           flash(`Uploading ${file.name}\u2026`);
-          body.eval_data = { blob: await api.uploadBlob(name, file), format: "csv", label };
+          body.eval_data = { blob: await api.uploadBlob(name, file, undefined, true), format: "csv", label };
         }
         hosted = await api.startHosted(name, body);
         flash("The hub is running the aggregator; you may close this page.");
@@ -763,7 +802,12 @@ async function pageTask(_params, ref) {
   let logOffset;
   async function refresh() {
     try {
-      const [t, rounds, hs] = await Promise.all([api.task(name), api.rounds(name), api.hosted(name)]);
+      // Rounds and the hosted aggregator are for members; anyone else sees the public description.
+      const t = await api.task(name);
+      const isMember = t.creator === me.name || t.membership === "ADMITTED";
+      const [rounds, hs] = isMember
+        ? await Promise.all([api.rounds(name), api.hosted(name)])
+        : [{ items: [] }, { state: "none", running: false }];
       task = t;
       const hostedChanged = JSON.stringify(hs) !== JSON.stringify(hosted);
       hosted = hs;
@@ -780,8 +824,7 @@ async function pageTask(_params, ref) {
         lastRounds = sig;
         drawRounds(rounds.items);
       }
-      const member = task.creator === me.name || task.participants.includes(me.name);
-      if (member && hosted.state !== "none") {
+      if (isMember && hosted.state !== "none") {
         hostedState.replaceChildren(`State: ${hosted.state}`,
           hosted.started_at ? ` \u00b7 started ${fmtTime(hosted.started_at)} by ${hosted.started_by}` : "",
           hosted.restarts ? ` \u00b7 restarted ${hosted.restarts}\u00d7` : "",
