@@ -159,6 +159,11 @@ class WorkerManager:
                 w = self._workers[task_id] = Worker(self.root, task_id)
             return w
 
+    def running_tasks(self) -> list[int]:
+        """Ids of the tasks whose hosted aggregator is running now (for the hosted quotas)."""
+        with self._lock:
+            return [task_id for task_id, w in self._workers.items() if w.running]
+
     def status(self, task_id: int) -> dict[str, Any]:
         with self._lock:
             w = self.worker(task_id)

@@ -24,8 +24,9 @@ from starlette.requests import ClientDisconnect
 
 from fedpact.hub.access import find_task, require_member
 from fedpact.hub.auth import CurrentUser, State
-from fedpact.hub.blobstore import BlobResponse, SHA256_RE
-from fedpact.hub.schemas import BlobRef, OffsetOut, UploadIn, UploadOut, UploadStatus
+from fedpact.hub.blobstore import SHA256_RE, BlobResponse
+from fedpact.hub.quotas import check_free_space, check_stored_bytes
+from fedpact.hub.schemas import INT64_MAX, BlobRef, OffsetOut, UploadIn, UploadOut, UploadStatus
 from fedpact.hub.state import HubState
 from fedpact.hub.tables import Blob, Upload
 
@@ -57,6 +58,8 @@ def start_upload(task: str, body: UploadIn, user: CurrentUser, state: State) -> 
             return JSONResponse(done.model_dump(), status_code=200)
         upload = s.scalars(select(Upload).where(Upload.task_id == row.id, Upload.sha256 == body.sha256)).first()
         if upload is None:
+            check_stored_bytes(s, state.config, user.id, body.size)
+            check_free_space(state.config, body.size)
             upload = Upload(
                 id=secrets.token_urlsafe(24), task_id=row.id, sha256=body.sha256, size=body.size, created_by=user.id
             )
@@ -131,7 +134,7 @@ async def put_chunk(
     request: Request,
     user: CurrentUser,
     state: State,
-    offset: Annotated[int, Query(ge=0, description="the number of bytes already received")],
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX, description="the number of bytes already received")],
 ) -> OffsetOut | JSONResponse:
     target = await run_in_threadpool(_find_upload, state, task, upload_id, user)
     if upload_id in state.busy_uploads:
@@ -155,6 +158,7 @@ async def _receive(state: HubState, target: _Target, request: Request, offset: i
         raise HTTPException(
             413, f"a chunk of {declared} bytes at offset {offset} would pass the declared size of {target.size} bytes"
         )
+    check_free_space(state.config, target.size - offset)
     path = store.partial_path(target.upload_id)
     f: BinaryIO = await anyio.to_thread.run_sync(open, path, "ab")
     written = 0
@@ -253,12 +257,15 @@ def store_verified(
     s.commit()
 
 
-def _blob_target(state: HubState, task: str, sha256: str, user: CurrentUser) -> tuple[int, bool]:
-    """(task id, whether the task already holds the blob), for a member only."""
+def _blob_target(state: HubState, task: str, sha256: str, user: CurrentUser, size: int) -> tuple[int, bool]:
+    """(task id, whether the task already holds the blob), for a member within their quota only."""
     with state.db.reading() as s:
         row = find_task(s, task)
         require_member(s, row, user, "upload blobs")
         held = s.scalars(select(Blob.id).where(Blob.task_id == row.id, Blob.sha256 == sha256)).first()
+        if held is None:
+            check_stored_bytes(s, state.config, user.id, size)
+            check_free_space(state.config, size)
         return row.id, held is not None
 
 
@@ -278,7 +285,7 @@ async def put_blob(task: str, sha256: str, request: Request, user: CurrentUser, 
     """Upload a whole blob in one request, hashed as it arrives (for blobs small enough to resend)."""
     _check_sha(sha256)
     size = declared_size(request, state.config.max_blob_bytes)
-    task_id, held = await run_in_threadpool(_blob_target, state, task, sha256, user)
+    task_id, held = await run_in_threadpool(_blob_target, state, task, sha256, user, size)
     if held:
         return JSONResponse(BlobRef(sha256=sha256, size=size).model_dump(), status_code=200)
     partial, actual = await receive_verified(request, state, size)
