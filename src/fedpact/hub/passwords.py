@@ -35,8 +35,8 @@ def password_problem(password: str, name: str, organisation: str = "") -> str | 
     """Why ``password`` is refused, or None when it is acceptable."""
     if len(password) < MIN_LENGTH:
         return f"a password has at least {MIN_LENGTH} characters; got {len(password)}"
-    if name and name.lower() in password.lower():
-        return "the password must not contain the user name"
+    if name and password.strip().lower() == name.lower():
+        return "the password must not be the user name"
     inputs = [x for x in (name, organisation) if x]
     result = zxcvbn(password[:_JUDGED_CHARS], user_inputs=inputs)
     if result["score"] < MIN_SCORE:
