@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hub_fixtures import PASSWORD, Api, api, fast_config, hub, unique  # noqa: E402,F401
+from hub_fixtures import PASSWORD, Api, api, fast_config, hub, unique  # noqa: F401
 
-from fedpact.hub import EmbeddedHub  # noqa: E402
-from fedpact.hub.passwords import password_problem  # noqa: E402
+from fedpact.hub import EmbeddedHub
+from fedpact.hub.passwords import password_problem
 
 
 @pytest.fixture
@@ -38,12 +38,12 @@ def strict(tmp_path: Path) -> Iterator[tuple[EmbeddedHub, Api]]:
 
 
 def test_failed_logins_per_name_get_429_with_retry_after(strict: tuple[EmbeddedHub, Api]) -> None:
-    _, api = strict
+    _, users = strict
     name = unique("alice")
-    assert api.register(name).status_code == 201
+    assert users.register(name).status_code == 201
     for _ in range(3):
-        assert api.login(name, "wrong password here").status_code == 401
-    r = api.login(name)  # even the right password waits: the guesser must not learn it
+        assert users.login(name, "wrong password here").status_code == 401
+    r = users.login(name)  # even the right password waits: the guesser must not learn it
     assert r.status_code == 429, r.text
     assert int(r.headers["retry-after"]) > 0
     assert "login_failures_per_name = 3" in r.json()["detail"]
@@ -51,60 +51,60 @@ def test_failed_logins_per_name_get_429_with_retry_after(strict: tuple[EmbeddedH
 
 
 def test_failed_logins_per_address_get_429(strict: tuple[EmbeddedHub, Api]) -> None:
-    _, api = strict
+    _, users = strict
     names = [unique("u") for _ in range(3)]
     for n in names:
-        assert api.register(n).status_code == 201
-    failures = [api.login(n, "wrong password here") for n in names + names[:2]]
+        assert users.register(n).status_code == 201
+    failures = [users.login(n, "wrong password here") for n in names + names[:2]]
     assert [r.status_code for r in failures] == [401] * 5
-    r = api.login(names[2])
+    r = users.login(names[2])
     assert r.status_code == 429 and r.headers["x-fedpact-limit"] == "login_failures_per_address"
     assert int(r.headers["retry-after"]) > 0
 
 
 def test_a_successful_login_clears_its_name(strict: tuple[EmbeddedHub, Api]) -> None:
-    _, api = strict
+    _, users = strict
     name = unique("bob")
-    assert api.register(name).status_code == 201
+    assert users.register(name).status_code == 201
     for _ in range(2):
-        assert api.login(name, "wrong password here").status_code == 401
-    assert api.login(name).status_code == 200
+        assert users.login(name, "wrong password here").status_code == 401
+    assert users.login(name).status_code == 200
     for _ in range(2):
-        assert api.login(name, "wrong password here").status_code == 401
-    assert api.login(name).status_code == 200
+        assert users.login(name, "wrong password here").status_code == 401
+    assert users.login(name).status_code == 200
 
 
 def test_registrations_per_address_get_429_and_create_nobody(strict: tuple[EmbeddedHub, Api]) -> None:
-    _, api = strict
+    _, users = strict
     for _ in range(4):
-        assert api.register(unique("r")).status_code == 201
+        assert users.register(unique("r")).status_code == 201
     name = unique("r")
-    r = api.register(name)
+    r = users.register(name)
     assert r.status_code == 429 and r.headers["x-fedpact-limit"] == "registrations_per_address"
     assert int(r.headers["retry-after"]) > 0
-    assert api.login(name).status_code == 401
+    assert users.login(name).status_code == 401
 
 
 def test_full_hash_pool_answers_503_while_other_requests_go_on(strict: tuple[EmbeddedHub, Api]) -> None:
-    hub, api = strict
-    user = api.user("carol")
+    h, users = strict
+    user = users.user("carol")
     task = user.create_task()["name"]
-    pool = hub.app.state.hub.hash_pool  # type: ignore[union-attr]
+    pool = h.app.state.hub.hash_pool  # type: ignore[union-attr]
     assert pool.loop is not None and pool.free is not None
     asyncio.run_coroutine_threadsafe(pool.free.acquire(), pool.loop).result(timeout=10)  # the one slot
     try:
-        r = api.login(user.name)
+        r = users.login(user.name)
         assert r.status_code == 503, r.text
         assert int(r.headers["retry-after"]) >= 1 and "busy" in r.json()["detail"]
-        r = api.register(unique("late"))
+        r = users.register(unique("late"))
         assert r.status_code == 503
         # Everything that hashes no password is served as usual while the pool is full.
-        assert api.anonymous().get("/health").status_code == 200
+        assert users.anonymous().get("/health").status_code == 200
         assert user.http.get(f"/tasks/{task}").status_code == 200
         assert user.http.get("/users/me").status_code == 200
     finally:
         pool.loop.call_soon_threadsafe(pool.free.release)
-    assert api.login(user.name).status_code == 200
+    assert users.login(user.name).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,7 @@ def test_full_hash_pool_answers_503_while_other_requests_go_on(strict: tuple[Emb
         ("iloveyou12", "too common"),
     ],
 )
-def test_weak_passwords_are_refused_and_create_nobody(api: Api, password: str, why: str) -> None:
+def test_weak_passwords_are_refused_and_create_nobody(api: Api, password: str, why: str) -> None:  # noqa: F811
     name = unique("weak")
     r = api.register(name, password=password)
     assert r.status_code == 422, r.text
@@ -124,7 +124,7 @@ def test_weak_passwords_are_refused_and_create_nobody(api: Api, password: str, w
     assert api.login(name, password).status_code == 401
 
 
-def test_the_user_name_is_not_a_password(api: Api) -> None:
+def test_the_user_name_is_not_a_password(api: Api) -> None:  # noqa: F811
     name = unique("samename")
     r = api.register(name, password=name)
     assert r.status_code == 422 and "user name" in r.json()["detail"][0]["msg"]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hub_fixtures import Api, User, definition, fast_config, sha  # noqa: E402
+from hub_fixtures import Api, User, definition, fast_config, sha
 
-from fedpact.hub import EmbeddedHub  # noqa: E402
+from fedpact.hub import EmbeddedHub
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ class ErrorOut(BaseModel):
 
 
 _DESCRIPTIONS = {
-    400: "the request was incomplete (e.g. the body ended early); nothing was kept",
+    400: "the body could not be parsed, or ended early; nothing was kept",
     401: "not logged in, or the token is invalid or expired",
     403: "logged in, but not allowed to do this",
     404: "no such task, blob, upload, round or model",
@@ -52,14 +52,14 @@ _DESCRIPTIONS = {
 #: What any route behind a bearer token may answer.
 AUTH_ERRORS = (401, 422)
 #: What any route on a task may answer, on top of AUTH_ERRORS.
-TASK_ERRORS = (401, 403, 404, 409, 413, 422, 429, 507)
+TASK_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 507)
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorOut, "description": _DESCRIPTIONS[code]} for code in sorted(set(codes))}
 
 
-def _is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     if isinstance(exc, OperationalError):
@@ -89,7 +89,7 @@ class ErrorShieldMiddleware:
         except Exception as exc:
             if started:
                 raise
-            if _is_disk_full(exc):
+            if is_disk_full(exc):
                 log.error("disk full in %s %s: %s", scope["method"], scope["path"], exc)
                 await _answer(send, 507, DISK_FULL)
             elif isinstance(exc, RecursionError):

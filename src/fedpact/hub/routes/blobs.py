@@ -9,8 +9,10 @@ in bounded pieces, never held whole in memory.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 import anyio
@@ -25,8 +27,16 @@ from starlette.requests import ClientDisconnect
 from fedpact.hub.access import find_task, require_member
 from fedpact.hub.auth import CurrentUser, State
 from fedpact.hub.blobstore import SHA256_RE, BlobResponse
-from fedpact.hub.quotas import check_free_space, check_stored_bytes
-from fedpact.hub.schemas import INT64_MAX, BlobRef, OffsetOut, UploadIn, UploadOut, UploadStatus
+from fedpact.hub.errors import is_disk_full
+from fedpact.hub.quotas import check_free_space, check_stored_bytes, disk_full
+from fedpact.hub.schemas import (
+    INT64_MAX,
+    BlobRef,
+    OffsetOut,
+    UploadIn,
+    UploadOut,
+    UploadStatus,
+)
 from fedpact.hub.state import HubState
 from fedpact.hub.tables import Blob, Upload
 
@@ -186,9 +196,25 @@ async def _receive(state: HubState, target: _Target, request: Request, offset: i
             )
         await anyio.to_thread.run_sync(_flush, f, bytes(buffer))
         written += len(buffer)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        # Put the upload back where this chunk found it, so a retry resumes cleanly.
+        await anyio.to_thread.run_sync(_close_and_truncate, f, path, offset)
+        raise disk_full() from None
     finally:
-        await anyio.to_thread.run_sync(f.close)
+        if not f.closed:
+            await anyio.to_thread.run_sync(f.close)
     return OffsetOut(offset=offset + written)
+
+
+def _close_and_truncate(f: BinaryIO, path: Path, size: int) -> None:
+    # Closing flushes what is still buffered, which may fail again on a full disk.
+    try:
+        f.close()
+    except OSError:
+        pass
+    os.truncate(path, size)
 
 
 def _flush(f: BinaryIO, data: bytes) -> None:

@@ -72,7 +72,7 @@ def _check_logins(state: HubState, name: str, address: str) -> None:
     "/users",
     status_code=201,
     response_model=UserOut,
-    responses=error_responses(409, 422, 429, 503),
+    responses=error_responses(400, 409, 413, 422, 429, 503),
 )
 async def register(body: UserCreate, request: Request, state: State) -> UserOut:
     address = _address(request)
@@ -102,7 +102,7 @@ async def register(body: UserCreate, request: Request, state: State) -> UserOut:
     return out
 
 
-@router.post("/auth/login", response_model=LoginOut, responses=error_responses(401, 422, 429, 503))
+@router.post("/auth/login", response_model=LoginOut, responses=error_responses(400, 401, 413, 422, 429, 503))
 async def login(body: LoginIn, request: Request, state: State) -> LoginOut:
     address = _address(request)
     _check_logins(state, body.name, address)
