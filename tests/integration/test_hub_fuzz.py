@@ -15,7 +15,11 @@ from typing import Any
 import httpx
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
+from schemathesis.checks import (
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hub_fixtures import Api, fast_config
@@ -34,13 +38,14 @@ def test_fuzzed_requests_get_no_500_and_match_the_openapi_document(tmp_path: Pat
         spec = httpx.get(f"{h.url}/api/v1/openapi.json").json()
         schema = schemathesis.openapi.from_dict(spec)
         seen: dict[int, int] = {}
+        headers = {"Authorization": f"Bearer {alice.token}"}
         operations = 0
         for result in schema.get_all_operations():
             operation = result.ok()
             if operation.label == "POST /api/v1/auth/logout":
                 continue  # it would revoke the token every other operation uses
             operations += 1
-            headers = {"Authorization": f"Bearer {alice.token}"}
+
 
             @settings(
                 max_examples=EXAMPLES,
