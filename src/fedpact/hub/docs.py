@@ -1,23 +1,26 @@
 """The interactive API documentation at ``/api/v1/docs``, served entirely by the hub.
 
 FastAPI's default page loads Swagger UI from a CDN, which fails on an offline hub and
-would let a third party run script next to a user's token. The assets come from the
-``swagger-ui-bundle`` package instead, and the page runs under the dashboard's strict
+would let a third party run script next to a user's token. The assets are vendored in
+``docs_static/swagger-ui`` (from npm's ``swagger-ui-dist``, version 5 because the hub's
+document is OpenAPI 3.1), and the page runs under the dashboard's strict
 Content-Security-Policy: no inline script (the start-up code is a file of its own), no
 other origin, and Swagger UI's online validator switched off.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
-from swagger_ui_bundle import swagger_ui_path
 
 from fedpact.web import CONTENT_SECURITY_POLICY
 
 DOCS = "/api/v1/docs"
+ASSETS_DIR = Path(__file__).resolve().parent / "docs_static" / "swagger-ui"
 _SECURITY_HEADERS = [
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -76,4 +79,4 @@ def mount_docs(app: FastAPI) -> None:
     def docs_init() -> Response:
         return Response(_INIT, media_type="text/javascript", headers=_headers())
 
-    app.mount(f"{DOCS}/assets", _Assets(directory=swagger_ui_path), name="docs-assets")
+    app.mount(f"{DOCS}/assets", _Assets(directory=ASSETS_DIR), name="docs-assets")
