@@ -114,6 +114,22 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return dict(table)
 
 
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` from the command line, converted to the type of that setting."""
+    name, sep, raw = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or name not in SETTINGS:
+        raise ValueError(f"{text!r}: give NAME=VALUE with NAME one of {', '.join(SETTINGS)}")
+    default = HubConfig.__dataclass_fields__[name].default
+    if isinstance(default, bool):
+        return name, raw.lower() in ("1", "true", "yes")
+    if isinstance(default, int):
+        return name, int(raw)
+    if isinstance(default, float):
+        return name, float(raw)
+    return name, raw
+
+
 def build_config(
     data_dir: Path | None, config_file: Path | None, overrides: dict[str, Any], fallback_dir: Path | None = None
 ) -> HubConfig:

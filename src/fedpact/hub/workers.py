@@ -49,6 +49,8 @@ STOP_GRACE_S = 5.0
 TERMINAL = frozenset({"COMPLETE", "FAILED", "CANCELLED"})
 #: Environment variable that overrides the URL workers use to reach this hub.
 INTERNAL_URL_ENV = "FEDPACT_HUB_INTERNAL_URL"
+#: Read by fedpact.client (the hub does not import the client package).
+CA_ENV = "FEDPACT_CA"
 
 
 def _now() -> str:
@@ -250,6 +252,10 @@ class WorkerManager:
                 "COLUMNS": "160",
             }
             env.pop(INTERNAL_URL_ENV, None)
+            if self.config.tls_cert is not None and not env.get(CA_ENV):
+                # The worker checks the hub's certificate like any client; the chain the hub
+                # serves (ending in its CA, or a self-signed certificate) is what to trust.
+                env[CA_ENV] = str(self.config.tls_cert)
             mode = "resuming after the last checkpointed round" if resume else "starting"
             w.log_append(f"{mode}: aggregator of task {task.name!r} for {creator_name}, asked by {started_by}")
             with open(w.log_path, "ab") as out:
