@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # The browser tests drive Debian's Chromium (never a test framework's own browser download).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint bench clean chromium
+.PHONY: demo test lint bench clean chromium fuzz
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ chromium:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
 		|| { echo "could not install chromium: run 'apt-get install chromium' as root" >&2; exit 1; }; \
 	fi
+
+# A long schemathesis run against a live hub (the suite runs the same test with 8 examples).
+FUZZ_EXAMPLES ?= 200
+fuzz: $(TEST_INSTALLED)
+	FEDPACT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/integration/test_hub_fuzz.py -q -s -p no:cacheprovider
 
 bench: $(INSTALLED)
 	$(PY) bench/fedavg_throughput.py

@@ -26,8 +26,12 @@ PASSWORD = "correct horse battery"
 _TLS = ssl.create_default_context()
 
 
+#: Module-scoped hubs register dozens of users from 127.0.0.1; the throttle tests set their own.
+TEST_LIMITS: dict[str, Any] = {"registrations_per_address": 0}
+
+
 def fast_config(data_dir: Path, **overrides: Any) -> HubConfig:
-    return HubConfig(data_dir=data_dir, **{**FAST_HASH, **overrides})
+    return HubConfig(data_dir=data_dir, **{**FAST_HASH, **TEST_LIMITS, **overrides})
 
 
 def unique(prefix: str) -> str:

@@ -45,8 +45,11 @@ def load_definition(source: str | Path | Mapping[str, Any] | TaskDefinition) -> 
 class Client:
     """A user's handle on a hub."""
 
-    def __init__(self, url: str, token: str | None = None, *, retry_for_s: float = 30.0) -> None:
-        self.hub = HubClient(url, token, retry_for_s=retry_for_s)
+    def __init__(
+        self, url: str, token: str | None = None, *, retry_for_s: float = 30.0, ca_file: str | Path | None = None
+    ) -> None:
+        """``ca_file``: the CA that signed an HTTPS hub's certificate (default: $FEDPACT_CA, else the system's)."""
+        self.hub = HubClient(url, token, retry_for_s=retry_for_s, ca_file=ca_file)
         self._embedded: Any = None
 
     @classmethod

@@ -8,6 +8,7 @@ that says what went wrong and what to do, with exit status 1.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from fedpact.client import credentials
-from fedpact.client.hub import HubClient, HubError
+from fedpact.client.hub import CA_ENV, HubClient, HubError
 from fedpact.common.errors import FedpactError
 
 app = typer.Typer(help="fedpact: federated learning across organisations through a hub.", no_args_is_help=True)
@@ -66,23 +67,51 @@ def _print_json(data: Any) -> None:
 
 
 # -- hub ----------------------------------------------------------------------------------
+@app.callback()
+def main_options(
+    ca_file: Annotated[
+        Optional[Path],
+        typer.Option("--ca-file", help="CA (PEM) that signed an HTTPS hub's certificate [$FEDPACT_CA, else the system's CAs]."),
+    ] = None,
+) -> None:
+    """fedpact: federated learning across organisations through a hub."""
+    if ca_file is not None:
+        # Through the environment, so the runtime processes this command starts trust it too.
+        os.environ[CA_ENV] = str(ca_file.expanduser().resolve())
+
+
 @app.command()
 def hub(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8470,
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the database and blobs live.")] = Path("fedpact-hub"),
-    max_blob_mb: Annotated[int | None, typer.Option(help="Largest blob accepted, in MiB.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where the database and blobs live (default: fedpact-hub).")] = None,
+    max_blob_mb: Annotated[Optional[int], typer.Option(help="Largest blob accepted, in MiB.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of hub settings (docs/security.md).")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="Serve HTTPS with this certificate chain (PEM).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="The private key (PEM) of --tls-cert.")] = None,
+    settings: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Any hub setting as NAME=VALUE, e.g. --set max_tasks_per_user=20.")
+    ] = None,
 ) -> None:
     """Run a hub (SQLite and files under --data-dir) until interrupted."""
-    from fedpact.hub.config import HubConfig
+    from fedpact.hub.config import build_config, parse_setting
     from fedpact.hub.server import serve
 
-    extra: dict[str, Any] = {}
-    if max_blob_mb is not None:
-        extra["max_blob_bytes"] = max_blob_mb * 1024 * 1024
-    data_dir.mkdir(parents=True, exist_ok=True)
-    err.print(f"fedpact hub on http://{host}:{port} (data in {data_dir.resolve()}); API docs at /api/v1/docs")
-    serve(HubConfig(data_dir=data_dir, **extra), host=host, port=port)
+    with errors():
+        extra: dict[str, Any] = dict(parse_setting(s) for s in settings or [])
+        if max_blob_mb is not None:
+            extra["max_blob_bytes"] = max_blob_mb * 1024 * 1024
+        if tls_cert is not None:
+            extra["tls_cert"] = tls_cert
+        if tls_key is not None:
+            extra["tls_key"] = tls_key
+        try:
+            cfg = build_config(data_dir, config, extra, fallback_dir=Path("fedpact-hub"))
+        except (OSError, TypeError, ValueError) as exc:
+            raise FedpactError(f"hub settings: {exc}") from None
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    err.print(f"fedpact hub on {cfg.scheme}://{host}:{port} (data in {cfg.data_dir}); API docs at /api/v1/docs")
+    serve(cfg, host=host, port=port)
 
 
 # -- users --------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ carry an idempotency key.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -47,6 +49,45 @@ class HubUnreachable(FedpactError):
     """No connection to the hub could be made within the retry window."""
 
 
+class HubCertificateError(HubUnreachable):
+    """The hub's TLS certificate failed verification; retrying cannot help, so it is not retried."""
+
+
+#: Where clients look for the CA that signed the hub's certificate (besides --ca-file).
+CA_ENV = "FEDPACT_CA"
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    # One context per CA file: building one costs tens of milliseconds, and contexts are
+    # safe to share between clients and threads.
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def tls_context(ca_file: str | Path | None = None) -> ssl.SSLContext:
+    """Verification against ``ca_file``, else $FEDPACT_CA, else the system's trusted CAs."""
+    chosen = str(ca_file) if ca_file else os.environ.get(CA_ENV) or None
+    if chosen is not None and not Path(chosen).is_file():
+        source = "--ca-file" if ca_file else f"${CA_ENV}"
+        raise FedpactError(
+            f"the CA file {chosen} ({source}) does not exist; give the PEM file of the CA that signed the hub's certificate"
+        )
+    return _tls_context(chosen)
+
+
+def _certificate_problem(exc: BaseException) -> str | None:
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen)
+        if "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _format_detail(detail: Any) -> str:
     if isinstance(detail, list):
         parts = []
@@ -74,11 +115,12 @@ class HubClient:
         *,
         timeout: float = 60.0,
         retry_for_s: float = 30.0,
+        ca_file: str | Path | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.retry_for_s = retry_for_s
-        self._http = httpx.Client(base_url=self.url + API, timeout=timeout)
+        self._http = httpx.Client(base_url=self.url + API, timeout=timeout, verify=tls_context(ca_file))
         self.user: dict[str, Any] | None = None
 
     # -- plumbing -------------------------------------------------------------------
@@ -104,6 +146,12 @@ class HubClient:
             try:
                 resp = self._http.request(method, path, headers=self._headers(headers), **kw)
             except httpx.TransportError as exc:
+                problem = _certificate_problem(exc)
+                if problem is not None:
+                    raise HubCertificateError(
+                        f"the hub at {self.url} presented a certificate this client does not trust ({problem}); "
+                        f"if the hub uses its own CA, pass --ca-file or set ${CA_ENV} to that CA's PEM file"
+                    ) from exc
                 if time.monotonic() >= deadline:
                     raise HubUnreachable(
                         f"cannot reach the hub at {self.url} ({exc.__class__.__name__}: {exc}); "

@@ -18,8 +18,11 @@ from fedpact.hub.auth import make_hasher
 from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
+from fedpact.hub.docs import mount_docs
+from fedpact.hub.errors import TASK_ERRORS, ErrorShieldMiddleware, error_responses
 from fedpact.hub.limits import BodyLimitMiddleware
 from fedpact.hub.notify import AsyncioNotifier
+from fedpact.hub.passwords import HashPool
 from fedpact.hub.routes import (
     algorithms,
     blobs,
@@ -34,6 +37,7 @@ from fedpact.hub.routes import (
 )
 from fedpact.hub.routes.health import hub_version
 from fedpact.hub.state import HubState
+from fedpact.hub.throttle import Throttle
 from fedpact.hub.workers import LearnUrlMiddleware, WorkerManager
 from fedpact.web import mount as mount_web
 
@@ -52,6 +56,8 @@ def create_app(config: HubConfig) -> FastAPI:
         store=BlobStore(config.blobs_dir, config.uploads_dir),
         notifier=notifier,
         hasher=make_hasher(config),
+        hash_pool=HashPool(config.hash_slots, config.hash_wait_s),
+        throttle=Throttle(config.throttle_window_s),
     )
 
     workers = WorkerManager(config, state.db)
@@ -59,6 +65,7 @@ def create_app(config: HubConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         notifier.bind(asyncio.get_running_loop())
+        state.hash_pool.bind(asyncio.get_running_loop())
         yield
         await asyncio.to_thread(workers.shutdown)
         state.db.dispose()
@@ -68,31 +75,26 @@ def create_app(config: HubConfig) -> FastAPI:
         version=hub_version(),
         description="Tasks, membership, message relay, blobs, rounds and the model registry of a fedpact hub.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
     )
     app.state.hub = state
     app.state.workers = workers
-    for module in (health, algorithms, users, tasks, membership, relay, blobs, rounds, models, hosted):
-        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(health.router, prefix=API_PREFIX)
+    app.include_router(algorithms.router, prefix=API_PREFIX)
+    app.include_router(users.router, prefix=API_PREFIX)
+    for module in (tasks, membership, relay, blobs, rounds, models, hosted):
+        app.include_router(module.router, prefix=API_PREFIX, responses=error_responses(*TASK_ERRORS))
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_json_bytes)
     app.add_middleware(LearnUrlMiddleware, manager=workers)
+    app.add_middleware(ErrorShieldMiddleware)
+    mount_docs(app)
     mount_web(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error in %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {
-                "detail": f"the hub failed with an internal error ({type(exc).__name__}); it was logged, retry or tell the operator"
-            },
-            status_code=500,
-        )
 
     return app
 

@@ -1,12 +1,24 @@
-"""Settings of one hub, gathered in one place so tests, the CLI and deployments agree."""
+"""Settings of one hub, gathered in one place so tests, the CLI and deployments agree.
+
+An operator sets them with hub flags or a TOML file (``fedpact hub --config hub.toml``);
+the defaults are meant to be safe on a small shared server, so a consortium that trusts
+nobody needs to change nothing to be protected from one user exhausting the hub.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import tomllib
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 GIB = 1024**3
 MIB = 1024**2
+
+
+def _cpu_count() -> int:
+    return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -16,6 +28,8 @@ class HubConfig:
     ``database_url`` defaults to a SQLite file inside ``data_dir`` so an embedded hub needs
     nothing but a folder; a deployment points it at PostgreSQL instead. The password-hash
     costs default to argon2-cffi's recommended values; tests lower them to stay fast.
+    Every quota is per hub process's view of the shared database, so it holds across
+    several hub processes too (the throttles are per process: see docs/security.md).
     """
 
     data_dir: Path
@@ -28,11 +42,37 @@ class HubConfig:
     password_time_cost: int = 3
     password_memory_kib: int = 65536
     password_parallelism: int = 4
+    # -- quotas (0 turns one off) --------------------------------------------------------
+    max_stored_bytes_per_user: int = 20 * GIB
+    max_pending_messages: int = 10_000
+    max_poll_bytes: int = 16 * MIB
+    max_tasks_per_user: int = 100
+    max_hosted_per_user: int = 2
+    max_hosted_per_hub: int = 8
+    # -- login and registration ----------------------------------------------------------
+    hash_slots: int = 0
+    hash_wait_s: float = 10.0
+    login_failures_per_name: int = 5
+    login_failures_per_address: int = 30
+    registrations_per_address: int = 30
+    throttle_window_s: float = 300.0
+    # -- disk and transport -----------------------------------------------------------
+    min_free_bytes: int = 256 * MIB
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.data_dir / 'hub.db'}"
+        if self.hash_slots <= 0:
+            self.hash_slots = _cpu_count()
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key (the certificate chain and its private key), or neither")
+        if self.tls_cert is not None:
+            self.tls_cert = Path(self.tls_cert).expanduser().resolve()
+        if self.tls_key is not None:
+            self.tls_key = Path(self.tls_key).expanduser().resolve()
 
     @property
     def blobs_dir(self) -> Path:
@@ -46,3 +86,60 @@ class HubConfig:
     def max_json_bytes(self) -> int:
         """Largest JSON request accepted: an inline payload in base64 plus room for the rest."""
         return self.max_inline_bytes * 4 // 3 + 256 * 1024
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert is not None else "http"
+
+
+#: Settings a config file or a flag may give (everything but the data directory).
+SETTINGS = tuple(f.name for f in fields(HubConfig) if f.name != "data_dir")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings in a TOML file: top-level keys named like ``HubConfig`` fields.
+
+    Unknown keys are an error rather than ignored, so a misspelt limit cannot silently
+    leave the default in force.
+    """
+    with open(path, "rb") as fh:
+        data = tomllib.load(fh)
+    table = data.get("hub", data)
+    if not isinstance(table, dict):
+        raise TypeError(f"{path}: [hub] must be a table of settings")
+    allowed = set(SETTINGS) | {"data_dir"}
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+    return dict(table)
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` from the command line, converted to the type of that setting."""
+    name, sep, raw = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or name not in SETTINGS:
+        raise ValueError(f"{text!r}: give NAME=VALUE with NAME one of {', '.join(SETTINGS)}")
+    default = HubConfig.__dataclass_fields__[name].default
+    if isinstance(default, bool):
+        return name, raw.lower() in ("1", "true", "yes")
+    if isinstance(default, int):
+        return name, int(raw)
+    if isinstance(default, float):
+        return name, float(raw)
+    return name, raw
+
+
+def build_config(
+    data_dir: Path | None, config_file: Path | None, overrides: dict[str, Any], fallback_dir: Path | None = None
+) -> HubConfig:
+    """A config from a TOML file (if any) with ``overrides`` (flags) on top; flags win."""
+    settings: dict[str, Any] = read_config_file(config_file) if config_file is not None else {}
+    settings.update(overrides)
+    if data_dir is not None:
+        settings["data_dir"] = data_dir
+    if "data_dir" not in settings and fallback_dir is not None:
+        settings["data_dir"] = fallback_dir
+    if "data_dir" not in settings:
+        raise ValueError("give a data directory (--data-dir or data_dir in the config file)")
+    return HubConfig(**settings)

@@ -12,12 +12,18 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from fedpact.common.definition import TaskDefinition
+from fedpact.hub.passwords import password_problem
 
 NAME_CHARS = re.compile(r"^[A-Za-z0-9_.-]+$")
 KIND_RE = re.compile(r"^[a-z0-9_.-]{1,64}$")
+#: Largest values the database columns hold (INTEGER, BIGINT); anything larger is a 422, not a 500.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+#: Deepest JSON nesting accepted in free-form fields; deeper values break serialising them back.
+MAX_JSON_DEPTH = 32
 TASK_STATUSES = ("CREATED", "RUNNING", "COMPLETE", "FAILED", "CANCELLED")
 TaskStatus = Literal["CREATED", "RUNNING", "COMPLETE", "FAILED", "CANCELLED"]
 MembershipStatus = Literal["PENDING", "ADMITTED", "DECLINED", "REMOVED"]
@@ -30,16 +36,21 @@ def _check_name(what: str, v: str, lo: int, hi: int) -> str:
     return v
 
 
-def _check_finite(v: Any, path: str = "") -> None:
-    """Reject NaN and infinities anywhere in a JSON value: they are not JSON and PostgreSQL refuses them."""
+def _check_finite(v: Any, path: str = "", depth: int = 1) -> None:
+    """Reject what a JSON column cannot store and give back: NaN and infinities (not JSON,
+    PostgreSQL refuses them), integers beyond 64 bits and nesting deeper than MAX_JSON_DEPTH."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{path or 'value'} is nested more than {MAX_JSON_DEPTH} levels deep; flatten it")
     if isinstance(v, float) and not math.isfinite(v):
         raise ValueError(f"{path or 'value'} is {v}; only finite numbers can be stored")
+    if isinstance(v, int) and not isinstance(v, bool) and not -INT64_MAX - 1 <= v <= INT64_MAX:
+        raise ValueError(f"{path or 'value'} is an integer beyond 64 bits; store it as a string")
     if isinstance(v, dict):
         for k, x in v.items():
-            _check_finite(x, f"{path}.{k}" if path else str(k))
+            _check_finite(x, f"{path}.{k}" if path else str(k), depth + 1)
     elif isinstance(v, list):
         for i, x in enumerate(v):
-            _check_finite(x, f"{path}[{i}]")
+            _check_finite(x, f"{path}[{i}]", depth + 1)
 
 
 class _In(BaseModel):
@@ -48,13 +59,21 @@ class _In(BaseModel):
 
 class UserCreate(_In):
     name: str
-    password: str = Field(min_length=8, max_length=1024)
+    password: str = Field(max_length=1024, description="at least 10 characters, not the user name, not common")
     organisation: str = Field(min_length=1, max_length=200)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_name("user", v, 3, 64)
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, v: str, info: ValidationInfo) -> str:
+        problem = password_problem(v, str(info.data.get("name", "")))
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
 
 class UserOut(BaseModel):
@@ -79,6 +98,12 @@ class TaskCreate(_In):
     name: str
     description: str = Field(default="", max_length=20_000)
     definition: TaskDefinition
+
+    @field_validator("definition", mode="before")
+    @classmethod
+    def _definition_storable(cls, v: Any) -> Any:
+        _check_finite(v, "definition")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -155,14 +180,14 @@ class MemberItems(BaseModel):
 
 class BlobRef(_In):
     sha256: Sha256
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=INT64_MAX)
 
 
 class MessageIn(_In):
     sender: str = Field(max_length=80)
     recipient: str = Field(max_length=80)
     kind: str
-    round: int | None = Field(default=None, ge=0)
+    round: int | None = Field(default=None, ge=0, le=INT32_MAX)
     headers: dict[str, str] = Field(default_factory=dict)
     payload: str | None = Field(default=None, description="base64 of at most max_inline_bytes bytes")
     blob: BlobRef | None = None
@@ -202,10 +227,14 @@ class MailboxOut(BaseModel):
     messages: list[MessageOut]
     cursor: int
     task_status: TaskStatus
+    more: bool = Field(
+        default=False,
+        description="more messages are waiting: this page stopped at `limit` or at the hub's max_poll_bytes",
+    )
 
 
 class AckIn(_In):
-    cursor: int = Field(ge=0)
+    cursor: int = Field(ge=0, le=INT64_MAX)
 
 
 class AckOut(BaseModel):
@@ -214,7 +243,7 @@ class AckOut(BaseModel):
 
 class UploadIn(_In):
     sha256: Sha256
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=INT64_MAX)
     private: bool = Field(
         default=False,
         description="creator only: keep the blob from the participants (e.g. evaluation data); "
@@ -248,7 +277,7 @@ def _finite_metrics(v: dict[str, float]) -> dict[str, float]:
 
 class RoundIn(_In):
     status: Literal["running", "complete", "failed"]
-    participants: list[str] = Field(default_factory=list)
+    participants: list[str] = Field(default_factory=list, max_length=100_000)
     started_at: datetime
     finished_at: datetime | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
@@ -277,7 +306,7 @@ class RoundItems(BaseModel):
 
 
 class CheckpointIn(_In):
-    round: int = Field(ge=0)
+    round: int = Field(ge=0, le=INT32_MAX)
     blob: BlobRef
     state: dict[str, Any] = Field(default_factory=dict)
 
@@ -300,8 +329,8 @@ class CheckpointOut(BaseModel):
 class ModelIn(_In):
     blob: BlobRef
     metadata: dict[str, Any] = Field(default_factory=dict)
-    contributors: list[str] = Field(default_factory=list)
-    rounds: int = Field(ge=0)
+    contributors: list[str] = Field(default_factory=list, max_length=100_000)
+    rounds: int = Field(ge=0, le=INT32_MAX)
     metrics: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("metadata")

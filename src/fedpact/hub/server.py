@@ -21,9 +21,10 @@ from types import TracebackType
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from fedpact.hub.app import create_app
-from fedpact.hub.config import HubConfig
+from fedpact.hub.config import SETTINGS, HubConfig
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8470
@@ -39,12 +40,20 @@ def serve(config: HubConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT)
         port=port,
         log_level="info",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        ssl_certfile=_path(config.tls_cert),
+        ssl_keyfile=_path(config.tls_key),
     )
+
+
+def _path(p: Path | None) -> str | None:
+    return None if p is None else str(p)
 
 
 def _wait_healthy(url: str, alive: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2.0) as client:
+    # Only asks whether the port answers and sends no credentials, so it need not verify
+    # the hub's certificate (which may be signed by a CA this process was not told about).
+    with httpx.Client(timeout=2.0, verify=False) as client:
         while time.monotonic() < deadline:
             if not alive():
                 raise RuntimeError(f"{what} stopped while starting")
@@ -73,6 +82,7 @@ class EmbeddedHub:
     def __init__(self, data_dir: str | Path | None = None, config: HubConfig | None = None) -> None:
         self.config = _resolve_config(data_dir, config)
         self.url = ""
+        self.app: FastAPI | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -90,19 +100,22 @@ class EmbeddedHub:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((DEFAULT_HOST, 0))
         port = sock.getsockname()[1]
+        self.app = create_app(self.config)
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(self.config),
+                self.app,
                 log_level="warning",
                 access_log=False,
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+                ssl_certfile=_path(self.config.tls_cert),
+                ssl_keyfile=_path(self.config.tls_key),
             )
         )
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name=f"fedpact-hub-{port}", daemon=True
         )
         self._server, self._thread, self._sock = server, thread, sock
-        self.url = f"http://{DEFAULT_HOST}:{port}"
+        self.url = f"{self.config.scheme}://{DEFAULT_HOST}:{port}"
         thread.start()
         try:
             _wait_healthy(self.url, thread.is_alive, START_TIMEOUT_S, "the embedded hub")
@@ -145,7 +158,7 @@ class HubProcess:
     ) -> None:
         self.config = _resolve_config(data_dir, config)
         self.port = port or free_port()
-        self.url = f"http://{DEFAULT_HOST}:{self.port}"
+        self.url = f"{self.config.scheme}://{DEFAULT_HOST}:{self.port}"
         self.log_path = self.config.data_dir / "hub.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -156,13 +169,11 @@ class HubProcess:
             "--data-dir", str(c.data_dir),
             "--host", DEFAULT_HOST,
             "--port", str(self.port),
-            "--max-blob-bytes", str(c.max_blob_bytes),
-            "--max-inline-bytes", str(c.max_inline_bytes),
-            "--token-ttl-s", str(c.token_ttl_s),
-            "--max-wait-s", str(c.max_wait_s),
         ]  # fmt: skip
-        if c.database_url:
-            argv += ["--database-url", c.database_url]
+        for name in SETTINGS:
+            value = getattr(c, name)
+            if value is not None:
+                argv += ["--" + name.replace("_", "-"), str(value)]
         return argv
 
     def start(self) -> HubProcess:

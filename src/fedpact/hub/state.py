@@ -12,6 +12,8 @@ from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
 from fedpact.hub.notify import Notifier
+from fedpact.hub.passwords import HashPool
+from fedpact.hub.throttle import Throttle
 from fedpact.hub.tokens import TokenCache
 
 
@@ -22,6 +24,9 @@ class HubState:
     store: BlobStore
     notifier: Notifier
     hasher: PasswordHasher
+    hash_pool: HashPool
+    #: Failed logins and registrations, per user name and per client address.
+    throttle: Throttle
     #: Uploads a request is writing to right now; only touched on the event loop's thread.
     busy_uploads: set[str] = field(default_factory=set)
     #: Recently verified tokens (see hub.tokens); holds auth.Principal values.

@@ -49,6 +49,8 @@ STOP_GRACE_S = 5.0
 TERMINAL = frozenset({"COMPLETE", "FAILED", "CANCELLED"})
 #: Environment variable that overrides the URL workers use to reach this hub.
 INTERNAL_URL_ENV = "FEDPACT_HUB_INTERNAL_URL"
+#: Read by fedpact.client (the hub does not import the client package).
+CA_ENV = "FEDPACT_CA"
 
 
 def _now() -> str:
@@ -160,6 +162,11 @@ class WorkerManager:
                 w = self._workers[task_id] = Worker(self.root, task_id)
             return w
 
+    def running_tasks(self) -> list[int]:
+        """Ids of the tasks whose hosted aggregator is running now (for the hosted quotas)."""
+        with self._lock:
+            return [task_id for task_id, w in self._workers.items() if w.running]
+
     def status(self, task_id: int) -> dict[str, Any]:
         with self._lock:
             w = self.worker(task_id)
@@ -246,6 +253,10 @@ class WorkerManager:
                 "COLUMNS": "160",
             }
             env.pop(INTERNAL_URL_ENV, None)
+            if self.config.tls_cert is not None and not env.get(CA_ENV):
+                # The worker checks the hub's certificate like any client; the chain the hub
+                # serves (ending in its CA, or a self-signed certificate) is what to trust.
+                env[CA_ENV] = str(self.config.tls_cert)
             mode = "resuming after the last checkpointed round" if resume else "starting"
             w.log_append(f"{mode}: aggregator of task {task.name!r} for {creator_name}, asked by {started_by}")
             with open(w.log_path, "ab") as out:

@@ -9,8 +9,10 @@ in bounded pieces, never held whole in memory.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 import anyio
@@ -25,7 +27,16 @@ from starlette.requests import ClientDisconnect
 from fedpact.hub.access import can_read_blob, find_task, require_member
 from fedpact.hub.auth import CurrentUser, State
 from fedpact.hub.blobstore import SHA256_RE, BlobResponse
-from fedpact.hub.schemas import BlobRef, OffsetOut, UploadIn, UploadOut, UploadStatus
+from fedpact.hub.errors import is_disk_full
+from fedpact.hub.quotas import check_free_space, check_stored_bytes, disk_full
+from fedpact.hub.schemas import (
+    INT64_MAX,
+    BlobRef,
+    OffsetOut,
+    UploadIn,
+    UploadOut,
+    UploadStatus,
+)
 from fedpact.hub.state import HubState
 from fedpact.hub.tables import Blob, Task, Upload
 
@@ -68,6 +79,8 @@ def start_upload(task: str, body: UploadIn, user: CurrentUser, state: State) -> 
         mine = (Upload.task_id == row.id, Upload.sha256 == body.sha256, Upload.created_by == user.id)
         upload = s.scalars(select(Upload).where(*mine)).first()
         if upload is None:
+            check_stored_bytes(s, state.config, user.id, body.size)
+            check_free_space(state.config, body.size)
             upload = Upload(
                 id=secrets.token_urlsafe(24), task_id=row.id, sha256=body.sha256, size=body.size,
                 created_by=user.id, private=body.private,
@@ -147,7 +160,7 @@ async def put_chunk(
     request: Request,
     user: CurrentUser,
     state: State,
-    offset: Annotated[int, Query(ge=0, description="the number of bytes already received")],
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX, description="the number of bytes already received")],
 ) -> OffsetOut | JSONResponse:
     target = await run_in_threadpool(_find_upload, state, task, upload_id, user)
     if upload_id in state.busy_uploads:
@@ -171,6 +184,7 @@ async def _receive(state: HubState, target: _Target, request: Request, offset: i
         raise HTTPException(
             413, f"a chunk of {declared} bytes at offset {offset} would pass the declared size of {target.size} bytes"
         )
+    check_free_space(state.config, target.size - offset)
     path = store.partial_path(target.upload_id)
     f: BinaryIO = await anyio.to_thread.run_sync(open, path, "ab")
     written = 0
@@ -198,9 +212,25 @@ async def _receive(state: HubState, target: _Target, request: Request, offset: i
             )
         await anyio.to_thread.run_sync(_flush, f, bytes(buffer))
         written += len(buffer)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        # Put the upload back where this chunk found it, so a retry resumes cleanly.
+        await anyio.to_thread.run_sync(_close_and_truncate, f, path, offset)
+        raise disk_full() from None
     finally:
-        await anyio.to_thread.run_sync(f.close)
+        if not f.closed:
+            await anyio.to_thread.run_sync(f.close)
     return OffsetOut(offset=offset + written)
+
+
+def _close_and_truncate(f: BinaryIO, path: Path, size: int) -> None:
+    # Closing flushes what is still buffered, which may fail again on a full disk.
+    try:
+        f.close()
+    except OSError:
+        pass
+    os.truncate(path, size)
 
 
 def _flush(f: BinaryIO, data: bytes) -> None:
@@ -289,8 +319,10 @@ def keep_private(s: Session, task: Task, sha256: str) -> None:
         blob.shared = False
 
 
-def _blob_target(state: HubState, task: str, sha256: str, user: CurrentUser, private: bool) -> tuple[int, bool, bool | None]:
-    """(task id, whether the task already holds the blob, what to set ``shared`` to), for a member only.
+def _blob_target(
+    state: HubState, task: str, sha256: str, user: CurrentUser, private: bool, size: int
+) -> tuple[int, bool, bool | None]:
+    """(task id, whether the task already holds the blob, what to set ``shared`` to), for a member within quota.
 
     A blob already held is recorded as sent by this user now (the creator's choice to
     share it applies); its body is not read.
@@ -303,6 +335,9 @@ def _blob_target(state: HubState, task: str, sha256: str, user: CurrentUser, pri
         if blob is not None:
             share_if_creator(row, blob, user.id, private)
             s.commit()
+        else:
+            check_stored_bytes(s, state.config, user.id, size)
+            check_free_space(state.config, size)
         return row.id, blob is not None, shared
 
 
@@ -331,7 +366,7 @@ async def put_blob(
     """Upload a whole blob in one request, hashed as it arrives (for blobs small enough to resend)."""
     _check_sha(sha256)
     size = declared_size(request, state.config.max_blob_bytes)
-    task_id, held, shared = await run_in_threadpool(_blob_target, state, task, sha256, user, private)
+    task_id, held, shared = await run_in_threadpool(_blob_target, state, task, sha256, user, private, size)
     if held:
         return JSONResponse(BlobRef(sha256=sha256, size=size).model_dump(), status_code=200)
     partial, actual = await receive_verified(request, state, size)

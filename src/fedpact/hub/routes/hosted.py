@@ -8,14 +8,17 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from fedpact.hub.access import TERMINAL, find_task, require_creator, require_member
 from fedpact.hub.auth import CurrentUser, State
 from fedpact.hub.routes.blobs import keep_private
+from fedpact.hub.config import HubConfig
+from fedpact.hub.quotas import quota_exceeded
 from fedpact.hub.routes.rounds import require_blob
-from fedpact.hub.schemas import BlobRef
-from fedpact.hub.tables import User
+from fedpact.hub.schemas import INT64_MAX, BlobRef
+from fedpact.hub.tables import Task, User
 from fedpact.hub.workers import WorkerManager
 
 router = APIRouter(tags=["hosted aggregator"])
@@ -95,6 +98,7 @@ def start_hosted(task: str, body: HostedStart, request: Request, user: CurrentUs
                 raise HTTPException(422, "eval_data.label must be a column name of letters, digits, '_', '.', '-' or spaces")
             if body.eval_data.format == "npz" and label is not None:
                 raise HTTPException(422, "eval_data.label applies to CSV files only; an NPZ archive holds arrays 'x' and 'y'")
+        _check_hosted_quotas(s, state.config, manager, user.id)
         creator = s.scalars(select(User.name).where(User.id == row.creator_id)).first() or user.name
         s.commit()
         s.expunge(row)
@@ -112,6 +116,25 @@ def start_hosted(task: str, body: HostedStart, request: Request, user: CurrentUs
     return HostedStatus(**out)
 
 
+def _check_hosted_quotas(s: Session, config: HubConfig, manager: WorkerManager, user_id: int) -> None:
+    running = manager.running_tasks()
+    if 0 < config.max_hosted_per_hub <= len(running):
+        raise quota_exceeded(
+            429, "max_hosted_per_hub", config.max_hosted_per_hub,
+            f"the hub runs {len(running)} hosted aggregators; run this one yourself with 'fedpact aggregate', or retry later",
+        )  # fmt: skip
+    if config.max_hosted_per_user <= 0 or not running:
+        return
+    mine = s.scalar(
+        select(func.count()).select_from(Task).where(Task.id.in_(running), Task.creator_id == user_id)
+    ) or 0
+    if mine >= config.max_hosted_per_user:
+        raise quota_exceeded(
+            429, "max_hosted_per_user", config.max_hosted_per_user,
+            f"the hub runs {mine} aggregators of your tasks; stop one, or run this one yourself with 'fedpact aggregate'",
+        )  # fmt: skip
+
+
 @router.get("/tasks/{task}/aggregator", response_model=HostedStatus)
 def hosted_status(task: str, request: Request, user: CurrentUser, state: State) -> HostedStatus:
     with state.db.session() as s:
@@ -127,7 +150,7 @@ def hosted_log(
     request: Request,
     user: CurrentUser,
     state: State,
-    offset: Annotated[int | None, Query(ge=0, description="byte offset to read from; omitted: the tail")] = None,
+    offset: Annotated[int | None, Query(ge=0, le=INT64_MAX, description="byte offset to read from; omitted: the tail")] = None,
     limit: Annotated[int, Query(ge=1, le=1024 * 1024, description="most bytes returned")] = 64 * 1024,
 ) -> HostedLog:
     with state.db.session() as s:

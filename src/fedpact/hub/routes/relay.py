@@ -23,8 +23,11 @@ from starlette.concurrency import run_in_threadpool
 
 from fedpact.hub.access import TERMINAL, find_task, is_joined, require_member, require_participant
 from fedpact.hub.auth import CurrentUser, Principal, State
+from fedpact.hub.quotas import check_free_space, check_mailbox, check_stored_bytes
 from fedpact.hub.routes.blobs import declared_size, receive_verified, store_verified
 from fedpact.hub.schemas import (
+    INT32_MAX,
+    INT64_MAX,
     NAME_CHARS,
     AckIn,
     AckOut,
@@ -142,6 +145,8 @@ def post_message(
             if earlier is not None:
                 response.headers["Idempotent-Replayed"] = "true"
                 return message_out(earlier)
+        check_mailbox(s, state.config, row.id, body.recipient)
+        check_free_space(state.config, len(payload or b""))
         if body.blob is not None:
             blob = s.scalars(select(Blob).where(Blob.task_id == row.id, Blob.sha256 == body.blob.sha256)).first()
             if blob is None:
@@ -198,7 +203,7 @@ async def post_raw_message(
     sender: Annotated[str, Query(max_length=80)],
     recipient: Annotated[str, Query(max_length=80)],
     kind: Annotated[str, Query(max_length=64)],
-    round: Annotated[int | None, Query(ge=0)] = None,
+    round: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> MessageOut:
     """A message whose raw body is its payload, stored as a blob: upload and send in one request.
@@ -218,6 +223,10 @@ async def post_raw_message(
             row = find_task(s, task)
             _authorize_send(s, row, user, head.sender, head.recipient)
             earlier = _by_key(s, row.id, head.sender, idempotency_key) if idempotency_key else None
+            if earlier is None:
+                check_mailbox(s, state.config, row.id, head.recipient)
+                check_stored_bytes(s, state.config, user.id, size)
+                check_free_space(state.config, size)
             return row.id, message_out(earlier) if earlier is not None else None
 
     task_id, replay = await run_in_threadpool(authorize)
@@ -274,7 +283,7 @@ async def read_mailbox(
     user: CurrentUser,
     state: State,
     after: Annotated[
-        int | None, Query(ge=0, description="return messages with a larger id; default: the acknowledged cursor")
+        int | None, Query(ge=0, le=INT64_MAX, description="return messages with a larger id; default: the acknowledged cursor")
     ] = None,
     wait: Annotated[float, Query(ge=0, description="long-poll for up to this many seconds")] = 0.0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -306,7 +315,9 @@ async def read_mailbox(
     start = reader.acked if after is None else after
     recipients = _recipients(address)
 
-    def fetch() -> tuple[list[MessageOut], str]:
+    page_bytes = state.config.max_poll_bytes
+
+    def fetch() -> tuple[list[MessageOut], str, bool]:
         with state.db.reading() as s:
             status = s.scalars(select(Task.status).where(Task.id == reader.task_id)).first()
             if status is None:
@@ -315,19 +326,28 @@ async def read_mailbox(
                 select(Message)
                 .where(Message.task_id == reader.task_id, Message.recipient.in_(recipients), Message.id > start)
                 .order_by(Message.id)
-                .limit(limit)
+                .limit(limit + 1)
             )
-            return [message_out(m) for m in rows], status
+            page: list[MessageOut] = []
+            used = 0
+            for m in rows:
+                size = len(m.payload or b"")
+                # The first message always fits, so a reader can never get stuck behind one.
+                if len(page) == limit or (page and page_bytes > 0 and used + size > page_bytes):
+                    return page, status, True
+                page.append(message_out(m))
+                used += size
+            return page, status, False
 
     deadline = time.monotonic() + wait
     while True:
         mark = state.notifier.mark(reader.task_id)
-        messages, status = await run_in_threadpool(fetch)
+        messages, status, more = await run_in_threadpool(fetch)
         remaining = deadline - time.monotonic()
         ended = status in TERMINAL and status != reader.status
         if messages or remaining <= 0 or ended:
             cursor = messages[-1].id if messages else start
-            return MailboxOut(messages=messages, cursor=cursor, task_status=status)  # type: ignore[arg-type]
+            return MailboxOut(messages=messages, cursor=cursor, task_status=status, more=more)  # type: ignore[arg-type]
         await state.notifier.wait(reader.task_id, min(state.config.recheck_interval_s, remaining), since=mark)
 
 

@@ -13,7 +13,8 @@ from fedpact.hub.access import find_task, require_creator
 from fedpact.hub.auth import CurrentUser, State
 from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.lifecycle import record, transition
-from fedpact.hub.schemas import StatusIn, TaskCreate, TaskList, TaskOut, TaskStatus
+from fedpact.hub.quotas import check_tasks
+from fedpact.hub.schemas import INT32_MAX, StatusIn, TaskCreate, TaskList, TaskOut, TaskStatus
 from fedpact.hub.tables import (
     ADMITTED,
     Blob,
@@ -42,6 +43,7 @@ def create_task(body: TaskCreate, user: CurrentUser, state: State) -> TaskOut:
     with state.db.session() as s:
         if s.scalars(select(Task.id).where(Task.name == body.name)).first() is not None:
             raise _taken(body.name)
+        check_tasks(s, state.config, user.id)
         task = Task(
             name=body.name,
             description=body.description,
@@ -76,7 +78,7 @@ def list_tasks(
         str | None, Query(min_length=1, max_length=200, description="only tasks using this aggregation algorithm")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
 ) -> TaskList:
     query = select(Task)
     if status is not None:

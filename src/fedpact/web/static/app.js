@@ -252,7 +252,7 @@ function pageRegister() {
       "3 to 64 letters, digits, '_', '.' or '-'."),
     field("reg-organisation", "Organisation", h("input", { autocomplete: "organization", required: true, maxlength: 200 })),
     field("reg-password", "Password", h("input", { type: "password", autocomplete: "new-password", required: true }),
-      "At least 8 characters."),
+      "At least 10 characters, not your user name, not a common password."),
     field("reg-confirm", "Repeat the password", h("input", { type: "password", autocomplete: "new-password", required: true })),
     h("button", { type: "submit", class: "primary" }, "Register"),
     h("p", {}, "Already registered? ", h("a", { href: "#/login" }, "Log in")),
@@ -267,7 +267,7 @@ function pageRegister() {
     let bad = false;
     if (!/^[A-Za-z0-9_.-]{3,64}$/.test(name)) bad = setFieldError(form, "reg-name", "Use 3 to 64 letters, digits, '_', '.' or '-'.");
     if (!organisation) bad = setFieldError(form, "reg-organisation", "Enter your organisation.") || bad;
-    if (password.length < 8) bad = setFieldError(form, "reg-password", "The password needs at least 8 characters.") || bad;
+    if (password.length < 10) bad = setFieldError(form, "reg-password", "The password needs at least 10 characters.") || bad;
     else if (password !== v("reg-confirm")) bad = setFieldError(form, "reg-confirm", "The two passwords differ: type the same password twice.") || bad;
     if (bad) return focusFirstError(form);
     try {

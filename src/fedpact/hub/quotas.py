@@ -1,0 +1,118 @@
+"""Operator quotas: what one user may make the hub store, queue or run.
+
+Each check runs inside the transaction that would create the thing it limits, so a
+refused request changes nothing. A refusal names the limit and its value, so the user
+knows what to ask the operator for; sizes answer 413 (the request is too large for
+what is left) and counts 429 (come back when some have gone).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from fastapi import HTTPException
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from fedpact.hub.config import HubConfig
+from fedpact.hub.tables import Blob, Cursor, Message, Task, Upload
+
+BROADCAST = "participants"
+PARTICIPANT_PREFIX = "participant/"
+
+
+def quota_exceeded(status: int, setting: str, value: int, what: str) -> HTTPException:
+    """The one shape of every quota refusal: the limit's setting name, its value, what to do."""
+    headers = {"X-Fedpact-Limit": setting}
+    if status == 429:
+        headers["Retry-After"] = "60"
+    return HTTPException(status, f"quota {setting} = {value} reached: {what}", headers=headers)
+
+
+def check_tasks(s: Session, config: HubConfig, user_id: int) -> None:
+    limit = config.max_tasks_per_user
+    if limit <= 0:
+        return
+    count = s.scalar(select(func.count()).select_from(Task).where(Task.creator_id == user_id)) or 0
+    if count >= limit:
+        raise quota_exceeded(
+            429, "max_tasks_per_user", limit, f"you created {count} tasks; delete finished ones to create more"
+        )
+
+
+def stored_bytes(s: Session, user_id: int) -> int:
+    """Bytes this user stores: blobs they uploaded (per task) and uploads they opened."""
+    blobs = s.scalar(select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.uploaded_by == user_id)) or 0
+    uploads = s.scalar(select(func.coalesce(func.sum(Upload.size), 0)).where(Upload.created_by == user_id)) or 0
+    return int(blobs) + int(uploads)
+
+
+def check_stored_bytes(s: Session, config: HubConfig, user_id: int, adding: int) -> None:
+    limit = config.max_stored_bytes_per_user
+    if limit <= 0:
+        return
+    used = stored_bytes(s, user_id)
+    if used + adding > limit:
+        raise quota_exceeded(
+            413,
+            "max_stored_bytes_per_user",
+            limit,
+            f"you store {used} bytes and this would add {adding}; delete tasks you no longer need",
+        )
+
+
+def pending_messages(s: Session, task_id: int, recipient: str) -> int:
+    """Messages in a mailbox that its reader has not acknowledged yet.
+
+    A broadcast is pending until every participant who acknowledged anything has
+    acknowledged it, so one silent participant cannot hide the queue of the others.
+    """
+    if recipient == BROADCAST:
+        seen = select(func.min(Cursor.cursor)).where(
+            Cursor.task_id == task_id, Cursor.address.startswith(PARTICIPANT_PREFIX)
+        )
+    else:
+        seen = select(func.max(Cursor.cursor)).where(Cursor.task_id == task_id, Cursor.address == recipient)
+    acked = s.scalar(seen) or 0
+    return (
+        s.scalar(
+            select(func.count())
+            .select_from(Message)
+            .where(Message.task_id == task_id, Message.recipient == recipient, Message.id > acked)
+        )
+        or 0
+    )
+
+
+def check_mailbox(s: Session, config: HubConfig, task_id: int, recipient: str) -> None:
+    limit = config.max_pending_messages
+    if limit <= 0:
+        return
+    if pending_messages(s, task_id, recipient) >= limit:
+        raise quota_exceeded(
+            429,
+            "max_pending_messages",
+            limit,
+            f"mailbox {recipient!r} holds {limit} messages its reader has not acknowledged; retry once it has read them",
+        )
+
+
+def check_free_space(config: HubConfig, adding: int, path: Path | None = None) -> None:
+    """Refuse a write that would eat into the reserve kept free for logins and the database.
+
+    A full disk breaks SQLite for everyone (a login writes a token row); keeping
+    ``min_free_bytes`` free for them means bulk writes fail first, with a clear 507.
+    """
+    reserve = config.min_free_bytes
+    if reserve <= 0:
+        return
+    free = shutil.disk_usage(path or config.data_dir).free
+    if free - adding < reserve:
+        raise disk_full()
+
+
+def disk_full() -> HTTPException:
+    return HTTPException(
+        507, "the hub's disk is full: nothing was stored; retry later or tell the hub operator", headers={"X-Fedpact-Limit": "min_free_bytes"}
+    )
