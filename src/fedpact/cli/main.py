@@ -68,12 +68,29 @@ def _print_json(data: Any) -> None:
 # -- hub ----------------------------------------------------------------------------------
 @app.command()
 def hub(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8470,
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the database and blobs live.")] = Path("fedpact-hub"),
-    max_blob_mb: Annotated[Optional[int], typer.Option(help="Largest blob accepted, in MiB.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.", envvar="FEDPACT_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", envvar="FEDPACT_PORT")] = 8470,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where the database (by default) and blobs live.", envvar="FEDPACT_DATA_DIR")
+    ] = Path("fedpact-hub"),
+    max_blob_mb: Annotated[int | None, typer.Option(help="Largest blob accepted, in MiB.")] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL of the database, e.g. postgresql+psycopg://USER@HOST/DB (default: SQLite in --data-dir).",
+            envvar="FEDPACT_DATABASE_URL",
+        ),
+    ] = None,
+    broker_url: Annotated[
+        str | None,
+        typer.Option(
+            help="RabbitMQ URL (amqp://USER:PASS@HOST/) that carries wake-ups between hub replicas (default: none).",
+            envvar="FEDPACT_BROKER_URL",
+        ),
+    ] = None,
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="Log one JSON object per line.", envvar="FEDPACT_JSON_LOGS")] = False,
 ) -> None:
-    """Run a hub (SQLite and files under --data-dir) until interrupted."""
+    """Run a hub until interrupted: embedded (SQLite and files under --data-dir) or one replica of a deployment."""
     from fedpact.hub.config import HubConfig
     from fedpact.hub.server import serve
 
@@ -81,8 +98,9 @@ def hub(
     if max_blob_mb is not None:
         extra["max_blob_bytes"] = max_blob_mb * 1024 * 1024
     data_dir.mkdir(parents=True, exist_ok=True)
+    config = HubConfig(data_dir=data_dir, database_url=database_url, broker_url=broker_url, json_logs=json_logs, **extra)
     err.print(f"fedpact hub on http://{host}:{port} (data in {data_dir.resolve()}); API docs at /api/v1/docs")
-    serve(HubConfig(data_dir=data_dir, **extra), host=host, port=port)
+    serve(config, host=host, port=port)
 
 
 # -- users --------------------------------------------------------------------------------

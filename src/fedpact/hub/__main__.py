@@ -21,7 +21,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on [{DEFAULT_HOST}]")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on [{DEFAULT_PORT}]")
-    p.add_argument("--database-url", default=None, help="SQLAlchemy URL [sqlite:///<data-dir>/hub.db]")
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get("FEDPACT_DATABASE_URL"),
+        help="SQLAlchemy URL [$FEDPACT_DATABASE_URL or sqlite:///<data-dir>/hub.db]",
+    )
+    p.add_argument(
+        "--broker-url",
+        default=os.environ.get("FEDPACT_BROKER_URL"),
+        help="RabbitMQ URL for wake-ups between replicas [$FEDPACT_BROKER_URL or none]",
+    )
+    p.add_argument("--json-logs", action="store_true", help="log one JSON object per line")
     p.add_argument("--max-blob-bytes", type=int, default=defaults["max_blob_bytes"].default)
     p.add_argument("--max-inline-bytes", type=int, default=defaults["max_inline_bytes"].default)
     p.add_argument("--token-ttl-s", type=float, default=defaults["token_ttl_s"].default)
@@ -34,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     config = HubConfig(
         data_dir=a.data_dir,
         database_url=a.database_url,
+        broker_url=a.broker_url,
+        json_logs=a.json_logs,
         max_blob_bytes=a.max_blob_bytes,
         max_inline_bytes=a.max_inline_bytes,
         token_ttl_s=a.token_ttl_s,

@@ -163,6 +163,10 @@ class HubProcess:
         ]  # fmt: skip
         if c.database_url:
             argv += ["--database-url", c.database_url]
+        if c.broker_url:
+            argv += ["--broker-url", c.broker_url]
+        if c.json_logs:
+            argv += ["--json-logs"]
         return argv
 
     def start(self) -> HubProcess:

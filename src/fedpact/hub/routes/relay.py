@@ -23,7 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from fedpact.hub.access import TERMINAL, find_task, is_joined, require_member
 from fedpact.hub.auth import CurrentUser, Principal, State
-from fedpact.hub.state import HubState
+from fedpact.hub.db import lock_task_messages
+from fedpact.hub.routes.blobs import declared_size, receive_verified, store_verified
 from fedpact.hub.schemas import (
     NAME_CHARS,
     AckIn,
@@ -32,8 +33,8 @@ from fedpact.hub.schemas import (
     MessageIn,
     MessageOut,
 )
+from fedpact.hub.state import HubState
 from fedpact.hub.tables import Blob, Cursor, Message, Task, User, utcnow
-from fedpact.hub.routes.blobs import declared_size, receive_verified, store_verified
 from fedpact.hub.views import message_out
 
 router = APIRouter(tags=["relay"])
@@ -169,6 +170,7 @@ def post_message(
             blob_size=body.blob.size if body.blob else None,
             idempotency_key=idempotency_key,
         )
+        lock_task_messages(s, row.id)
         s.add(msg)
         try:
             s.commit()
@@ -243,6 +245,7 @@ async def post_raw_message(
                 task_id=task_id, sender=head.sender, recipient=head.recipient, kind=head.kind, round=head.round,
                 headers={}, payload=None, blob_sha256=sha256, blob_size=size, idempotency_key=idempotency_key,
             )
+            lock_task_messages(s, task_id)
             s.add(msg)
             s.commit()
             return message_out(msg), False
