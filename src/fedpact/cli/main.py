@@ -70,7 +70,7 @@ def _print_json(data: Any) -> None:
 @app.callback()
 def main_options(
     ca_file: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--ca-file", help="CA (PEM) that signed an HTTPS hub's certificate [$FEDPACT_CA, else the system's CAs]."),
     ] = None,
 ) -> None:
@@ -82,18 +82,33 @@ def main_options(
 
 @app.command()
 def hub(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8470,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where the database and blobs live (default: fedpact-hub).")] = None,
-    max_blob_mb: Annotated[Optional[int], typer.Option(help="Largest blob accepted, in MiB.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of hub settings (docs/security.md).")] = None,
-    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="Serve HTTPS with this certificate chain (PEM).")] = None,
-    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="The private key (PEM) of --tls-cert.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.", envvar="FEDPACT_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", envvar="FEDPACT_PORT")] = 8470,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where the database (by default) and blobs live (default: fedpact-hub).", envvar="FEDPACT_DATA_DIR")] = None,
+    max_blob_mb: Annotated[int | None, typer.Option(help="Largest blob accepted, in MiB.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file of hub settings (docs/security.md).")] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate chain (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="The private key (PEM) of --tls-cert.")] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL of the database, e.g. postgresql+psycopg://USER@HOST/DB (default: SQLite in --data-dir).",
+            envvar="FEDPACT_DATABASE_URL",
+        ),
+    ] = None,
+    broker_url: Annotated[
+        str | None,
+        typer.Option(
+            help="RabbitMQ URL (amqp://USER:PASS@HOST/) that carries wake-ups between hub replicas (default: none).",
+            envvar="FEDPACT_BROKER_URL",
+        ),
+    ] = None,
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="Log one JSON object per line.", envvar="FEDPACT_JSON_LOGS")] = False,
     settings: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Any hub setting as NAME=VALUE, e.g. --set max_tasks_per_user=20.")
+        list[str] | None, typer.Option("--set", help="Any hub setting as NAME=VALUE, e.g. --set max_tasks_per_user=20.")
     ] = None,
 ) -> None:
-    """Run a hub (SQLite and files under --data-dir) until interrupted."""
+    """Run a hub until interrupted: embedded (SQLite and files under --data-dir) or one replica of a deployment."""
     from fedpact.hub.config import build_config, parse_setting
     from fedpact.hub.server import serve
 
@@ -101,6 +116,11 @@ def hub(
         extra: dict[str, Any] = dict(parse_setting(s) for s in settings or [])
         if max_blob_mb is not None:
             extra["max_blob_bytes"] = max_blob_mb * 1024 * 1024
+        for name, value in (("database_url", database_url), ("broker_url", broker_url)):
+            if value is not None:
+                extra[name] = value
+        if json_logs:
+            extra["json_logs"] = True
         if tls_cert is not None:
             extra["tls_cert"] = tls_cert
         if tls_key is not None:

@@ -32,10 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for f in fields(HubConfig):
         if f.name == "data_dir":
             continue
+        env = "FEDPACT_" + f.name.upper()
+        flag = "--" + f.name.replace("_", "-")
+        if str(f.type) == "bool":
+            p.add_argument(flag, dest=f.name, action="store_true", default=None, help=f"[${env}]")
+            continue
         kind = _TYPES.get(str(f.type), str)
-        p.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None, help=f"[{f.default}]"
-        )
+        p.add_argument(flag, dest=f.name, type=kind, default=os.environ.get(env), help=f"[${env} or {f.default}]")
     return p.parse_args(argv)
 
 

@@ -34,10 +34,16 @@ class HubConfig:
 
     data_dir: Path
     database_url: str | None = None
+    #: RabbitMQ URL carrying wake-ups between replicas; None: in-process wake-ups only.
+    broker_url: str | None = None
+    #: Log one JSON object per line (for log shippers) instead of plain text.
+    json_logs: bool = False
     max_blob_bytes: int = 2 * GIB
     max_inline_bytes: int = 1 * MIB
     token_ttl_s: float = 7 * 24 * 3600.0
     max_wait_s: float = 60.0
+    #: How often a waiting poll re-checks the database when nothing woke it: a safety net
+    #: for lost wake-ups, not the way messages are found (the notifier/broker does that).
     recheck_interval_s: float = 1.0
     password_time_cost: int = 3
     password_memory_kib: int = 65536

@@ -19,12 +19,18 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from fedpact.hub.tables import Base
+from fedpact.hub.tables import Task
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: The migration that describes databases made before migrations existed.
+BASELINE_REVISION = "0001"
+#: First key of the PostgreSQL advisory lock that lets one replica at a time migrate ("fm").
+MIGRATION_LOCK_SPACE = 0x666D
+#: First key of the PostgreSQL advisory locks that order a task's messages ("fp" in ASCII).
+MESSAGE_LOCK_SPACE = 0x6670
 _READ_ONLY = "fedpact_read_only"
 
 
@@ -40,8 +46,45 @@ def make_engine(url: str) -> Engine:
         _configure_sqlite(engine)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
-    Base.metadata.create_all(engine)
+    upgrade_schema(engine)
     return engine
+
+
+class SchemaError(RuntimeError):
+    """The database's schema cannot be brought to this code's (e.g. a newer fedpact made it)."""
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the database to the newest schema with the migrations shipped in the package.
+
+    A database made before migrations existed (tables, no ``alembic_version``) is stamped
+    at the baseline it matches, then upgraded like any other. Replicas that start together
+    on PostgreSQL take turns on an advisory lock, so exactly one runs each migration and
+    the others find the database already at head; on SQLite ``BEGIN IMMEDIATE`` does the
+    same. Everything runs in one transaction: a failed migration leaves the database as it was.
+    """
+    from alembic import command
+    from alembic.config import Config
+    from alembic.util import CommandError
+
+    config = Config()
+    config.set_main_option("script_location", "fedpact.hub:migrations")
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": MIGRATION_LOCK_SPACE})
+        config.attributes["connection"] = conn
+        existing = set(inspect(conn).get_table_names())
+        if "alembic_version" not in existing and "users" in existing:
+            command.stamp(config, BASELINE_REVISION)
+        try:
+            command.upgrade(config, "head")
+        except CommandError as e:
+            current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            raise SchemaError(
+                f"the database {engine.url.render_as_string(hide_password=True)} is at schema revision "
+                f"{current!r}, which this fedpact does not know: a newer fedpact made it; upgrade fedpact "
+                f"({e})"
+            ) from None
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -96,3 +139,23 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def lock_task_messages(s: Session, task_id: int) -> None:
+    """Serialise the message inserts of one task until ``s`` commits or rolls back.
+
+    Call it right before the INSERT so the lock is held for as short a time as possible.
+    The argument for why this keeps a reader's cursor correct is in ``tables.Message``.
+    SQLite needs nothing: its ``BEGIN IMMEDIATE`` already serialises every writer. On
+    PostgreSQL a transaction-scoped advisory lock keyed by the task serialises only that
+    task's senders (other tasks write in parallel) and, unlike a row lock on the task,
+    never waits behind an unrelated update of the task row. Any other database falls back
+    to a row lock on the task.
+    """
+    dialect = s.get_bind().dialect.name
+    if dialect == "sqlite":
+        return
+    if dialect == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:space, :task)"), {"space": MESSAGE_LOCK_SPACE, "task": task_id})
+        return
+    s.execute(select(Task.id).where(Task.id == task_id).with_for_update())

@@ -172,7 +172,10 @@ class HubProcess:
         ]  # fmt: skip
         for name in SETTINGS:
             value = getattr(c, name)
-            if value is not None:
+            if isinstance(value, bool):
+                if value:
+                    argv += ["--" + name.replace("_", "-")]
+            elif value is not None:
                 argv += ["--" + name.replace("_", "-"), str(value)]
         return argv
 

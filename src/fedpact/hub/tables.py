@@ -140,13 +140,28 @@ class Membership(Base):
 class Message(Base):
     """A relayed message; its id is the readers' cursor.
 
-    Readers page by ``id > cursor``, which is only safe if ids become visible in
-    increasing order. On SQLite every write transaction holds the database lock from its
-    first statement (``BEGIN IMMEDIATE``, see ``db``), so ids are assigned and committed
-    in one order; ``sqlite_autoincrement`` also stops ids of deleted messages from being
-    reused. PostgreSQL sequences do not give that guarantee under concurrent writers: a
-    multi-process deployment must serialise message inserts per task (e.g. a transaction
-    advisory lock on the task id) before relying on this cursor.
+    Readers page by ``id > cursor`` within one task, so the ids of one task must become
+    visible in increasing order: a reader that saw id ``n`` must already be able to see
+    every id below ``n`` of that task that will ever exist. Why that holds:
+
+    - Every insert of a task's message first takes a lock that serialises that task's
+      inserts until commit (``db.lock_task_messages``): SQLite's ``BEGIN IMMEDIATE``
+      write lock, a PostgreSQL advisory lock keyed by the task. The id is drawn at the
+      INSERT, after the lock: from SQLite's autoincrement, or from the PostgreSQL sequence
+      (``nextval``, cache 1, so values grow in the order of the calls, whichever process
+      or replica calls). So if message A of a task took the lock before message B, A's id
+      is smaller and A committed before B even drew its id.
+    - PostgreSQL releases a transaction's locks only after its commit is visible to new
+      snapshots. A reader's query runs on one snapshot; if B is in it, B committed before
+      the snapshot, hence A did too, and A is in it as well. No gap below a visible id can
+      fill in later, so a cursor never moves past a message that is still to appear.
+    - A rolled-back insert leaves a hole in the ids that never fills; skipping it is right.
+      Ids of deleted messages are never reused (``sqlite_autoincrement``; sequences never
+      go back), so a reader's old cursor cannot hide a new message.
+
+    Different tasks never wait for each other; one task's senders queue only for the
+    moment between their INSERT and COMMIT. This holds for any number of hub replicas on
+    one database, since the lock lives in the database, not in a process.
     """
 
     __tablename__ = "messages"

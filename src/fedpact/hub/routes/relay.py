@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from fedpact.hub.access import TERMINAL, find_task, is_joined, require_member, require_participant
 from fedpact.hub.auth import CurrentUser, Principal, State
 from fedpact.hub.quotas import check_free_space, check_mailbox, check_stored_bytes
+from fedpact.hub.db import lock_task_messages
 from fedpact.hub.routes.blobs import declared_size, receive_verified, store_verified
 from fedpact.hub.schemas import (
     INT32_MAX,
@@ -168,6 +169,7 @@ def post_message(
             blob_size=body.blob.size if body.blob else None,
             idempotency_key=idempotency_key,
         )
+        lock_task_messages(s, row.id)
         s.add(msg)
         try:
             s.commit()
@@ -246,6 +248,7 @@ async def post_raw_message(
                 task_id=task_id, sender=head.sender, recipient=head.recipient, kind=head.kind, round=head.round,
                 headers={}, payload=None, blob_sha256=sha256, blob_size=size, idempotency_key=idempotency_key,
             )
+            lock_task_messages(s, task_id)
             s.add(msg)
             s.commit()
             return message_out(msg), False
