@@ -72,14 +72,30 @@ def hub(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8470,
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the database and blobs live.")] = Path("fedpact-hub"),
     max_blob_mb: Annotated[Optional[int], typer.Option(help="Largest blob accepted, in MiB.")] = None,
+    blob_store: Annotated[
+        Optional[str],
+        typer.Option(
+            "--blob-store",
+            envvar="FEDPACT_BLOB_STORE",
+            help="Where blobs live: file:///PATH, or s3://BUCKET?endpoint=http://HOST:PORT (default: --data-dir/blobs).",
+        ),
+    ] = None,
 ) -> None:
     """Run a hub (SQLite and files under --data-dir) until interrupted."""
+    from fedpact.hub.blobstore import BlobStoreError, open_blob_store
     from fedpact.hub.config import HubConfig
     from fedpact.hub.server import serve
 
     extra: dict[str, Any] = {}
     if max_blob_mb is not None:
         extra["max_blob_bytes"] = max_blob_mb * 1024 * 1024
+    if blob_store:
+        try:
+            open_blob_store(blob_store, data_dir.resolve())
+        except (BlobStoreError, ImportError) as exc:
+            err.print(f"[red]error:[/] --blob-store: {exc}")
+            raise typer.Exit(2) from None
+        extra["blob_store"] = blob_store
     data_dir.mkdir(parents=True, exist_ok=True)
     err.print(f"fedpact hub on http://{host}:{port} (data in {data_dir.resolve()}); API docs at /api/v1/docs")
     serve(HubConfig(data_dir=data_dir, **extra), host=host, port=port)

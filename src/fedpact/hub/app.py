@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse
 
 from fedpact.web import mount as mount_web
 from fedpact.hub.auth import make_hasher
-from fedpact.hub.blobstore import BlobStore
+from fedpact.hub.blobgc import Collector
+from fedpact.hub.blobstore import open_blob_store
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
 from fedpact.hub.limits import BodyLimitMiddleware
@@ -45,20 +46,21 @@ def create_app(config: HubConfig) -> FastAPI:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     assert config.database_url is not None
     notifier = AsyncioNotifier()
-    state = HubState(
-        config=config,
-        db=Database(config.database_url),
-        store=BlobStore(config.blobs_dir, config.uploads_dir),
-        notifier=notifier,
-        hasher=make_hasher(config),
+    db = Database(config.database_url)
+    store = open_blob_store(config.blob_store, config.data_dir)
+    gc = Collector(
+        db, store, interval_s=config.gc_interval_s, grace_s=config.gc_grace_s, upload_ttl_s=config.upload_ttl_s
     )
+    state = HubState(config=config, db=db, store=store, notifier=notifier, hasher=make_hasher(config), gc=gc)
 
     workers = WorkerManager(config, state.db)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         notifier.bind(asyncio.get_running_loop())
+        gc.start()
         yield
+        await asyncio.to_thread(gc.stop)
         await asyncio.to_thread(workers.shutdown)
         state.db.dispose()
 

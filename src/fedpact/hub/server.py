@@ -163,6 +163,9 @@ class HubProcess:
         ]  # fmt: skip
         if c.database_url:
             argv += ["--database-url", c.database_url]
+        if c.blob_store:
+            argv += ["--blob-store", c.blob_store]
+        argv += ["--gc-interval-s", str(c.gc_interval_s), "--gc-grace-s", str(c.gc_grace_s)]
         return argv
 
     def start(self) -> HubProcess:
