@@ -15,10 +15,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 ACCESS_KEY = "fedpact-test"
 SECRET_KEY = "fedpact-test-secret"
@@ -70,8 +73,9 @@ class SeaweedFS:
     endpoint: str
     log: Path
 
-    def url(self, bucket: str) -> str:
-        return f"s3://{bucket}?endpoint={self.endpoint}&access_key={ACCESS_KEY}&secret_key={SECRET_KEY}&region=us-east-1"
+    def url(self, bucket: str, prefix: str = "") -> str:
+        path = f"/{prefix}" if prefix else ""
+        return f"s3://{bucket}{path}?endpoint={self.endpoint}&access_key={ACCESS_KEY}&secret_key={SECRET_KEY}&region=us-east-1"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -120,7 +124,7 @@ def start_seaweedfs(workdir: Path) -> SeaweedFS:
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         "-master.volumeSizeLimitMB=256",
-        "-volume.max=32",
+        "-volume.max=0",  # as many volumes as the free disk holds
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -150,3 +154,26 @@ def _volume_ready(client: httpx.Client, master_port: int) -> bool:
         return False
     topology = status.get("Topology", {})
     return bool(topology.get("DataCenters")) and int(topology.get("Max", 0)) > 0
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One SeaweedFS for the whole session; each test takes its own bucket."""
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def blob_store_url(request: pytest.FixtureRequest) -> str | None:
+    """None (the embedded default: local disk) or an S3 URL with a fresh prefix.
+
+    One bucket, a prefix per test: SeaweedFS grows volumes per bucket, so a bucket per
+    test would fill the test server's disk allowance.
+    """
+    if request.param == "local":
+        return None
+    server: SeaweedFS = request.getfixturevalue("seaweedfs")
+    return server.url("fedpact-tests", f"t{uuid.uuid4().hex[:12]}")
