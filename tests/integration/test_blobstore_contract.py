@@ -28,7 +28,7 @@ def sha(data: bytes) -> str:
 
 
 @pytest.fixture
-def store(blob_store_url: str | None, tmp_path: Path) -> BlobStore:
+def store(blob_store_url: str | None, tmp_path: Path) -> BlobStore:  # noqa: F811
     return open_blob_store(blob_store_url, tmp_path)
 
 
@@ -208,7 +208,7 @@ def test_unknown_or_malformed_store_urls_are_refused(tmp_path: Path) -> None:
 
 
 def test_s3_credentials_come_from_the_standard_aws_variables(
-    seaweedfs: SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    seaweedfs: SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
     from seaweedfs import ACCESS_KEY, SECRET_KEY
 
