@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import socket
+import subprocess
 import sys
 import tracemalloc
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import wait_for
 from hub_fixtures import Api, User, fast_config, sha
-from seaweedfs import blob_store_url, seaweedfs  # noqa: F401
+from seaweedfs import SeaweedFS, blob_store_url, seaweedfs  # noqa: F401
 
 from fedpact.client.hub import CHUNK_SIZE, ONE_SHOT_LIMIT, HubClient, HubError
 from fedpact.hub import EmbeddedHub
@@ -259,3 +261,57 @@ def test_upload_errors_from_hub_client_are_precise(env: Env) -> None:
         outsider.upload_blob(task["name"], os.urandom(ONE_SHOT_LIMIT + 1))
     assert exc.value.status == 403
     assert list(env.store.iter_blobs()) == []
+
+
+def _serve(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "fedpact", "hub", "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("how", ["flag", "variable"])
+def test_fedpact_hub_takes_its_blob_store_from_the_flag_or_the_variable(
+    seaweedfs: SeaweedFS, tmp_path: Path, how: str  # noqa: F811
+) -> None:
+    prefix = f"cli{how}"
+    url = seaweedfs.url("fedpact-tests", prefix)
+    args = ["--data-dir", str(tmp_path / "hub")]
+    env = {**os.environ}
+    if how == "flag":
+        args += ["--blob-store", url]
+    else:
+        env["FEDPACT_BLOB_STORE"] = url
+    proc, hub_url = _serve(args, env)
+    try:
+        wait_for(lambda: _healthy(hub_url), 30, "the hub")
+        api = Api(hub_url)
+        alice = api.user("alice")
+        task = alice.create_task()
+        data = os.urandom(DIRECT_MIN_BYTES)
+        with HubClient(hub_url, alice.token) as c:
+            c.upload_blob(task["name"], data)
+        bucket = open_blob_store(url, tmp_path / "view")
+        assert b"".join(bucket.read_range(sha(data))) == data
+        assert not (tmp_path / "hub" / "blobs" / sha(data)[:2]).exists()
+        api.close()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_fedpact_hub_stops_on_a_bad_blob_store_url(tmp_path: Path) -> None:
+    proc, _ = _serve(["--data-dir", str(tmp_path / "hub"), "--blob-store", "s3://bucket?endpiont=x"], {**os.environ})
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert b"unknown S3 blob store option(s) ['endpiont']" in out
+    assert not (tmp_path / "hub" / "hub.db").exists(), "nothing was created"
