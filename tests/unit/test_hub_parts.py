@@ -9,14 +9,14 @@ import pytest
 from fastapi import HTTPException
 from pydantic import ValidationError
 
-from fedpact.hub.blobstore import BlobStore
+from fedpact.hub.blobstore_local import LocalBlobStore
 from fedpact.hub.config import HubConfig
 from fedpact.hub.lifecycle import ALLOWED
 from fedpact.hub.schemas import MessageIn, RoundIn, TaskCreate, UserCreate
 
 
 def test_blobstore_commit_is_content_addressed(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path / "blobs", tmp_path / "uploads")
+    store = LocalBlobStore(tmp_path / "blobs", tmp_path / "uploads")
     data = b"hello blob"
     digest = hashlib.sha256(data).hexdigest()
     uid = "u" * 32
@@ -36,7 +36,7 @@ def test_blobstore_commit_is_content_addressed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "A" * 64, "abc", "g" * 64])
 def test_blobstore_refuses_paths_that_are_not_hashes(tmp_path: Path, bad: str) -> None:
-    store = BlobStore(tmp_path / "b", tmp_path / "u")
+    store = LocalBlobStore(tmp_path / "b", tmp_path / "u")
     with pytest.raises(ValueError):
         store.blob_path(bad)
     with pytest.raises(ValueError):

@@ -104,6 +104,14 @@ def hub(
         ),
     ] = None,
     json_logs: Annotated[bool, typer.Option("--json-logs", help="Log one JSON object per line.", envvar="FEDPACT_JSON_LOGS")] = False,
+    blob_store: Annotated[
+        str | None,
+        typer.Option(
+            "--blob-store",
+            envvar="FEDPACT_BLOB_STORE",
+            help="Where blobs live: file:///PATH, or s3://BUCKET?endpoint=http://HOST:PORT (default: --data-dir/blobs).",
+        ),
+    ] = None,
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="Any hub setting as NAME=VALUE, e.g. --set max_tasks_per_user=20.")
     ] = None,
@@ -119,6 +127,8 @@ def hub(
         for name, value in (("database_url", database_url), ("broker_url", broker_url)):
             if value is not None:
                 extra[name] = value
+        if blob_store:
+            extra["blob_store"] = blob_store
         if json_logs:
             extra["json_logs"] = True
         if tls_cert is not None:
@@ -130,6 +140,14 @@ def hub(
         except (OSError, TypeError, ValueError) as exc:
             raise FedpactError(f"hub settings: {exc}") from None
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.blob_store:
+        from fedpact.hub.blobstore import BlobStoreError, open_blob_store
+
+        try:
+            open_blob_store(cfg.blob_store, cfg.data_dir)
+        except (BlobStoreError, ImportError) as exc:
+            err.print(f"[red]error:[/] --blob-store: {exc}")
+            raise typer.Exit(2) from None
     err.print(f"fedpact hub on {cfg.scheme}://{host}:{port} (data in {cfg.data_dir}); API docs at /api/v1/docs")
     serve(cfg, host=host, port=port)
 

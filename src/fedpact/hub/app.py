@@ -15,7 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from fedpact.hub.auth import make_hasher
-from fedpact.hub.blobstore import BlobStore
+from fedpact.hub.blobgc import Collector
+from fedpact.hub.blobstore import open_blob_store
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
 from fedpact.hub.docs import mount_docs
@@ -50,15 +51,22 @@ def create_app(config: HubConfig) -> FastAPI:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     assert config.database_url is not None
     notifier = AsyncioNotifier()
+    db = Database(config.database_url)
+    store = open_blob_store(config.blob_store, config.data_dir)
+    gc = Collector(
+        db, store, interval_s=config.gc_interval_s, grace_s=config.gc_grace_s, upload_ttl_s=config.upload_ttl_s
+    )
     state = HubState(
         config=config,
-        db=Database(config.database_url),
-        store=BlobStore(config.blobs_dir, config.uploads_dir),
+        db=db,
+        store=store,
         notifier=notifier,
         hasher=make_hasher(config),
         hash_pool=HashPool(config.hash_slots, config.hash_wait_s),
         throttle=Throttle(config.throttle_window_s),
+        gc=gc,
     )
+    state = HubState(config=config, db=db, store=store, notifier=notifier, hasher=make_hasher(config), gc=gc)
 
     workers = WorkerManager(config, state.db)
 
@@ -66,7 +74,9 @@ def create_app(config: HubConfig) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         notifier.bind(asyncio.get_running_loop())
         state.hash_pool.bind(asyncio.get_running_loop())
+        gc.start()
         yield
+        await asyncio.to_thread(gc.stop)
         await asyncio.to_thread(workers.shutdown)
         state.db.dispose()
 

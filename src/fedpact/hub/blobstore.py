@@ -1,44 +1,181 @@
-"""The content-addressed blob store on local disk.
+"""The content-addressed blob store: one interface, a backend per kind of storage.
 
-Finished blobs live at ``blobs/<sha[:2]>/<sha>`` and are only ever created by an atomic
-rename of a fully verified file, so a reader never sees a partial blob and a crash
-mid-upload leaves nothing but a partial file under ``uploads/`` to resume from. One file
-serves every task and model that references the same content.
+A blob is named by the sha256 of its bytes, so one stored copy serves every task and
+model that references the same content, and a blob is only ever written whole and
+verified: a reader never sees a partial blob. Uploads that pass through the hub are
+staged as partial files under the hub's own ``uploads/`` directory (the received length
+is the partial file's length, so a broken connection resumes from what arrived) and are
+handed to the backend only once their hash matches.
+
+Backends register a URL scheme in ``BACKENDS``; ``open_blob_store`` picks one from the
+hub's ``--blob-store`` URL. A backend module is imported only when its scheme is used, so
+the embedded hub never needs boto3.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, Response
 
 CHUNK = 1024 * 1024
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
+#: URL scheme -> "module:class" of the backend; a new backend is one file plus a line here.
+BACKENDS: dict[str, str] = {
+    "file": "fedpact.hub.blobstore_local:LocalBlobStore",
+    "s3": "fedpact.hub.blobstore_s3:S3BlobStore",
+}
 
-class BlobStore:
-    def __init__(self, blobs_dir: Path, uploads_dir: Path) -> None:
-        self.blobs_dir = blobs_dir
+
+class BlobStoreError(ValueError):
+    """A ``--blob-store`` URL that names no backend or misses a required part."""
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """One blob as the backend lists it, for garbage collection."""
+
+    sha256: str
+    size: int
+    #: seconds since the epoch; a blob younger than the GC grace period is never reclaimed
+    modified: float
+
+
+@dataclass(frozen=True)
+class DirectPart:
+    """One part of a direct (presigned) upload: PUT the bytes [offset, offset+size) to ``url``."""
+
+    number: int
+    offset: int
+    size: int
+    url: str
+
+
+def check_sha(sha256: str) -> str:
+    if not SHA256_RE.match(sha256):
+        raise ValueError(f"not a lowercase hex sha256: {sha256!r}")
+    return sha256
+
+
+class BlobStore(ABC):
+    """Where finished blobs live, plus the hub-local staging of uploads in progress.
+
+    Subclasses implement the storage of finished blobs; staging is shared because it is
+    the same for every backend (a file that grows as chunks arrive).
+    """
+
+    #: True when clients can move bytes to and from the backend directly (presigned URLs).
+    presigns: bool = False
+    #: Short name shown by the health endpoint and logs.
+    kind: str = "?"
+
+    def __init__(self, uploads_dir: Path) -> None:
         self.uploads_dir = uploads_dir
-        blobs_dir.mkdir(parents=True, exist_ok=True)
         uploads_dir.mkdir(parents=True, exist_ok=True)
 
-    def blob_path(self, sha256: str) -> Path:
-        if not SHA256_RE.match(sha256):
-            raise ValueError(f"not a lowercase hex sha256: {sha256!r}")
-        return self.blobs_dir / sha256[:2] / sha256
+    # -- finished blobs (the backend) -----------------------------------------------------
+    @abstractmethod
+    def exists(self, sha256: str) -> bool: ...
 
+    @abstractmethod
+    def size(self, sha256: str) -> int | None:
+        """The stored blob's length, or None when it is not stored."""
+
+    @abstractmethod
+    def put_file(self, sha256: str, path: Path) -> None:
+        """Take a verified file into the store; ``path`` is consumed (moved or deleted).
+
+        Storing content that is already there keeps the stored copy.
+        """
+
+    def put_stream(self, sha256: str, stream: BinaryIO) -> None:
+        """Store the bytes read from ``stream``, which must hash to ``sha256``.
+
+        Staged through a partial file so the hash is checked before anything is stored.
+        """
+        check_sha(sha256)
+        partial = "put-" + hashlib.sha256(os.urandom(16)).hexdigest()[:32]
+        path = self.partial_path(partial)
+        digest = hashlib.sha256()
+        try:
+            with open(path, "wb") as f:
+                while block := stream.read(CHUNK):
+                    digest.update(block)
+                    f.write(block)
+            if digest.hexdigest() != sha256:
+                raise ValueError(f"the stream hashes to {digest.hexdigest()}, not {sha256}; nothing was stored")
+            self.put_file(sha256, path)
+        finally:
+            path.unlink(missing_ok=True)
+
+    @abstractmethod
+    def read_range(self, sha256: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The bytes [start, end) of a stored blob (to its end when ``end`` is None), in pieces."""
+
+    @abstractmethod
+    def delete(self, sha256: str) -> None:
+        """Remove a blob; removing one that is not stored is not an error."""
+
+    @abstractmethod
+    def iter_blobs(self) -> Iterator[StoredBlob]:
+        """Every stored blob, for the garbage collector."""
+
+    def copy_to(self, sha256: str, dest: Path) -> None:
+        """Write a stored blob to a local file (the hosted aggregator's evaluation data)."""
+        with open(dest, "wb") as f:
+            f.writelines(self.read_range(sha256))
+
+    def download(self, sha256: str, *, filename: str | None = None, headers: dict[str, str] | None = None) -> Response:
+        """The HTTP answer to a download: the bytes, or a redirect to a presigned URL."""
+        return StreamedBlob(self, sha256, filename=filename, headers=headers)
+
+    # -- direct transfers (backends that presign) -----------------------------------------
+    def presigned_get(self, sha256: str, expires_s: int, filename: str | None = None) -> str | None:
+        """A URL anyone can GET the blob from until it expires, or None if the backend cannot."""
+        return None
+
+    def direct_upload_start(self, upload_id: str, size: int, part_size: int) -> None:
+        raise NotImplementedError(f"the {self.kind} blob store takes uploads through the hub only")
+
+    def direct_upload_parts(self, upload_id: str, size: int, part_size: int, expires_s: int) -> list[DirectPart]:
+        raise NotImplementedError(f"the {self.kind} blob store takes uploads through the hub only")
+
+    def direct_upload_received(self, upload_id: str, size: int, part_size: int) -> int:
+        raise NotImplementedError(f"the {self.kind} blob store takes uploads through the hub only")
+
+    def direct_upload_finish(self, upload_id: str, sha256: str, size: int) -> tuple[int, str | None]:
+        """Assemble the parts, check size and sha256, and store the blob if both match.
+
+        Returns (bytes that landed, their sha256 or None when the size was already wrong);
+        a mismatch stores nothing and the caller reports it.
+        """
+        raise NotImplementedError(f"the {self.kind} blob store takes uploads through the hub only")
+
+    def direct_upload_abort(self, upload_id: str) -> None:
+        """Drop a direct upload's parts; dropping one that is gone is not an error."""
+
+    def stale_direct_uploads(self, older_than: float) -> Iterator[str]:
+        """Upload ids of direct uploads started before ``older_than`` (epoch seconds)."""
+        return iter(())
+
+    # -- staging of uploads that pass through the hub -------------------------------------
     def partial_path(self, upload_id: str) -> Path:
         if not UPLOAD_ID_RE.match(upload_id):
             raise ValueError(f"not an upload id: {upload_id!r}")
         return self.uploads_dir / upload_id
 
     def has(self, sha256: str) -> bool:
-        return self.blob_path(sha256).is_file()
+        return self.exists(sha256)
 
     def received(self, upload_id: str) -> int:
         """Bytes received so far: the partial file's length is the source of truth."""
@@ -76,22 +213,88 @@ class BlobStore:
     def commit(self, upload_id: str, sha256: str) -> None:
         """Move a verified partial file into the store (or drop it if the content is there)."""
         src = self.partial_path(upload_id)
-        dst = self.blob_path(sha256)
-        if dst.is_file():
+        try:
+            self.put_file(check_sha(sha256), src)
+        finally:
             src.unlink(missing_ok=True)
-            return
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dst)
 
-    def delete(self, sha256: str) -> None:
-        self.blob_path(sha256).unlink(missing_ok=True)
+    def staged(self) -> Iterator[tuple[str, float]]:
+        """(upload id, last modified) of every partial file, for expiring abandoned uploads."""
+        for entry in os.scandir(self.uploads_dir):
+            if entry.is_file() and UPLOAD_ID_RE.match(entry.name):
+                try:
+                    yield entry.name, entry.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+
+
+class StreamedBlob(Response):
+    """A blob streamed from any backend, honouring a single ``Range: bytes=a-b`` request."""
+
+    def __init__(
+        self, store: BlobStore, sha256: str, *, filename: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(media_type="application/octet-stream", headers=headers)
+        self.store = store
+        self.sha256 = sha256
+        if filename:
+            self.headers["content-disposition"] = f'attachment; filename="{filename}"'
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        from starlette.concurrency import iterate_in_threadpool
+        from starlette.responses import StreamingResponse
+
+        size = self.store.size(self.sha256)
+        if size is None:
+            resp: Response = Response(status_code=500, content="blob missing from the store")
+            await resp(scope, receive, send)
+            return
+        start, end, status = 0, size, 200
+        for name, value in scope.get("headers", []):
+            if name == b"range":
+                m = re.fullmatch(r"bytes=(\d+)-(\d*)", value.decode("latin-1").strip())
+                if m and int(m.group(1)) < size:
+                    start = int(m.group(1))
+                    end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+                    status = 206
+        headers = dict(self.headers)
+        headers["content-length"] = str(end - start)
+        headers["accept-ranges"] = "bytes"
+        if status == 206:
+            headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
+        if scope.get("method") == "HEAD":
+            resp = Response(status_code=status, headers=headers)
+        else:
+            body = iterate_in_threadpool(self.store.read_range(self.sha256, start, end))
+            resp = StreamingResponse(body, status_code=status, headers=headers)
+        await resp(scope, receive, send)
 
 
 class BlobResponse(FileResponse):
-    """A blob streamed in 1 MiB reads instead of Starlette's 64 KiB.
+    """A blob file streamed in 1 MiB reads instead of Starlette's 64 KiB.
 
     Each read is a hop to a worker thread; at 64 KiB a 4 MB model costs 64 hops, which
     was most of the hub's CPU time in a round.
     """
 
     chunk_size = 1024 * 1024
+
+
+def open_blob_store(url: str | None, data_dir: Path) -> BlobStore:
+    """The backend a ``--blob-store`` URL names; None means local disk under ``data_dir``.
+
+    ``file:///PATH`` keeps blobs under PATH; ``s3://BUCKET?endpoint=...`` in a bucket
+    (see blobstore_s3). Uploads in progress are always staged under ``data_dir/uploads``.
+    """
+    uploads = data_dir / "uploads"
+    if not url:
+        url = f"file://{data_dir / 'blobs'}"
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    target = BACKENDS.get(scheme)
+    if target is None:
+        known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
+        raise BlobStoreError(f"blob store URL {url!r} names no known backend; use one of {known}")
+    module, cls = target.split(":")
+    backend = getattr(importlib.import_module(module), cls)
+    store: BlobStore = backend.from_url(url, uploads)
+    return store

@@ -66,6 +66,14 @@ class HubConfig:
     min_free_bytes: int = 256 * MIB
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: Where finished blobs live: None for ``data_dir/blobs``, else a URL (hub.blobstore).
+    blob_store: str | None = None
+    #: How often the hub reclaims unreferenced blobs and expires abandoned uploads.
+    gc_interval_s: float = 600.0
+    #: Blobs younger than this are never reclaimed: an upload precedes the row that uses it.
+    gc_grace_s: float = 3600.0
+    #: Uploads untouched this long are abandoned and dropped.
+    upload_ttl_s: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()

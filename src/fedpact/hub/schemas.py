@@ -251,10 +251,28 @@ class UploadIn(_In):
     )
 
 
+class DirectPartOut(BaseModel):
+    """PUT bytes [offset, offset+size) of the blob to ``url`` (no hub credentials)."""
+
+    number: int
+    offset: int
+    size: int
+    url: str
+
+
+class DirectUpload(BaseModel):
+    """Present when the blob store takes the bytes directly: send each part, then complete."""
+
+    part_size: int
+    expires_in_s: int
+    parts: list[DirectPartOut]
+
+
 class UploadOut(BaseModel):
     upload_id: str | None
     offset: int
     complete: bool
+    direct: DirectUpload | None = None
 
 
 class UploadStatus(BaseModel):
@@ -262,6 +280,7 @@ class UploadStatus(BaseModel):
     offset: int
     size: int
     sha256: str
+    direct: DirectUpload | None = None
 
 
 class OffsetOut(BaseModel):

@@ -8,6 +8,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from fastapi import Request
 
+from fedpact.hub.blobgc import Collector
 from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
@@ -27,6 +28,8 @@ class HubState:
     hash_pool: HashPool
     #: Failed logins and registrations, per user name and per client address.
     throttle: Throttle
+    #: Reclaims unreferenced blobs periodically and when a task ends (hub.blobgc).
+    gc: Collector
     #: Uploads a request is writing to right now; only touched on the event loop's thread.
     busy_uploads: set[str] = field(default_factory=set)
     #: Recently verified tokens (see hub.tokens); holds auth.Principal values.

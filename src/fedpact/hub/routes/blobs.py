@@ -4,6 +4,11 @@ The bytes received so far are the partial file's length on disk, not a counter i
 database, so a connection that breaks mid-chunk leaves exactly what arrived and the
 client resumes from ``GET .../uploads/{id}``. Request bodies are written as they arrive,
 in bounded pieces, never held whole in memory.
+
+When the blob store presigns (S3), uploads of at least ``DIRECT_MIN_BYTES`` are *direct*:
+the hub answers with presigned part URLs, the client PUTs the parts to the object store
+itself, and the hub only assembles and verifies them on completion. Whether an upload is
+direct follows from its size, so every replica agrees without a database column.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from starlette.requests import ClientDisconnect
 
 from fedpact.hub.access import can_read_blob, find_task, require_member
 from fedpact.hub.auth import CurrentUser, State
-from fedpact.hub.blobstore import SHA256_RE, BlobResponse
+from fedpact.hub.blobstore import SHA256_RE
 from fedpact.hub.errors import is_disk_full
 from fedpact.hub.quotas import check_free_space, check_stored_bytes, disk_full
 from fedpact.hub.schemas import (
     INT64_MAX,
     BlobRef,
+    DirectPartOut,
+    DirectUpload,
     OffsetOut,
     UploadIn,
     UploadOut,
@@ -43,6 +50,30 @@ from fedpact.hub.tables import Blob, Task, Upload
 router = APIRouter(tags=["blobs"])
 
 WRITE_BUFFER = 1024 * 1024
+#: Uploads this large go straight to a presigning store; smaller ones are not worth a round trip.
+DIRECT_MIN_BYTES = 8 * 1024 * 1024
+#: Part size of direct uploads (S3 needs >= 5 MiB for every part but the last).
+DIRECT_PART_BYTES = 16 * 1024 * 1024
+DIRECT_URL_TTL_S = 3600
+
+
+def is_direct(state: HubState, size: int) -> bool:
+    return state.store.presigns and size >= DIRECT_MIN_BYTES
+
+
+def _direct(state: HubState, upload_id: str, size: int) -> DirectUpload:
+    parts = state.store.direct_upload_parts(upload_id, size, DIRECT_PART_BYTES, DIRECT_URL_TTL_S)
+    return DirectUpload(
+        part_size=DIRECT_PART_BYTES,
+        expires_in_s=DIRECT_URL_TTL_S,
+        parts=[DirectPartOut(number=p.number, offset=p.offset, size=p.size, url=p.url) for p in parts],
+    )
+
+
+def _received(state: HubState, upload_id: str, size: int) -> int:
+    if is_direct(state, size):
+        return state.store.direct_upload_received(upload_id, size, DIRECT_PART_BYTES)
+    return state.store.received(upload_id)
 
 
 def _check_sha(sha256: str) -> None:
@@ -54,6 +85,7 @@ def _check_sha(sha256: str) -> None:
     "/tasks/{task}/uploads",
     status_code=201,
     response_model=UploadOut,
+    response_model_exclude_unset=True,
     responses={200: {"model": UploadOut, "description": "the blob is already stored; nothing to send"}},
 )
 def start_upload(task: str, body: UploadIn, user: CurrentUser, state: State) -> UploadOut | JSONResponse:
@@ -75,7 +107,7 @@ def start_upload(task: str, body: UploadIn, user: CurrentUser, state: State) -> 
             share_if_creator(row, blob, user.id, body.private)
             s.commit()
             done = UploadOut(upload_id=None, offset=body.size, complete=True)
-            return JSONResponse(done.model_dump(), status_code=200)
+            return JSONResponse(done.model_dump(exclude_unset=True), status_code=200)
         mine = (Upload.task_id == row.id, Upload.sha256 == body.sha256, Upload.created_by == user.id)
         upload = s.scalars(select(Upload).where(*mine)).first()
         if upload is None:
@@ -92,13 +124,24 @@ def start_upload(task: str, body: UploadIn, user: CurrentUser, state: State) -> 
                 s.rollback()
                 upload = s.scalars(select(Upload).where(*mine)).one()
             else:
-                state.store.start(upload.id)
+                if is_direct(state, upload.size):
+                    state.store.direct_upload_start(upload.id, upload.size, DIRECT_PART_BYTES)
+                else:
+                    state.store.start(upload.id)
         if upload.size != body.size:
             raise HTTPException(
                 409,
                 f"an upload of {body.sha256} declared as {upload.size} bytes is in progress; the same content cannot be {body.size} bytes",
             )
-        return UploadOut(upload_id=upload.id, offset=state.store.received(upload.id), complete=False)
+        upload_id, size = upload.id, upload.size
+    if is_direct(state, size):
+        return UploadOut(
+            upload_id=upload_id,
+            offset=_received(state, upload_id, size),
+            complete=False,
+            direct=_direct(state, upload_id, size),
+        )
+    return UploadOut(upload_id=upload_id, offset=state.store.received(upload_id), complete=False)
 
 
 @dataclass
@@ -126,15 +169,18 @@ def _find_upload(state: HubState, task: str, upload_id: str, user: CurrentUser) 
         return _Target(upload_id=upload.id, sha256=upload.sha256, size=upload.size, task_id=row.id, shared=shared)
 
 
-@router.get("/tasks/{task}/uploads/{upload_id}", response_model=UploadStatus)
+@router.get("/tasks/{task}/uploads/{upload_id}", response_model=UploadStatus, response_model_exclude_unset=True)
 def upload_status(task: str, upload_id: str, user: CurrentUser, state: State) -> UploadStatus:
     target = _find_upload(state, task, upload_id, user)
-    return UploadStatus(
+    status = UploadStatus(
         upload_id=target.upload_id,
-        offset=state.store.received(target.upload_id),
+        offset=_received(state, target.upload_id, target.size),
         size=target.size,
         sha256=target.sha256,
     )
+    if is_direct(state, target.size):
+        status.direct = _direct(state, target.upload_id, target.size)
+    return status
 
 
 def _busy(upload_id: str) -> HTTPException:
@@ -163,6 +209,11 @@ async def put_chunk(
     offset: Annotated[int, Query(ge=0, le=INT64_MAX, description="the number of bytes already received")],
 ) -> OffsetOut | JSONResponse:
     target = await run_in_threadpool(_find_upload, state, task, upload_id, user)
+    if is_direct(state, target.size):
+        raise HTTPException(
+            409,
+            f"upload {upload_id} goes straight to the object store: PUT its parts to the URLs in GET .../uploads/{upload_id}",
+        )
     if upload_id in state.busy_uploads:
         raise _busy(upload_id)
     state.busy_uploads.add(upload_id)
@@ -257,6 +308,8 @@ async def complete_upload(task: str, upload_id: str, user: CurrentUser, state: S
 
 
 def _complete(state: HubState, target: _Target, user_id: int) -> BlobRef:
+    if is_direct(state, target.size):
+        return _complete_direct(state, target, user_id)
     store = state.store
     received = store.received(target.upload_id)
     if received != target.size:
@@ -283,6 +336,39 @@ def _complete(state: HubState, target: _Target, user_id: int) -> BlobRef:
         s.delete(upload)
         s.flush()
         store_verified(s, state, target.task_id, target.upload_id, target.sha256, target.size, user_id, target.shared)
+    return BlobRef(sha256=target.sha256, size=target.size)
+
+
+def _complete_direct(state: HubState, target: _Target, user_id: int) -> BlobRef:
+    """Assemble a direct upload's parts in the bucket, verify them, then record the blob."""
+    store = state.store
+    received = _received(state, target.upload_id, target.size)
+    if received != target.size:
+        raise HTTPException(
+            409,
+            f"{target.size - received} bytes are missing: parts up to byte {received} of {target.size} arrived; "
+            "PUT the remaining parts to the URLs in GET .../uploads/{id}".replace("{id}", target.upload_id),
+        )
+    landed, actual = store.direct_upload_finish(target.upload_id, target.sha256, target.size)
+    with state.db.session() as s:
+        upload = s.get(Upload, target.upload_id)
+        if upload is not None:
+            s.delete(upload)
+        if actual != target.sha256:
+            s.commit()
+            raise HTTPException(
+                422,
+                f"sha256 mismatch: the {landed} bytes that landed hash to {actual}, not the declared {target.sha256}; the upload was discarded, start again",
+            )
+        if upload is None:
+            raise HTTPException(404, f"upload {target.upload_id} was removed (its task was deleted?)")
+        blob = s.scalars(select(Blob).where(Blob.task_id == target.task_id, Blob.sha256 == target.sha256)).first()
+        if blob is None:
+            s.add(Blob(task_id=target.task_id, sha256=target.sha256, size=target.size, uploaded_by=user_id,
+                       shared=bool(target.shared)))
+        elif target.shared is not None:
+            blob.shared = target.shared
+        s.commit()
     return BlobRef(sha256=target.sha256, size=target.size)
 
 
@@ -457,9 +543,8 @@ def get_blob(task: str, sha256: str, user: CurrentUser, state: State) -> Respons
                 f"blob {sha256} of task {row.name!r} is not yours to read: a participant reads the blobs it uploaded, "
                 "those the aggregator sent to it or to all participants, and the global model",
             )
-    path = state.store.blob_path(sha256)
-    if not path.is_file():
+    if not state.store.exists(sha256):
         raise HTTPException(
             500, f"blob {sha256} is recorded but its file is missing from the store; tell the hub operator"
         )
-    return BlobResponse(path, media_type="application/octet-stream", headers={"X-Content-SHA256": sha256})
+    return state.store.download(sha256, headers={"X-Content-SHA256": sha256})

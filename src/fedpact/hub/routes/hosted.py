@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -108,7 +107,7 @@ def start_hosted(task: str, body: HostedStart, request: Request, user: CurrentUs
         worker = manager.worker(row.id)
         worker.dir.mkdir(parents=True, exist_ok=True)
         eval_file = worker.dir / f"eval.{body.eval_data.format}"
-        shutil.copyfile(state.store.blob_path(body.eval_data.blob.sha256), eval_file)
+        state.store.copy_to(body.eval_data.blob.sha256, eval_file)
     try:
         out = manager.start(row, creator, resume=body.resume, started_by=user.name, eval_file=eval_file, label=label)
     except RuntimeError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
@@ -106,16 +106,12 @@ def get_model(model_id: ModelId, user: CurrentUser, state: State) -> ModelOut:
 
 @router.get("/models/{model_id}/download", response_class=FileResponse)
 @router.head("/models/{model_id}/download", response_class=FileResponse, operation_id="head_model_download")
-def download_model(model_id: ModelId, user: CurrentUser, state: State) -> FileResponse:
+def download_model(model_id: ModelId, user: CurrentUser, state: State) -> Response:
     with state.db.session() as s:
         model = _find_model(s, model_id, user)
         sha256 = model.sha256
-    path = state.store.blob_path(sha256)
-    if not path.is_file():
+    if not state.store.exists(sha256):
         raise HTTPException(500, f"model {model_id}'s file is missing from the blob store; tell the hub operator")
-    return BlobResponse(
-        path,
-        media_type="application/octet-stream",
-        filename=f"model-{model_id}.safetensors",
-        headers={"X-Content-SHA256": sha256},
+    return state.store.download(
+        sha256, filename=f"model-{model_id}.safetensors", headers={"X-Content-SHA256": sha256}
     )

@@ -126,6 +126,7 @@ def cancel_task(task: str, user: CurrentUser, state: State) -> TaskOut:
         s.commit()
         out = task_out(s, row, user)
     state.notifier.notify(out.id)
+    state.gc.request()
     return out
 
 
@@ -138,6 +139,8 @@ def set_status(task: str, body: StatusIn, user: CurrentUser, state: State) -> Ta
         s.commit()
         out = task_out(s, row, user)
     state.notifier.notify(out.id)
+    if body.status in ("COMPLETE", "FAILED", "CANCELLED"):
+        state.gc.request()  # the task's finished rounds no longer need their blobs
     return out
 
 
@@ -177,3 +180,4 @@ def _delete_task(s: Session, store: BlobStore, task: Task) -> None:
             store.delete(sha)
     for upload_id in upload_ids:
         store.discard(upload_id)
+        store.direct_upload_abort(upload_id)

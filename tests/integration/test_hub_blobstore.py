@@ -1,0 +1,317 @@
+"""A hub on each blob store backend: direct transfers, garbage collection, chunked updates."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import tracemalloc
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import wait_for
+from hub_fixtures import Api, User, fast_config, sha
+from seaweedfs import SeaweedFS, blob_store_url, seaweedfs  # noqa: F401
+
+from fedpact.client.hub import CHUNK_SIZE, ONE_SHOT_LIMIT, HubClient, HubError
+from fedpact.hub import EmbeddedHub
+from fedpact.hub.blobgc import collect
+from fedpact.hub.blobstore import BlobStore, open_blob_store
+from fedpact.hub.config import HubConfig
+from fedpact.hub.db import Database
+from fedpact.hub.routes.blobs import DIRECT_MIN_BYTES, DIRECT_PART_BYTES
+
+MIB = 1024 * 1024
+
+
+class Env:
+    """A hub on one backend, a second view of its database and store (as another replica has)."""
+
+    def __init__(self, hub: EmbeddedHub, config: HubConfig) -> None:
+        self.hub = hub
+        self.config = config
+        self.api = Api(hub.url)
+        assert config.database_url is not None
+        self.db = Database(config.database_url)
+        self.store: BlobStore = open_blob_store(config.blob_store, config.data_dir)
+        self.clients: list[HubClient] = []
+
+    def client(self, user: User) -> HubClient:
+        c = HubClient(self.hub.url, user.token, retry_for_s=10)
+        self.clients.append(c)
+        return c
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+        self.api.close()
+        self.db.dispose()
+
+
+@pytest.fixture
+def env(blob_store_url: str | None, tmp_path: Path) -> Iterator[Env]:  # noqa: F811
+    # gc_interval_s is long: passes run when a task ends, or when a test runs one.
+    config = fast_config(tmp_path / "hub", blob_store=blob_store_url, gc_grace_s=0, gc_interval_s=3600)
+    with EmbeddedHub(config=config) as hub:
+        e = Env(hub, config)
+        yield e
+        e.close()
+
+
+def members(env: Env) -> tuple[User, User, dict[str, Any]]:
+    alice, bob = env.api.user("alice"), env.api.user("bob")
+    task = alice.create_task()
+    bob.join(task["name"])
+    return alice, bob, task
+
+
+def test_large_upload_and_download_round_trip(env: Env, tmp_path: Path) -> None:
+    alice, bob, task = members(env)
+    data = os.urandom(DIRECT_MIN_BYTES + DIRECT_PART_BYTES + 4321)
+    src = tmp_path / "model.bin"
+    src.write_bytes(data)
+    seen: list[int] = []
+    ref = env.client(alice).upload_blob(task["name"], src, progress=lambda done, total: seen.append(done))
+    assert ref == {"sha256": sha(data), "size": len(data)}
+    assert seen[-1] == len(data)
+    assert env.store.size(sha(data)) == len(data)
+    assert list(env.store.uploads_dir.iterdir()) == [], "nothing is left staged"
+    assert env.client(bob).download_blob(task["name"], sha(data)) == data
+    raw = bob.http.get(f"/tasks/{task['name']}/blobs/{sha(data)}")
+    if env.store.presigns:
+        # The hub hands out a signed URL to the object store; the bytes never pass through it.
+        assert raw.status_code == 307
+        endpoint = str(env.config.blob_store).split("endpoint=")[1].split("&")[0]
+        assert raw.headers["location"].startswith(endpoint)
+    else:
+        assert raw.status_code == 200 and raw.content == data
+
+
+def test_direct_upload_goes_to_the_object_store_and_resumes(env: Env) -> None:
+    alice, _, task = members(env)
+    name = task["name"]
+    data = os.urandom(DIRECT_PART_BYTES + 1000)
+    r = alice.http.post(f"/tasks/{name}/uploads", json={"sha256": sha(data), "size": len(data)})
+    assert r.status_code == 201, r.text
+    start = r.json()
+    uid = start["upload_id"]
+    if not env.store.presigns:
+        assert "direct" not in start, "a local store takes uploads through the hub"
+        return
+    parts = start["direct"]["parts"]
+    assert [(p["offset"], p["size"]) for p in parts] == [(0, DIRECT_PART_BYTES), (DIRECT_PART_BYTES, 1000)]
+    # The hub refuses bytes for a direct upload, and keeps nothing of them.
+    r = alice.http.put(f"/tasks/{name}/uploads/{uid}", params={"offset": 0}, content=b"x" * 10,
+                       headers={"content-type": "application/octet-stream"})  # fmt: skip
+    assert r.status_code == 409 and "straight to the object store" in r.json()["detail"]
+    assert list(env.store.uploads_dir.iterdir()) == []
+    assert httpx.put(parts[0]["url"], content=data[:DIRECT_PART_BYTES]).status_code == 200
+    r = alice.http.post(f"/tasks/{name}/uploads/{uid}/complete")
+    assert r.status_code == 409 and "1000 bytes are missing" in r.json()["detail"]
+    status = alice.http.get(f"/tasks/{name}/uploads/{uid}").json()
+    assert status["offset"] == DIRECT_PART_BYTES and len(status["direct"]["parts"]) == 2
+    # HubClient picks up where the first part left off.
+    ref = env.client(alice).upload_blob(name, data)
+    assert ref["sha256"] == sha(data)
+    assert b"".join(env.store.read_range(sha(data))) == data
+
+
+def test_a_direct_upload_whose_bytes_do_not_match_is_discarded(env: Env) -> None:
+    alice, _, task = members(env)
+    name = task["name"]
+    data = os.urandom(DIRECT_PART_BYTES + 10)
+    start = alice.http.post(f"/tasks/{name}/uploads", json={"sha256": sha(data), "size": len(data)}).json()
+    if not env.store.presigns:
+        assert "direct" not in start
+        return
+    parts = start["direct"]["parts"]
+    assert httpx.put(parts[0]["url"], content=data[:DIRECT_PART_BYTES]).status_code == 200
+    assert httpx.put(parts[1]["url"], content=b"y" * 10).status_code == 200
+    r = alice.http.post(f"/tasks/{name}/uploads/{start['upload_id']}/complete")
+    assert r.status_code == 422 and "sha256 mismatch" in r.json()["detail"]
+    assert alice.http.get(f"/tasks/{name}/blobs/{sha(data)}").status_code == 404
+    assert alice.http.get(f"/tasks/{name}/uploads/{start['upload_id']}").status_code == 404
+    assert list(env.store.iter_blobs()) == []
+
+
+def _put_round(c: HubClient, task: str, number: int, status: str) -> None:
+    c.put_round(task, number, status=status, participants=[], started_at=datetime.now(UTC).isoformat(), metrics={})
+
+
+def test_gc_keeps_what_is_referenced_and_reclaims_the_rest(env: Env) -> None:
+    alice, bob, task = members(env)
+    name = task["name"]
+    a, b = env.client(alice), env.client(bob)
+    r = alice.http.post(f"/tasks/{name}/status", json={"status": "RUNNING", "reason": "test"})
+    assert r.status_code == 200, r.text
+    blobs = {k: os.urandom(300_000) for k in ("eval", "update1", "ckpt1", "ckpt2", "model", "update2")}
+    digest = {k: sha(v) for k, v in blobs.items()}
+    a.upload_blob(name, blobs["eval"])
+    _put_round(a, name, 1, "running")
+    b.send(name, sender=f"participant/{bob.name}", recipient="aggregator", kind="update", round=1,
+           payload=blobs["update1"])  # fmt: skip
+    a.put_checkpoint(name, 1, a.upload_blob(name, blobs["ckpt1"]), {})
+    _put_round(a, name, 1, "complete")
+    _put_round(a, name, 2, "running")
+    b.send(name, sender=f"participant/{bob.name}", recipient="aggregator", kind="update", round=2,
+           payload=blobs["update2"])  # fmt: skip
+    a.put_checkpoint(name, 2, a.upload_blob(name, blobs["ckpt2"]), {})
+    a.register_model(name, blob=a.upload_blob(name, blobs["model"]), metadata={}, contributors=[bob.name],
+                     rounds=2, metrics={})  # fmt: skip
+    # The same content as round 1's update, held by another task: its bytes must stay.
+    other = alice.create_task()
+    a.upload_blob(other["name"], blobs["update1"])
+
+    report = collect(env.db, env.store, grace_s=0, upload_ttl_s=3600)
+    assert report.task_refs == 2 and report.blobs == [digest["ckpt1"]]
+
+    def held(key: str) -> int:
+        return alice.http.get(f"/tasks/{name}/blobs/{digest[key]}").status_code
+
+    assert held("update1") == 404 and env.store.exists(digest["update1"]), "only the reference of task 1 went"
+    assert held("ckpt1") == 404 and not env.store.exists(digest["ckpt1"])
+    for key in ("eval", "ckpt2", "model", "update2"):
+        assert held(key) in (200, 307) and env.store.exists(digest[key]), key
+    again = collect(env.db, env.store, grace_s=0, upload_ttl_s=3600)
+    assert again.task_refs == 0 and again.blobs == [], "a second pass finds nothing more"
+
+    # Ending the task triggers the hub's own pass: only the checkpoint and the model stay.
+    r = alice.http.post(f"/tasks/{name}/status", json={"status": "COMPLETE", "reason": "done"})
+    assert r.status_code == 200, r.text
+    wait_for(lambda: not env.store.exists(digest["eval"]), 30, "the pass on task end")
+    assert not env.store.exists(digest["update2"])
+    assert env.store.exists(digest["ckpt2"]) and env.store.exists(digest["model"])
+    model_id = a.list_models(name)[0]["id"]
+    assert a.download_model(model_id, env.config.data_dir / "m.safetensors").read_bytes() == blobs["model"]
+    checkpoint = a.get_checkpoint(name)
+    assert checkpoint is not None and checkpoint["blob"]["sha256"] == digest["ckpt2"]
+
+
+def test_gc_leaves_young_blobs_alone(env: Env) -> None:
+    orphan = os.urandom(1000)
+    env.store.put_stream(sha(orphan), io.BytesIO(orphan))
+    assert collect(env.db, env.store, grace_s=3600, upload_ttl_s=3600).blobs == []
+    assert env.store.exists(sha(orphan))
+    assert collect(env.db, env.store, grace_s=0, upload_ttl_s=3600).blobs == [sha(orphan)]
+    assert not env.store.exists(sha(orphan))
+
+
+def test_abandoned_uploads_expire_with_their_bytes(env: Env) -> None:
+    alice, _, task = members(env)
+    name = task["name"]
+    data = os.urandom(DIRECT_PART_BYTES + 5)
+    start = alice.http.post(f"/tasks/{name}/uploads", json={"sha256": sha(data), "size": len(data)}).json()
+    uid = start["upload_id"]
+    if start.get("direct"):
+        assert httpx.put(start["direct"]["parts"][0]["url"], content=data[:DIRECT_PART_BYTES]).status_code == 200
+    else:
+        r = alice.http.put(f"/tasks/{name}/uploads/{uid}", params={"offset": 0}, content=data[:1000],
+                           headers={"content-type": "application/octet-stream"})  # fmt: skip
+        assert r.status_code == 200
+    assert collect(env.db, env.store, grace_s=0, upload_ttl_s=3600).uploads == 0
+    assert alice.http.get(f"/tasks/{name}/uploads/{uid}").status_code == 200
+    assert collect(env.db, env.store, grace_s=0, upload_ttl_s=0).uploads == 1
+    assert alice.http.get(f"/tasks/{name}/uploads/{uid}").status_code == 404
+    assert not env.store.partial_path(uid).exists()
+    assert list(env.store.stale_direct_uploads(datetime.now(UTC).timestamp() + 60)) == []
+
+
+def test_a_large_update_goes_in_chunks_holding_one_copy(env: Env) -> None:
+    alice, bob, task = members(env)
+    name = task["name"]
+    payload = bytearray(os.urandom(ONE_SHOT_LIMIT + 3 * CHUNK_SIZE))
+    b = env.client(bob)
+    requests: list[str] = []
+    b._http.event_hooks["request"].append(lambda req: requests.append(f"{req.method} {req.url.path}"))
+    b._direct.event_hooks["request"].append(lambda req: requests.append(f"{req.method} direct"))
+    tracemalloc.start()
+    try:
+        msg = b.send(name, sender=f"participant/{bob.name}", recipient="aggregator", kind="update", round=1,
+                     payload=payload)  # fmt: skip
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # One copy (the caller's) plus about a chunk in flight, not a second copy of the model.
+    assert peak < len(payload) // 2, f"peak {peak} bytes while sending {len(payload)}"
+    assert not any("/messages/raw" in r for r in requests)
+    pieces = [r for r in requests if r.startswith("PUT") and ("/uploads/" in r or r.endswith("direct"))]
+    assert len(pieces) >= 3, requests
+    assert msg["blob"]["sha256"] == sha(bytes(payload))
+    got = env.client(alice).message_payload(name, msg)
+    assert got == bytes(payload)
+
+
+def test_hub_refuses_an_unknown_blob_store(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no known backend"):
+        EmbeddedHub(config=fast_config(tmp_path / "hub", blob_store="gopher://x")).start()
+
+
+def test_upload_errors_from_hub_client_are_precise(env: Env) -> None:
+    _, _, task = members(env)
+    outsider = env.client(env.api.user("eve"))
+    with pytest.raises(HubError) as exc:
+        outsider.upload_blob(task["name"], os.urandom(ONE_SHOT_LIMIT + 1))
+    assert exc.value.status == 403
+    assert list(env.store.iter_blobs()) == []
+
+
+def _serve(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "fedpact", "hub", "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("how", ["flag", "variable"])
+def test_fedpact_hub_takes_its_blob_store_from_the_flag_or_the_variable(
+    seaweedfs: SeaweedFS, tmp_path: Path, how: str  # noqa: F811
+) -> None:
+    prefix = f"cli{how}"
+    url = seaweedfs.url("fedpact-tests", prefix)
+    args = ["--data-dir", str(tmp_path / "hub")]
+    env = {**os.environ}
+    if how == "flag":
+        args += ["--blob-store", url]
+    else:
+        env["FEDPACT_BLOB_STORE"] = url
+    proc, hub_url = _serve(args, env)
+    try:
+        wait_for(lambda: _healthy(hub_url), 30, "the hub")
+        api = Api(hub_url)
+        alice = api.user("alice")
+        task = alice.create_task()
+        data = os.urandom(DIRECT_MIN_BYTES)
+        with HubClient(hub_url, alice.token) as c:
+            c.upload_blob(task["name"], data)
+        bucket = open_blob_store(url, tmp_path / "view")
+        assert b"".join(bucket.read_range(sha(data))) == data
+        assert not (tmp_path / "hub" / "blobs" / sha(data)[:2]).exists()
+        api.close()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_fedpact_hub_stops_on_a_bad_blob_store_url(tmp_path: Path) -> None:
+    proc, _ = _serve(["--data-dir", str(tmp_path / "hub"), "--blob-store", "s3://bucket?endpiont=x"], {**os.environ})
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert b"unknown S3 blob store option(s) ['endpiont']" in out
+    assert not (tmp_path / "hub" / "hub.db").exists(), "nothing was created"
