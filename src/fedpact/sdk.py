@@ -18,7 +18,12 @@ from fedpact.client.hub import HubClient
 from fedpact.common.definition import TaskDefinition
 from fedpact.common.errors import FedpactError
 from fedpact.runtime.aggregator import AggregatorResult, run_aggregator
-from fedpact.runtime.participant import DataParticipant, Participant, ParticipantResult, run_participant
+from fedpact.runtime.participant import (
+    DataParticipant,
+    Participant,
+    ParticipantResult,
+    run_participant,
+)
 from fedpact.runtime.progress import Progress
 
 
@@ -36,10 +41,20 @@ def load_definition(source: str | Path | Mapping[str, Any] | TaskDefinition) -> 
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise FedpactError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise FedpactError(f"{path} is not valid {kind}: {_one_line(exc)}") from exc
     if not isinstance(data, dict):
         raise FedpactError(f"{path} must hold a mapping (the task definition), not {type(data).__name__}")
     return data
+
+
+def _one_line(exc: Exception) -> str:
+    """A parser error as one line with its position (PyYAML's own text spans several)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        return f"{where}{exc.problem or exc.context or 'syntax error'}"
+    return " ".join(str(exc).split())
 
 
 class Client:
@@ -110,7 +125,17 @@ class Client:
         return self.hub.list_rounds(task)
 
     def join(self, task: str | int) -> dict[str, Any]:
+        """Join ``task``, first refusing one this installation lacks an extra for (naming the pip command)."""
+        self.check_can_run(task)
         return self.hub.join(task)
+
+    def check_can_run(self, task: str | int, *, model: bool = True) -> None:
+        """Raise :class:`~fedpact.common.extras.MissingExtra` if the task's model or privacy mode
+        needs an optional dependency that is not installed here."""
+        from fedpact.common.extras import check_task
+
+        info = self.hub.get_task(task)
+        check_task(info["definition"], info["name"], model=model)
 
     def leave(self, task: str | int) -> None:
         self.hub.leave(task)
@@ -147,7 +172,10 @@ class Client:
         **options: Any,
     ) -> ParticipantResult:
         """Train on ``data`` (a Dataset, or a Participant subclass) whenever the task asks."""
-        participant = data if isinstance(data, Participant) else DataParticipant(data)
+        custom = isinstance(data, Participant)
+        participant = data if custom else DataParticipant(data)
+        # A custom Participant brings its own model code; the privacy mode still needs its extra.
+        self.check_can_run(task, model=not custom)
         return run_participant(self.hub, task, participant, model_dir=model_dir, progress=progress, **options)
 
     # -- models -----------------------------------------------------------------------

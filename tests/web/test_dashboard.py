@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,6 @@ def shot(page: Any, artifacts: Path, name: str) -> None:
 def test_dashboard_end_to_end(hub: EmbeddedHub, browser: Any, artifacts: Path, page_errors: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    started = time.monotonic()
     page_errors.allowed = EXPECTED_REFUSALS
     procs: list[subprocess.Popen[bytes]] = []
     ctx = browser.new_context(viewport=LAPTOP, accept_downloads=True)
@@ -243,7 +241,6 @@ def test_dashboard_end_to_end(hub: EmbeddedHub, browser: Any, artifacts: Path, p
             p.wait(60)
             assert p.returncode == 0, (tmp_path / "bob.log").read_text()
         assert page_errors.unexpected() == [], page_errors.unexpected()
-        assert time.monotonic() - started < 150
     finally:
         for p in procs:
             if p.poll() is None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from fedpact.common.definition import BUILTIN_MODELS, DataSchema, ModelSpec
 from fedpact.common.errors import UnknownComponent
+from fedpact.common.extras import MODEL_EXTRAS, require
 from fedpact.models.base import Model, ModelConfigError
 from fedpact.models.softmax import SoftmaxRegression
 
@@ -74,6 +75,8 @@ def build_model(spec: ModelSpec, schema: DataSchema, seed: int = 0) -> Model:
         for d in schema.sample_shape:
             n_features *= d
         return SoftmaxRegression(n_features, n_classes, l2=_number(params, "l2", 0.0, 0.0), seed=seed)
+    if spec.name in MODEL_EXTRAS:
+        require(MODEL_EXTRAS[spec.name], f"model {spec.name!r}")
     if spec.name == "mlp":
         from fedpact.models.torch_nets import MLPModel
 

@@ -11,9 +11,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+
+from fedpact.common.extras import MissingExtra
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError as exc:  # the base install has no torch: say which extra brings it
+    raise MissingExtra("torch", "the 'mlp' and 'cnn' models") from exc
 
 from fedpact.models.base import (
     BatchCallback,
