@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -66,10 +67,11 @@ def errors() -> Iterator[None]:
         yield
     except HubError as exc:
         hint = {401: f" (log in again with 'fedpact login NAME{_hub_flag()}')"}.get(exc.status, "")
-        err.print(f"[red]error:[/] {for_terminal(str(exc))}{hint}{_task_suggestion(exc)}", highlight=False)
+        text = escape(f"{for_terminal(str(exc))}{hint}{_task_suggestion(exc)}")
+        err.print(f"[red]error:[/] {text}", highlight=False)
         raise typer.Exit(1) from None
-    except FedpactError as exc:
-        err.print(f"[red]error:[/] {for_terminal(str(exc))}", highlight=False)
+    except FedpactError as exc:  # escaped: "pip install 'fedpact[torch]'" is not rich markup
+        err.print(f"[red]error:[/] {escape(for_terminal(str(exc)))}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -506,6 +508,37 @@ def model_download(
             path = c.download_model(model_id, output, progress=lambda done, total: bar.update(job, completed=done,
                                                                                                total=total or None))
         out.print(f"model {model_id} saved to {path}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A model file from 'fedpact model download' (safetensors).")],
+    data: Annotated[Path, typer.Option(help="Samples to predict: CSV with a header row, or NPZ with an array 'x'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")] = Path("predictions.csv"),
+) -> None:
+    """Predict with a downloaded model: one row per sample, the class and each class's probability."""
+    from fedpact.inference import load_model, read_features, write_predictions
+
+    with errors():
+        trained = load_model(model)
+        x = read_features(data, trained.schema)
+        path = write_predictions(output, trained, x)
+        out.print(f"{len(x)} predictions written to {path}", highlight=False)
+
+
+@model_app.command("export")
+def model_export(
+    model: Annotated[Path, typer.Argument(help="A model file from 'fedpact model download' (safetensors).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Export format: onnx.")] = "onnx",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: MODEL.onnx).")] = None,
+) -> None:
+    """Export a downloaded model for serving elsewhere (ONNX; needs fedpact[onnx])."""
+    from fedpact.inference import load_model
+
+    with errors():
+        trained = load_model(model)
+        path = trained.export(output or model.with_suffix(f".{fmt}"), fmt)
+        out.print(f"model exported to {path} (input 'x', outputs 'probabilities' and 'label')", highlight=False)
 
 
 @app.command()
