@@ -73,7 +73,7 @@ def test_onnx_export_matches_fedpacts_predictions(tmp_path: Path, case: str, sta
 
 
 def test_predict_and_export_from_the_terminal(tmp_path: Path) -> None:
-    path, schema = model_file(tmp_path, "softmax_regression", standardize=True)
+    path, _ = model_file(tmp_path, "softmax_regression", standardize=True)
     x = np.random.default_rng(4).normal(0, 1, (9, 12)).astype(np.float32)
     data = tmp_path / "new.csv"
     with open(data, "w", newline="") as fh:  # a label column, if present, is ignored
@@ -85,7 +85,8 @@ def test_predict_and_export_from_the_terminal(tmp_path: Path) -> None:
     result = runner.invoke(app, ["predict", str(path), "--data", str(data), "-o", str(out_csv)])
     assert result.exit_code == 0, result.output
     assert "9 predictions written" in result.output
-    rows = list(csv.DictReader(open(out_csv)))
+    with open(out_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
     trained = fedpact.load_model(path)
     assert [int(r["prediction"]) for r in rows] == trained.predict(x).tolist()
     assert list(rows[0]) == ["prediction", "p_3", "p_5", "p_7"]

@@ -484,6 +484,23 @@ def model_list(task: Annotated[Optional[str], typer.Option(help="Only this task'
         out.print(t)
 
 
+@model_app.command("card")
+def model_card(
+    model_id: Annotated[int, typer.Argument(help="Model id (see 'fedpact model list').")],
+    description: Annotated[Optional[str], typer.Option(help="Set the description (task creator).")] = None,
+    licence: Annotated[Optional[str], typer.Option(help="Set the licence, e.g. CC-BY-4.0 (task creator).")] = None,
+    hub: HubOpt = None,
+) -> None:
+    """Show a model's card as JSON, or set its description and licence."""
+    with errors():
+        c = _client(hub)
+        if description is not None or licence is not None:
+            card = c.set_model_card(model_id, description=description, licence=licence)
+        else:
+            card = c.model_card(model_id)
+        _print_json(card)
+
+
 @model_app.command("download")
 def model_download(
     task: Annotated[Optional[str], typer.Argument(help="Task whose final model to download.")] = None,

@@ -506,6 +506,15 @@ class HubClient:
     def get_model(self, model_id: int) -> dict[str, Any]:
         return self._call("GET", f"/models/{model_id}")
 
+    def model_card(self, model_id: int) -> dict[str, Any]:
+        """The model card: definition, data schema, per-round metrics and model hashes, terms."""
+        return self._call("GET", f"/models/{model_id}/card")
+
+    def set_model_card(self, model_id: int, *, description: str | None = None, licence: str | None = None) -> dict[str, Any]:
+        """Set the description and licence of a model of your task (creator only)."""
+        body = {k: v for k, v in {"description": description, "licence": licence}.items() if v is not None}
+        return self._call("PUT", f"/models/{model_id}/card", json=body)
+
     def download_model(self, model_id: int, dest: str | Path, *, progress: ProgressFn | None = None) -> Path:
         """Stream the model's safetensors file to ``dest`` (written atomically, sha256 checked).
 

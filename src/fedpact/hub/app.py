@@ -23,6 +23,7 @@ from fedpact.hub.limits import BodyLimitMiddleware
 from fedpact.hub.notify import AsyncioNotifier
 from fedpact.hub.routes import (
     blobs,
+    cards,
     health,
     hosted,
     membership,
@@ -73,7 +74,7 @@ def create_app(config: HubConfig) -> FastAPI:
     )
     app.state.hub = state
     app.state.workers = workers
-    for module in (health, users, tasks, membership, relay, blobs, rounds, models, hosted):
+    for module in (health, users, tasks, membership, relay, blobs, rounds, models, cards, hosted):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_json_bytes)
     app.add_middleware(LearnUrlMiddleware, manager=workers)

@@ -187,9 +187,11 @@ class TorchModel(Model):
             elif isinstance(layer, nn.Dropout):
                 continue
             elif isinstance(layer, nn.Conv2d):
+                if layer.bias is None or isinstance(layer.padding, str):
+                    raise ModelConfigError(f"layer {name!r}: only biased convolutions with numeric padding export")
                 w = graph.const("conv_weight", layer.weight.detach().numpy().astype(np.float32))
                 b = graph.const("conv_bias", layer.bias.detach().numpy().astype(np.float32))
-                pad_h, pad_w = layer.padding  # type: ignore[misc]
+                pad_h, pad_w = (int(p) for p in layer.padding)
                 x = graph.op("Conv", [x, w, b], kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
                              pads=[pad_h, pad_w, pad_h, pad_w])
             elif isinstance(layer, nn.MaxPool2d):
