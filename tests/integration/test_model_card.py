@@ -7,7 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from federation_helpers import Runner, digits_definition, start_aggregator, start_participant
+from federation_helpers import (
+    Runner,
+    digits_definition,
+    start_aggregator,
+    start_participant,
+)
 from typer.testing import CliRunner
 
 from fedpact.cli.main import app
