@@ -157,9 +157,20 @@ class Client:
         eval_data: Any = None,
         resume: bool = False,
         progress: Progress | None = None,
+        mlflow_uri: str | None = None,
         **options: Any,
     ) -> AggregatorResult:
-        """Run the task's rounds here until it completes (creator only)."""
+        """Run the task's rounds here until it completes (creator only).
+
+        With ``mlflow_uri`` the task is also an MLflow run there (needs ``fedpact[mlflow]``):
+        its parameters, each round's metrics, and the final model and card as artifacts.
+        """
+        if mlflow_uri:
+            from fedpact.integrations.mlflow import run_tracked
+
+            result: AggregatorResult = run_tracked(self.hub, task, mlflow_uri, eval_data=eval_data, resume=resume,
+                                                   progress=progress, **options)
+            return result
         return run_aggregator(self.hub, task, eval_data=eval_data, resume=resume, progress=progress, **options)
 
     def run_participant(
@@ -201,6 +212,7 @@ class Client:
         resume: bool = False,
         eval_data: str | Path | None = None,
         label: str | None = None,
+        mlflow_uri: str | None = None,
     ) -> dict[str, Any]:
         """Ask the hub to run the task's aggregator itself (creator only); returns its status.
 
@@ -214,7 +226,7 @@ class Client:
             spec = {"blob": self.hub.upload_blob(task, path), "format": fmt}
             if label is not None and fmt == "csv":
                 spec["label"] = label
-        return self.hub.start_hosted_aggregator(task, resume=resume, eval_data=spec)
+        return self.hub.start_hosted_aggregator(task, resume=resume, eval_data=spec, mlflow_uri=mlflow_uri)
 
     def hosted_aggregator(self, task: str | int) -> dict[str, Any]:
         """The status of the task's hosted aggregator (``state``: none, running, finished, failed, stopped)."""

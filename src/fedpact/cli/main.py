@@ -413,6 +413,9 @@ def aggregate(
     labels: Annotated[Optional[Path], typer.Option(help="IDX labels file that goes with IDX images.")] = None,
     missing: Annotated[str, typer.Option(help="'error' or 'drop' rows with missing values.")] = "error",
     quorum_timeout: Annotated[Optional[float], typer.Option(help="Give up if the quorum is not reached in this many seconds.")] = None,
+    mlflow_uri: Annotated[Optional[str], typer.Option(
+        "--mlflow-uri", envvar="MLFLOW_TRACKING_URI",
+        help="Track the task as an MLflow run on this tracking server (needs fedpact[mlflow]).")] = None,
     hub: HubOpt = None,
 ) -> None:
     """Run the aggregator of a task you created, until it completes."""
@@ -426,9 +429,15 @@ def aggregate(
         check_task(info["definition"], info["name"])
         data = _load(eval_data, label, labels, missing) if eval_data else None
         progress = RichProgress()
+        options: dict[str, Any] = {"eval_data": data, "resume": resume, "progress": progress,
+                                   "quorum_timeout_s": quorum_timeout}
         try:
-            result = run_aggregator(c, task, eval_data=data, resume=resume, progress=progress,
-                                    quorum_timeout_s=quorum_timeout)
+            if mlflow_uri:
+                from fedpact.integrations.mlflow import run_tracked
+
+                result = run_tracked(c, task, mlflow_uri, **options)
+            else:
+                result = run_aggregator(c, task, **options)
         finally:
             progress.close()
         out.print(f"task {result.task_name} {result.status} after {result.rounds_completed} rounds; "
@@ -594,6 +603,8 @@ def hosted_start(
     resume: Annotated[bool, typer.Option("--resume", help="Continue a RUNNING task after its last completed round.")] = False,
     eval_data: Annotated[Optional[Path], typer.Option(help="CSV or NPZ file the aggregator evaluates on (uploaded to the task).")] = None,
     label: Annotated[Optional[str], typer.Option(help="Label column of the evaluation CSV.")] = None,
+    mlflow_uri: Annotated[Optional[str], typer.Option(
+        "--mlflow-uri", help="Track the task as an MLflow run on this server (the hub needs fedpact[mlflow]).")] = None,
     hub: HubOpt = None,
 ) -> None:
     """Ask the hub to run the aggregator of a task you created; it keeps running after you log off."""
@@ -607,7 +618,7 @@ def hosted_start(
             spec = {"blob": c.upload_blob(task, eval_data), "format": fmt}
             if label and fmt == "csv":
                 spec["label"] = label
-        st = c.start_hosted_aggregator(task, resume=resume, eval_data=spec)
+        st = c.start_hosted_aggregator(task, resume=resume, eval_data=spec, mlflow_uri=mlflow_uri)
         _show_hosted(st, task)
         out.print(f"follow it with 'fedpact hosted log {task} --follow' or on the task's web page")
 

@@ -537,16 +537,20 @@ class HubClient:
 
     # -- hosted aggregator (run by the hub) ---------------------------------------------
     def start_hosted_aggregator(
-        self, task: str | int, *, resume: bool = False, eval_data: dict[str, Any] | None = None
+        self, task: str | int, *, resume: bool = False, eval_data: dict[str, Any] | None = None,
+        mlflow_uri: str | None = None,
     ) -> dict[str, Any]:
         """Ask the hub to run ``task``'s aggregator as its own worker process (creator only).
 
         ``eval_data`` is ``{"blob": {"sha256", "size"}, "format": "csv"|"npz", "label"?}``
-        naming a blob already uploaded to the task (see :meth:`upload_blob`).
+        naming a blob already uploaded to the task (see :meth:`upload_blob`); ``mlflow_uri``
+        has the hosted aggregator track the task as an MLflow run there.
         """
         body: dict[str, Any] = {"resume": resume}
         if eval_data is not None:
             body["eval_data"] = eval_data
+        if mlflow_uri is not None:
+            body["mlflow_uri"] = mlflow_uri
         return self._call("POST", f"/tasks/{task}/aggregator", json=body)
 
     def hosted_aggregator_status(self, task: str | int) -> dict[str, Any]:
