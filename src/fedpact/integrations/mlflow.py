@@ -58,7 +58,7 @@ class MlflowTracker:
         self._warned = False
         try:
             self.run_id = self._start()
-        except Exception as exc:  # noqa: BLE001 - any client failure means the server is not usable
+        except Exception as exc:  # any client failure means the server is not usable
             raise FedpactError(f"cannot use the MLflow tracking server at {uri}: {exc}") from exc
 
     def _start(self) -> str:
