@@ -4,17 +4,21 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 INSTALLED      := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
-PYTEST_ARGS ?=
+# Two workers, one test file per worker: files share fixtures within themselves, and every
+# hub binds its own free port and data directory, so files never clash.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 # The browser tests drive Debian's Chromium (never a test framework's own browser download).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint bench clean chromium fuzz
+.PHONY: demo test lint bench bench-footprint clean chromium fuzz
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# The demo trains an MLP (torch) on scikit-learn's bundled digits (data): the base install
+# plus those two extras. `pip install fedpact` alone is the hub, CLI, SDK and NumPy models.
 $(INSTALLED): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.[torch,data]'
 	touch $@
 
 $(TEST_INSTALLED): pyproject.toml | $(PY)
@@ -49,6 +53,10 @@ fuzz: $(TEST_INSTALLED)
 bench: $(INSTALLED)
 	$(PY) bench/fedavg_throughput.py
 	$(PY) bench/round_overhead.py
+
+# Base venv size and participant start-up against Flower's, each in its own fresh venv.
+bench-footprint: $(INSTALLED)
+	$(PY) bench/footprint.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache test-artifacts

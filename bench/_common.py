@@ -141,11 +141,14 @@ def print_machine(facts: dict[str, Any]) -> None:
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:
-    """Write ``bench/results/<name>-<UTC timestamp>.json`` and ``<name>-latest.json``."""
+    """Write ``bench/results/<name>-<UTC timestamp>.json``.
+
+    One file per run and no ``-latest`` copy: docs/benchmarks.md cites runs by their
+    timestamped name, and a copy would only duplicate one of them.
+    """
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     text = json.dumps(result, indent=2, sort_keys=False, default=str)
     path = RESULTS_DIR / f"{name}-{stamp}.json"
     path.write_text(text + "\n")
-    (RESULTS_DIR / f"{name}-latest.json").write_text(text + "\n")
     return path

@@ -17,8 +17,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
 PASSWORD = "correct-horse-9"
 
-# Keep every test away from the developer's real credentials.
-os.environ.setdefault("FEDPACT_HOME", str(REPO_ROOT / "test-artifacts" / "fedpact-home"))
+# Keep every test away from the developer's real credentials; one home per pytest-xdist
+# worker, so parallel workers never write the same credentials file.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+os.environ.setdefault("FEDPACT_HOME", str(REPO_ROOT / "test-artifacts" / f"fedpact-home-{_WORKER}"))
 
 
 @pytest.fixture

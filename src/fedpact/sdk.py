@@ -18,7 +18,12 @@ from fedpact.client.hub import HubClient
 from fedpact.common.definition import TaskDefinition
 from fedpact.common.errors import FedpactError
 from fedpact.runtime.aggregator import AggregatorResult, run_aggregator
-from fedpact.runtime.participant import DataParticipant, Participant, ParticipantResult, run_participant
+from fedpact.runtime.participant import (
+    DataParticipant,
+    Participant,
+    ParticipantResult,
+    run_participant,
+)
 from fedpact.runtime.progress import Progress
 
 
@@ -36,10 +41,20 @@ def load_definition(source: str | Path | Mapping[str, Any] | TaskDefinition) -> 
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise FedpactError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise FedpactError(f"{path} is not valid {kind}: {_one_line(exc)}") from exc
     if not isinstance(data, dict):
         raise FedpactError(f"{path} must hold a mapping (the task definition), not {type(data).__name__}")
     return data
+
+
+def _one_line(exc: Exception) -> str:
+    """A parser error as one line with its position (PyYAML's own text spans several)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        return f"{where}{exc.problem or exc.context or 'syntax error'}"
+    return " ".join(str(exc).split())
 
 
 class Client:
@@ -113,8 +128,17 @@ class Client:
         return self.hub.list_rounds(task)
 
     def join(self, task: str | int) -> dict[str, Any]:
-        """Join, or ask to join: ``status`` is ADMITTED, or PENDING until the creator approves."""
+        """Join ``task``, first refusing one this installation lacks an extra for (naming the pip command)."""
+        self.check_can_run(task)
         return self.hub.join(task)
+
+    def check_can_run(self, task: str | int, *, model: bool = True) -> None:
+        """Raise :class:`~fedpact.common.extras.MissingExtra` if the task's model or privacy mode
+        needs an optional dependency that is not installed here."""
+        from fedpact.common.extras import check_task
+
+        info = self.hub.get_task(task)
+        check_task(info["definition"], info["name"], model=model)
 
     def requests(self, task: str | int) -> list[dict[str, Any]]:
         """Who is waiting for your approval to join a task you created."""
@@ -154,9 +178,20 @@ class Client:
         eval_data: Any = None,
         resume: bool = False,
         progress: Progress | None = None,
+        mlflow_uri: str | None = None,
         **options: Any,
     ) -> AggregatorResult:
-        """Run the task's rounds here until it completes (creator only)."""
+        """Run the task's rounds here until it completes (creator only).
+
+        With ``mlflow_uri`` the task is also an MLflow run there (needs ``fedpact[mlflow]``):
+        its parameters, each round's metrics, and the final model and card as artifacts.
+        """
+        if mlflow_uri:
+            from fedpact.integrations.mlflow import run_tracked
+
+            result: AggregatorResult = run_tracked(self.hub, task, mlflow_uri, eval_data=eval_data, resume=resume,
+                                                   progress=progress, **options)
+            return result
         return run_aggregator(self.hub, task, eval_data=eval_data, resume=resume, progress=progress, **options)
 
     def load_data(self, task: str | int, path: str | Path, *, label: str | None = None,
@@ -183,7 +218,10 @@ class Client:
         """Train on ``data`` (a Dataset, a file path read as the task says, or a Participant) whenever the task asks."""
         if isinstance(data, (str, Path)):
             data = self.load_data(task, data)
-        participant = data if isinstance(data, Participant) else DataParticipant(data)
+        custom = isinstance(data, Participant)
+        participant = data if custom else DataParticipant(data)
+        # A custom Participant brings its own model code; the privacy mode still needs its extra.
+        self.check_can_run(task, model=not custom)
         return run_participant(self.hub, task, participant, model_dir=model_dir, progress=progress, **options)
 
     # -- models -----------------------------------------------------------------------
@@ -209,6 +247,7 @@ class Client:
         resume: bool = False,
         eval_data: str | Path | None = None,
         label: str | None = None,
+        mlflow_uri: str | None = None,
     ) -> dict[str, Any]:
         """Ask the hub to run the task's aggregator itself (creator only); returns its status.
 
@@ -222,7 +261,7 @@ class Client:
             spec = {"blob": self.hub.upload_blob(task, path, private=True), "format": fmt}
             if label is not None and fmt == "csv":
                 spec["label"] = label
-        return self.hub.start_hosted_aggregator(task, resume=resume, eval_data=spec)
+        return self.hub.start_hosted_aggregator(task, resume=resume, eval_data=spec, mlflow_uri=mlflow_uri)
 
     def hosted_aggregator(self, task: str | int) -> dict[str, Any]:
         """The status of the task's hosted aggregator (``state``: none, running, finished, failed, stopped)."""

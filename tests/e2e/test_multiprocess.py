@@ -202,3 +202,26 @@ def test_hub_killed_mid_training_restarts_and_training_finishes(fed: Federation)
     assert [r["number"] for r in rounds] == [1, 2, 3, 4, 5]
     assert alice.get_task("digits")["status"] == "COMPLETE"
     finish(bob, 60), finish(carol, 60)
+
+
+def test_participants_and_aggregator_ride_out_a_hub_outage_and_say_so(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tolerance is a setting (10 minutes by default); the outage here is short but longer
+    # than a first contact's budget, and every process must announce it and carry on.
+    monkeypatch.setenv("FEDPACT_OUTAGE_TOLERANCE_S", "120")
+    alice = fed.user("alice")
+    fed.user("bob"), fed.user("carol")
+    alice.create_task("digits", definition(rounds=4, local_epochs=3, batch_size=8))
+    bob, carol = fed.participate("bob", "digits"), fed.participate("carol", "digits")
+    agg = fed.cli("alice", "aggregate", "digits")
+    wait_for(lambda: any(r["status"] == "complete" for r in alice.list_rounds("digits")), 90, "round 1")
+    fed.hub.stop()
+    time.sleep(6.0)  # an outage, not a measurement: nothing below depends on how long it lasted
+    fed.hub.start()
+    out = finish(agg, 180)
+    assert "COMPLETE" in out
+    assert alice.get_task("digits")["status"] == "COMPLETE"
+    assert [r["number"] for r in alice.list_rounds("digits")] == [1, 2, 3, 4]
+    texts = [out, finish(bob, 60), finish(carol, 60)]
+    for text in texts:
+        assert "hub unreachable at" in text and "retrying for up to 120 s" in text, text
+        assert "hub reachable again" in text, text

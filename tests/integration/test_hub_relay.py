@@ -169,27 +169,22 @@ def test_long_poll_wakes_promptly_on_a_message(tmp_path: Path) -> None:
 
         def poll() -> None:
             result["body"] = mailbox(bob, name, f"participant/{bob.name}", wait=10)
-            result["returned"] = time.monotonic()
 
         reader = threading.Thread(target=poll)
         reader.start()
         time.sleep(0.3)
-        posted = time.monotonic()
         assert alice.send(name, "aggregator", "participants", kind="wake").status_code == 201
         reader.join(timeout=12)
         assert not reader.is_alive()
-        assert result["returned"] - posted < 1.0
+        # Without the notifier the 30 s re-check would end the 10 s wait with no message.
         assert [m["kind"] for m in result["body"]["messages"]] == ["wake"]
         api.close()
 
 
 def test_long_poll_returns_empty_after_the_wait(task_with_members: Members) -> None:
     alice, bob, carol, t = task_with_members
-    start = time.monotonic()
     got = mailbox(bob, t["name"], f"participant/{bob.name}", wait=0.6, after=0)
-    elapsed = time.monotonic() - start
     assert got == {"messages": [], "cursor": 0, "task_status": "CREATED"}
-    assert 0.55 <= elapsed < 2.0
     r = bob.http.get(f"/tasks/{t['name']}/mailbox/participant/{bob.name}", params={"wait": 61})
     assert r.status_code == 422 and "at most" in r.json()["detail"]
 
@@ -199,15 +194,15 @@ def test_long_poll_ends_when_the_task_ends(task_with_members: Members) -> None:
     result: dict[str, Any] = {}
 
     def poll() -> None:
-        result["body"] = mailbox(bob, t["name"], f"participant/{bob.name}", wait=10)
+        result["body"] = mailbox(bob, t["name"], f"participant/{bob.name}", wait=25)
 
     reader = threading.Thread(target=poll)
     reader.start()
     time.sleep(0.3)
-    start = time.monotonic()
     alice.http.post(f"/tasks/{t['name']}/cancel")
-    reader.join(timeout=12)
-    assert time.monotonic() - start < 1.0
+    # A liveness bound, not a timing claim: the 25 s wait must have been cut short by the end.
+    reader.join(timeout=20)
+    assert not reader.is_alive()
     assert result["body"]["messages"] == [] and result["body"]["task_status"] == "CANCELLED"
 
 

@@ -10,48 +10,39 @@ from fedpact.hub.notify import AsyncioNotifier
 
 
 def test_wait_times_out_without_notification() -> None:
-    async def main() -> tuple[bool, float]:
-        n = AsyncioNotifier()
-        start = time.monotonic()
-        woke = await n.wait(1, 0.2)
-        return woke, time.monotonic() - start
+    async def main() -> bool:
+        return await AsyncioNotifier().wait(1, 0.2)
 
-    woke, elapsed = asyncio.run(main())
-    assert woke is False and 0.18 <= elapsed < 1.0
+    assert asyncio.run(main()) is False
 
 
 def test_notify_from_a_worker_thread_wakes_the_waiter() -> None:
-    async def main() -> tuple[bool, float]:
+    # True only comes from a notification: the wait's own timeout returns False.
+    async def main() -> bool:
         n = AsyncioNotifier()
         n.bind(asyncio.get_running_loop())
-        posted: list[float] = []
 
         def worker() -> None:
             time.sleep(0.1)
-            posted.append(time.monotonic())
             n.notify(7)
 
         threading.Thread(target=worker).start()
-        woke = await n.wait(7, 5.0)
-        return woke, time.monotonic() - posted[0]
+        return await n.wait(7, 30.0)
 
-    woke, delay = asyncio.run(main())
-    assert woke is True and delay < 0.2
+    assert asyncio.run(main()) is True
 
 
 def test_a_notification_between_mark_and_wait_is_not_lost() -> None:
-    async def main() -> tuple[bool, float]:
+    # A zero timeout: only the counter already past the mark can answer True.
+    async def main() -> bool:
         n = AsyncioNotifier()
         n.bind(asyncio.get_running_loop())
         mark = n.mark(3)
         n.notify(3)
         await asyncio.sleep(0.01)
-        start = time.monotonic()
-        woke = await n.wait(3, 5.0, since=mark)
-        return woke, time.monotonic() - start
+        return await n.wait(3, 0.0, since=mark)
 
-    woke, elapsed = asyncio.run(main())
-    assert woke is True and elapsed < 0.05
+    assert asyncio.run(main()) is True
 
 
 def test_notifications_are_per_task() -> None:

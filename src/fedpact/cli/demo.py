@@ -100,6 +100,8 @@ def run_demo(*, participants: int = 3, rounds: int = 10, data_dir: Path | None =
                           "Handwritten digits, 64 pixel features; each data owner keeps its shard.")
         console.print(f"alice created task {TASK!r}; {', '.join(names)} each train on their own file in their own process")
 
+        console.print(f"starting {len(names)} participant processes and the aggregator (each loads the training "
+                      "stack first, which takes a few seconds on a busy machine)")
         env_base = {**os.environ, "FEDPACT_HUB": hub.url, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         procs: dict[str, subprocess.Popen[bytes]] = {}
         logs = []
@@ -165,8 +167,15 @@ def _follow(alice: HubClient, procs: dict[str, subprocess.Popen[bytes]], console
     """Print each round as the hub records it, until the aggregator exits."""
     shown: set[int] = set()
     reported: set[str] = set()
+    joined: list[str] = []
+    expected = len(procs) - 1
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
+        if not shown and len(joined) < expected:
+            now = list(alice.get_task(TASK).get("participants", []))
+            if now != joined:
+                joined = now
+                console.print(f"participants connected: {len(joined)}/{expected} ({', '.join(joined)})")
         for r in alice.list_rounds(TASK):
             if r["status"] == "complete" and r["number"] not in shown:
                 shown.add(r["number"])

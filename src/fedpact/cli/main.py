@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,9 +18,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
+from fedpact.cli.hints import did_you_mean, for_terminal
 from fedpact.client import credentials
 from fedpact.client.hub import CA_ENV, HubClient, HubError
 from fedpact.common.errors import FedpactError
@@ -37,29 +46,58 @@ HubOpt = Annotated[str | None, typer.Option("--hub", help="Hub URL (default: $FE
 STATUS_STYLE = {"CREATED": "cyan", "RUNNING": "yellow", "COMPLETE": "green", "FAILED": "red", "CANCELLED": "dim"}
 
 
+#: The client of the running command, so an error can look up "did you mean" candidates.
+_current: list[HubClient] = []
+_NO_TASK = re.compile(r"no task '([^']+)'")
+
+
+def _task_suggestion(exc: HubError) -> str:
+    match = _NO_TASK.search(str(exc.detail))
+    if exc.status != 404 or not match or not _current:
+        return ""
+    try:
+        names = [t["name"] for t in _current[-1].list_tasks()]
+    except FedpactError:
+        return ""
+    return did_you_mean(match.group(1), names)
+
+
 @contextmanager
 def errors() -> Iterator[None]:
     try:
         yield
     except HubError as exc:
-        hint = {401: " (log in again with 'fedpact login NAME')"}.get(exc.status, "")
-        err.print(f"[red]error:[/] {exc}{hint}", highlight=False)
+        hint = {401: f" (log in again with 'fedpact login NAME{_hub_flag()}')"}.get(exc.status, "")
+        text = escape(f"{for_terminal(str(exc))}{hint}{_task_suggestion(exc)}")
+        err.print(f"[red]error:[/] {text}", highlight=False)
         raise typer.Exit(1) from None
-    except FedpactError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+    except FedpactError as exc:  # escaped: "pip install 'fedpact[torch]'" is not rich markup
+        err.print(f"[red]error:[/] {escape(for_terminal(str(exc)))}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
+    finally:
+        _current.clear()
+
+
+def _hub_flag() -> str:
+    """`` --hub URL`` when a follow-up command would otherwise go to a different hub."""
+    if not _current:
+        return ""
+    url = _current[-1].url
+    return "" if credentials.resolve_hub(None) == url else f" --hub {url}"
 
 
 def _client(hub: str | None, *, login: bool = True) -> HubClient:
     url = credentials.resolve_hub(hub)
     user, token = credentials.token_for(url)
     if login and not token:
-        err.print(f"[red]error:[/] not logged in to {url}; run 'fedpact login NAME' first (or pass --hub)")
+        err.print(f"[red]error:[/] not logged in to {url}; run 'fedpact login NAME --hub {url}' first")
         raise typer.Exit(1)
-    return HubClient(url, token)
+    client = HubClient(url, token)
+    _current.append(client)
+    return client
 
 
 def _print_json(data: Any) -> None:
@@ -156,23 +194,33 @@ def hub(
 @app.command()
 def register(
     name: str,
-    organisation: Annotated[str, typer.Option("--organisation", "-o", prompt=True, help="Your organisation.")],
+    organisation: Annotated[
+        str, typer.Option("--organisation", "-o", prompt=True, show_default=False,
+                          help="Your organisation (prompted for when not given).")
+    ] = "",
     password: Annotated[
-        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, envvar="FEDPACT_PASSWORD")
-    ],
+        str,
+        typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, envvar="FEDPACT_PASSWORD",
+                     show_default=False, help="Prompted for when not given ($FEDPACT_PASSWORD also works)."),
+    ] = "",
     hub: HubOpt = None,
 ) -> None:
     """Create an account on the hub."""
     with errors():
         c = _client(hub, login=False)
         user = c.register(name, password, organisation)
-        out.print(f"registered {user['name']} ({user['organisation']}) on {c.url}; now run 'fedpact login {name}'")
+        out.print(f"registered {user['name']} ({user['organisation']}) on {c.url}; "
+                  f"now run 'fedpact login {name}{_hub_flag()}'", highlight=False)
 
 
 @app.command()
 def login(
     name: str,
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, envvar="FEDPACT_PASSWORD")],
+    password: Annotated[
+        str,
+        typer.Option(prompt=True, hide_input=True, envvar="FEDPACT_PASSWORD", show_default=False,
+                     help="Prompted for when not given ($FEDPACT_PASSWORD also works)."),
+    ] = "",
     hub: HubOpt = None,
 ) -> None:
     """Log in and remember the token for this hub."""
@@ -300,25 +348,87 @@ def task_show(task: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
         out.print(f"admission: {_admission_text(info['definition'])}")
         if info.get("membership") and info["membership"] != "ADMITTED":
             out.print(f"your request to join: {info['membership']}")
-        out.print(f"participants: {', '.join(info.get('participants', [])) or 'none yet (or not visible to you)'}")
+        out.print(f"participants: {', '.join(info.get('participants', [])) or 'none yet (or not visible to you)'}", highlight=False)
         if info.get("requests"):
             out.print(f"waiting for your approval: {', '.join(info['requests'])} "
                       f"('fedpact task approve {info['name']} USER')")
         out.print("definition:")
-        _print_json(info["definition"])
+        out.print(_definition_text(info["definition"]), highlight=False, markup=False)
         out.print("history:")
         for ev in info.get("events", []):
             out.print(f"  {ev['at'][:19].replace('T', ' ')}  {ev['status']:<9} {ev.get('reason') or ''}")
-        if rounds:
-            t = Table(title="rounds")
-            keys = sorted({k for r in rounds for k, v in (r.get("metrics") or {}).items() if isinstance(v, (int, float))})
-            for col in ["round", "status", "participants", *keys]:
-                t.add_column(col)
-            for r in rounds:
-                mt = r.get("metrics") or {}
-                t.add_row(str(r["number"]), r["status"], ", ".join(r.get("participants", [])),
-                          *[f"{mt[k]:.4f}" if isinstance(mt.get(k), float) else str(mt.get(k, "")) for k in keys])
-            out.print(t)
+        for table in _rounds_tables(rounds, out.width) if rounds else []:
+            out.print(table)
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None and v != {}}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _definition_text(definition: dict[str, Any]) -> str:
+    """The definition as the YAML a creator writes, without the unset (null) fields."""
+    import yaml
+
+    text = yaml.safe_dump(_without_nulls(definition), sort_keys=False, default_flow_style=None, width=88)
+    return "\n".join("  " + line for line in text.rstrip().splitlines())
+
+
+def _metric_cell(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "" if value is None else str(value)
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+_SHORT = {"num_samples": "samples", "seconds": "secs", "selected": "picked"}
+
+
+def _header(key: str) -> str:
+    return _SHORT.get(key, key).replace("accuracy", "acc").replace("_", " ")
+
+
+def _rounds_tables(rounds: list[dict[str, Any]], width: int) -> list[Table]:
+    """Rounds as tables that fit ``width`` columns: metrics that do not fit beside the round,
+    status and participants go to further tables keyed by round, so no number is ever elided.
+
+    The metrics' own ``participants`` count is shown next to the names, so there is one
+    participants column, not two.
+    """
+    from rich import box
+
+    keys = sorted({k for r in rounds for k, v in (r.get("metrics") or {}).items()
+                   if isinstance(v, (int, float)) and k != "participants"})
+    cells = {k: [_metric_cell((r.get("metrics") or {}).get(k)) for r in rounds] for k in keys}
+    need = {k: max([len(c) for c in cells[k]] + [max(len(w) for w in _header(k).split())]) + 3 for k in keys}
+    numbers = [str(r["number"]) for r in rounds]
+    names = [f"{len(r.get('participants', []))}: {', '.join(r.get('participants', []))}" for r in rounds]
+    groups: list[list[str]] = [[]]
+    used = 8 + 12 + 20  # round, status and a participants column that wraps
+    for k in keys:
+        if used + need[k] > width and groups[-1]:
+            groups.append([])
+            used = 8
+        groups[-1].append(k)
+        used += need[k]
+    tables = []
+    for i, group in enumerate(groups):
+        t = Table(title="rounds" if i == 0 else None, box=box.SIMPLE_HEAD, pad_edge=False)
+        t.add_column("round", justify="right", no_wrap=True)
+        if i == 0:
+            t.add_column("status", no_wrap=True)
+            t.add_column("participants", overflow="fold", ratio=1)
+        for k in group:
+            t.add_column(_header(k), justify="right", no_wrap=True, min_width=need[k] - 3)
+        for j, r in enumerate(rounds):
+            lead = [numbers[j], r["status"], names[j]] if i == 0 else [numbers[j]]
+            t.add_row(*lead, *[cells[k][j] for k in group])
+        tables.append(t)
+    return tables
 
 
 def _rounds_if_allowed(c: HubClient, info: dict[str, Any]) -> list[dict[str, Any]]:
@@ -400,7 +510,8 @@ def task_delete(
     """Delete a task you created (stored models are kept)."""
     with errors():
         if not yes and not typer.confirm(f"delete task {task} with its messages and rounds?"):
-            raise typer.Exit(1)
+            out.print(f"task {task} kept (nothing deleted)")
+            return
         _client(hub).delete_task(task)
         out.print(f"deleted task {task}")
 
@@ -408,9 +519,14 @@ def task_delete(
 # -- membership ---------------------------------------------------------------------------
 @app.command()
 def join(task: str, hub: HubOpt = None) -> None:
-    """Join a task as a data owner (or ask to, if its creator approves each participant)."""
+    """Join a task as a data owner, or ask to if its creator approves each participant (after checking
+    this installation can train it)."""
+    from fedpact.common.extras import check_task
     with errors():
-        if _client(hub).join(task).get("status") == "PENDING":
+        c = _client(hub)
+        info = c.get_task(task)
+        check_task(info["definition"], info["name"])
+        if c.join(task).get("status") == "PENDING":
             out.print(f"asked to join {task}; its creator must approve you (see 'fedpact task show {task}'). "
                       f"'fedpact participate {task} --data FILE' can start now: it waits for the approval")
         else:
@@ -454,19 +570,31 @@ def aggregate(
     labels: Annotated[Path | None, typer.Option(help="IDX labels file that goes with IDX images.")] = None,
     missing: Annotated[str, typer.Option(help="'error' or 'drop' rows with missing values.")] = "error",
     quorum_timeout: Annotated[float | None, typer.Option(help="Give up if the quorum is not reached in this many seconds.")] = None,
+    mlflow_uri: Annotated[str | None, typer.Option(
+        "--mlflow-uri", envvar="MLFLOW_TRACKING_URI",
+        help="Track the task as an MLflow run on this tracking server (needs fedpact[mlflow]).")] = None,
     hub: HubOpt = None,
 ) -> None:
     """Run the aggregator of a task you created, until it completes."""
     from fedpact.cli.progress import RichProgress
+    from fedpact.common.extras import check_task
     from fedpact.runtime.aggregator import run_aggregator
 
     with errors():
         c = _client(hub)
+        info = c.get_task(task)
+        check_task(info["definition"], info["name"])
         data = _load(eval_data, label, labels, missing) if eval_data else None
         progress = RichProgress()
+        options: dict[str, Any] = {"eval_data": data, "resume": resume, "progress": progress,
+                                   "quorum_timeout_s": quorum_timeout}
         try:
-            result = run_aggregator(c, task, eval_data=data, resume=resume, progress=progress,
-                                    quorum_timeout_s=quorum_timeout)
+            if mlflow_uri:
+                from fedpact.integrations.mlflow import run_tracked
+
+                result = run_tracked(c, task, mlflow_uri, **options)
+            else:
+                result = run_aggregator(c, task, **options)
         finally:
             progress.close()
         out.print(f"task {result.task_name} {result.status} after {result.rounds_completed} rounds; "
@@ -500,10 +628,13 @@ def participate(
 ) -> None:
     """Train on your local data whenever the task's aggregator asks, until the task completes."""
     from fedpact.cli.progress import RichProgress
+    from fedpact.common.extras import check_task
     from fedpact.runtime.participant import DataParticipant, run_participant
 
     with errors():
         c = _client(hub)
+        info = c.get_task(task)
+        check_task(info["definition"], info["name"])
         dataset = _load_for_task(c, task, data, label, labels, missing)
         progress = RichProgress()
         try:
@@ -533,11 +664,29 @@ def model_list(task: Annotated[str | None, typer.Option(help="Only this task's m
         out.print(t)
 
 
+@model_app.command("card")
+def model_card(
+    model_id: Annotated[int, typer.Argument(help="Model id (see 'fedpact model list').")],
+    description: Annotated[str | None, typer.Option(help="Set the description (task creator).")] = None,
+    licence: Annotated[str | None, typer.Option(help="Set the licence, e.g. CC-BY-4.0 (task creator).")] = None,
+    hub: HubOpt = None,
+) -> None:
+    """Show a model's card as JSON, or set its description and licence."""
+    with errors():
+        c = _client(hub)
+        if description is not None or licence is not None:
+            card = c.set_model_card(model_id, description=description, licence=licence)
+        else:
+            card = c.model_card(model_id)
+        _print_json(card)
+
+
 @model_app.command("download")
 def model_download(
     task: Annotated[str | None, typer.Argument(help="Task whose final model to download.")] = None,
     model_id: Annotated[int | None, typer.Option("--id", help="Download this model id instead.")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="File or directory to write.")] = Path("."),
+    # A str, not a Path: "-o models/" must keep its slash to mean "into this new directory".
+    output: Annotated[str, typer.Option("--output", "-o", help="File, or directory (existing, or ending in /).")] = ".",
     hub: HubOpt = None,
 ) -> None:
     """Download a stored model as a safetensors file."""
@@ -556,6 +705,37 @@ def model_download(
             path = c.download_model(model_id, output, progress=lambda done, total: bar.update(job, completed=done,
                                                                                                total=total or None))
         out.print(f"model {model_id} saved to {path}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A model file from 'fedpact model download' (safetensors).")],
+    data: Annotated[Path, typer.Option(help="Samples to predict: CSV with a header row, or NPZ with an array 'x'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")] = Path("predictions.csv"),
+) -> None:
+    """Predict with a downloaded model: one row per sample, the class and each class's probability."""
+    from fedpact.inference import load_model, read_features, write_predictions
+
+    with errors():
+        trained = load_model(model)
+        x = read_features(data, trained.schema)
+        path = write_predictions(output, trained, x)
+        out.print(f"{len(x)} predictions written to {path}", highlight=False)
+
+
+@model_app.command("export")
+def model_export(
+    model: Annotated[Path, typer.Argument(help="A model file from 'fedpact model download' (safetensors).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Export format: onnx.")] = "onnx",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: MODEL.onnx).")] = None,
+) -> None:
+    """Export a downloaded model for serving elsewhere (ONNX; needs fedpact[onnx])."""
+    from fedpact.inference import load_model
+
+    with errors():
+        trained = load_model(model)
+        path = trained.export(output or model.with_suffix(f".{fmt}"), fmt)
+        out.print(f"model exported to {path} (input 'x', outputs 'probabilities' and 'label')", highlight=False)
 
 
 @app.command()
@@ -578,8 +758,9 @@ hosted_app = typer.Typer(help="Aggregators the hub runs for you (task creators).
 app.add_typer(hosted_app, name="hosted")
 
 
-def _show_hosted(st: dict[str, Any]) -> None:
-    line = f"hosted aggregator of task {st['task_id']}: {st['state']}"
+def _show_hosted(st: dict[str, Any], task: str) -> None:
+    name = st.get("task_name") or task
+    line = f"hosted aggregator of task {name}: {st['state']}"
     if st.get("running"):
         line += f" (pid {st['pid']}, since {str(st['started_at'])[:19].replace('T', ' ')})"
     elif st.get("reason"):
@@ -593,6 +774,8 @@ def hosted_start(
     resume: Annotated[bool, typer.Option("--resume", help="Continue a RUNNING task after its last completed round.")] = False,
     eval_data: Annotated[Path | None, typer.Option(help="CSV or NPZ file the aggregator evaluates on (uploaded to the task).")] = None,
     label: Annotated[str | None, typer.Option(help="Label column of the evaluation CSV.")] = None,
+    mlflow_uri: Annotated[str | None, typer.Option(
+        "--mlflow-uri", help="Track the task as an MLflow run on this server (the hub needs fedpact[mlflow]).")] = None,
     hub: HubOpt = None,
 ) -> None:
     """Ask the hub to run the aggregator of a task you created; it keeps running after you log off."""
@@ -606,8 +789,8 @@ def hosted_start(
             spec = {"blob": c.upload_blob(task, eval_data, private=True), "format": fmt}
             if label and fmt == "csv":
                 spec["label"] = label
-        st = c.start_hosted_aggregator(task, resume=resume, eval_data=spec)
-        _show_hosted(st)
+        st = c.start_hosted_aggregator(task, resume=resume, eval_data=spec, mlflow_uri=mlflow_uri)
+        _show_hosted(st, task)
         out.print(f"follow it with 'fedpact hosted log {task} --follow' or on the task's web page")
 
 
@@ -616,7 +799,7 @@ def hosted_status(task: str, as_json: Annotated[bool, typer.Option("--json")] = 
     """Show whether the hub runs the task's aggregator, and how it ended."""
     with errors():
         st = _client(hub).hosted_aggregator_status(task)
-        _print_json(st) if as_json else _show_hosted(st)
+        _print_json(st) if as_json else _show_hosted(st, task)
 
 
 @hosted_app.command("log")
@@ -648,7 +831,7 @@ def hosted_log(
 def hosted_stop(task: str, hub: HubOpt = None) -> None:
     """Stop the aggregator the hub runs for a task you created (the task stays resumable)."""
     with errors():
-        _show_hosted(_client(hub).stop_hosted_aggregator(task))
+        _show_hosted(_client(hub).stop_hosted_aggregator(task), task)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -48,8 +48,10 @@ def save(data: dict[str, Any]) -> None:
 
 def resolve_hub(explicit: str | None) -> str:
     """The hub URL to use: --hub, then $FEDPACT_HUB, then the last one logged into."""
+    from fedpact.client.hub import normalise_hub_url
+
     url = explicit or os.environ.get("FEDPACT_HUB") or load().get("default_hub") or DEFAULT_HUB
-    return url.rstrip("/")
+    return normalise_hub_url(url)
 
 
 def remember(hub: str, user: str, token: str) -> None:

@@ -2,9 +2,15 @@
 
 One class, one method per route, so the SDK, the CLI and the runtime share a single,
 tested way of talking to a hub. Transient connection failures (a hub restarting, a
-dropped connection) are retried for ``retry_for_s`` seconds: every request the client
-sends is safe to repeat, because reads are reads, uploads carry their offset and messages
-carry an idempotency key.
+dropped connection) are retried: every request the client sends is safe to repeat,
+because reads are reads, uploads carry their offset and messages carry an idempotency key.
+
+Two budgets, because the two failures mean different things. Before the first answer a
+refused connection is almost always a wrong URL or a hub that is not started, so the
+client gives up after ``first_contact_s`` (3 s) with a message that says so. Once the hub
+has answered, silence means it is restarting: a participant or aggregator then waits up to
+``retry_for_s`` (10 minutes by default, ``$FEDPACT_OUTAGE_TOLERANCE_S``) and says once that
+it is retrying, so an operator's restart does not kill every data owner's process.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import hashlib
 import io
 import os
 import ssl
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +41,43 @@ CHUNK_SIZE = 8 * 1024 * 1024
 ONE_SHOT_LIMIT = 32 * 1024 * 1024
 
 ProgressFn = Callable[[int, int], None]
+NoticeFn = Callable[[str], None]
+#: How long a client that has reached the hub keeps retrying through an outage.
+DEFAULT_OUTAGE_TOLERANCE_S = 600.0
+#: How long the very first request retries a refused connection before blaming the URL.
+FIRST_CONTACT_S = 3.0
+
+
+def outage_tolerance_s() -> float:
+    """``$FEDPACT_OUTAGE_TOLERANCE_S`` or 10 minutes: a setting, so tests and operators can change it."""
+    raw = os.environ.get("FEDPACT_OUTAGE_TOLERANCE_S")
+    if not raw:
+        return DEFAULT_OUTAGE_TOLERANCE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise FedpactError(f"FEDPACT_OUTAGE_TOLERANCE_S must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise FedpactError(f"FEDPACT_OUTAGE_TOLERANCE_S must be >= 0, got {raw!r}")
+    return value
+
+
+def normalise_hub_url(url: str) -> str:
+    """The hub's base URL from what a user typed: ``host:port`` gains ``http://``, a pasted
+    ``.../api/v1`` loses its suffix (the client adds it), trailing slashes go."""
+    url = url.strip()
+    if not url:
+        raise FedpactError("the hub URL is empty; set --hub or FEDPACT_HUB (e.g. http://127.0.0.1:8470)")
+    if "://" not in url:
+        url = "http://" + url
+    url = url.rstrip("/")
+    if url.endswith(API):
+        url = url[: -len(API)].rstrip("/")
+    return url
+
+
+def _stderr_notice(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 class HubError(FedpactError):
@@ -46,7 +90,16 @@ class HubError(FedpactError):
 
 
 class HubUnreachable(FedpactError):
-    """No connection to the hub could be made within the retry window."""
+    """No connection to the hub could be made within the retry window.
+
+    ``budget_s`` is the retry window that applied and ``waited_s`` the back-off actually
+    slept, so callers (and tests) can tell a first-contact failure from an outage.
+    """
+
+    def __init__(self, message: str, *, budget_s: float = 0.0, waited_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.budget_s = budget_s
+        self.waited_s = waited_s
 
 
 class HubCertificateError(HubUnreachable):
@@ -114,13 +167,20 @@ class HubClient:
         token: str | None = None,
         *,
         timeout: float = 60.0,
-        retry_for_s: float = 30.0,
+        retry_for_s: float | None = None,
+        first_contact_s: float = FIRST_CONTACT_S,
+        on_notice: NoticeFn | None = None,
         ca_file: str | Path | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = normalise_hub_url(url)
         self.token = token
-        self.retry_for_s = retry_for_s
-        self._http = httpx.Client(base_url=self.url + API, timeout=timeout, verify=tls_context(ca_file))
+        self.retry_for_s = outage_tolerance_s() if retry_for_s is None else retry_for_s
+        self.first_contact_s = min(first_contact_s, self.retry_for_s)
+        self.on_notice: NoticeFn = on_notice or _stderr_notice
+        self._contacted = False
+        self._http = httpx.Client(
+            base_url=self.url + API, timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), verify=tls_context(ca_file)
+        )
         # For presigned object-store URLs: no base URL, and never the hub's bearer token.
         self._direct = httpx.Client(timeout=timeout, verify=tls_context(ca_file))
         self.user: dict[str, Any] | None = None
@@ -142,9 +202,36 @@ class HubClient:
             h.update(extra)
         return h
 
+    def _budget(self) -> float:
+        return self.retry_for_s if self._contacted else self.first_contact_s
+
+    def unreachable(self, exc: BaseException, waited_s: float) -> HubUnreachable:
+        """The error for a hub that did not answer within the budget that applies now."""
+        if not self._contacted:
+            return HubUnreachable(
+                f"cannot reach the hub at {self.url} ({exc.__class__.__name__}): is the hub running at "
+                f"{self.url}? set --hub or FEDPACT_HUB",
+                budget_s=self._budget(), waited_s=waited_s,
+            )
+        return HubUnreachable(
+            f"the hub at {self.url} has been unreachable for {waited_s:.0f} s ({exc.__class__.__name__}); "
+            f"giving up (FEDPACT_OUTAGE_TOLERANCE_S={self.retry_for_s:g})",
+            budget_s=self._budget(), waited_s=waited_s,
+        )
+
+    def _outage_started(self, reason: str) -> None:
+        if self._contacted:
+            self.on_notice(f"hub unreachable at {self.url} ({reason}), retrying for up to {self.retry_for_s:g} s")
+
+    def _outage_ended(self, waited_s: float) -> None:
+        self.on_notice(f"hub reachable again at {self.url} after {waited_s:.0f} s; carrying on")
+
     def _send(self, method: str, path: str, *, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
-        deadline = time.monotonic() + self.retry_for_s
+        budget = self._budget()
+        deadline = time.monotonic() + budget
         delay = 0.2
+        waited = 0.0
+        announced = False
         while True:
             try:
                 resp = self._http.request(method, path, headers=self._headers(headers), **kw)
@@ -155,21 +242,30 @@ class HubClient:
                         f"the hub at {self.url} presented a certificate this client does not trust ({problem}); "
                         f"if the hub uses its own CA, pass --ca-file or set ${CA_ENV} to that CA's PEM file"
                     ) from exc
-                if time.monotonic() >= deadline:
-                    raise HubUnreachable(
-                        f"cannot reach the hub at {self.url} ({exc.__class__.__name__}: {exc}); "
-                        "check the URL and that the hub is running"
-                    ) from exc
+                if time.monotonic() >= deadline or waited >= budget:
+                    raise self.unreachable(exc, waited) from exc
+                if not announced:
+                    self._outage_started(exc.__class__.__name__)
+                    announced = True
+                delay = min(delay, max(0.0, budget - waited))
                 time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                waited += delay
+                delay = min(delay * 2, 2.0) or 0.2
                 continue
             # A hub that is restarting answers 503, or 500 for a long-poll it cut short while
             # shutting down; a read is safe to repeat, so wait for the hub to come back.
             transient = resp.status_code in (502, 503, 504) or (resp.status_code == 500 and method == "GET")
             if transient and time.monotonic() < deadline:
+                if not announced:
+                    self._outage_started(f"HTTP {resp.status_code}")
+                    announced = True
                 time.sleep(delay)
+                waited += delay
                 delay = min(delay * 2, 2.0)
                 continue
+            if announced and self._contacted:
+                self._outage_ended(waited)
+            self._contacted = True
             return resp
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
@@ -553,12 +649,29 @@ class HubClient:
     def get_model(self, model_id: int) -> dict[str, Any]:
         return self._call("GET", f"/models/{model_id}")
 
+    def model_card(self, model_id: int) -> dict[str, Any]:
+        """The model card: definition, data schema, per-round metrics and model hashes, terms."""
+        return self._call("GET", f"/models/{model_id}/card")
+
+    def set_model_card(self, model_id: int, *, description: str | None = None, licence: str | None = None) -> dict[str, Any]:
+        """Set the description and licence of a model of your task (creator only)."""
+        body = {k: v for k, v in {"description": description, "licence": licence}.items() if v is not None}
+        return self._call("PUT", f"/models/{model_id}/card", json=body)
+
     def download_model(self, model_id: int, dest: str | Path, *, progress: ProgressFn | None = None) -> Path:
-        """Stream the model's safetensors file to ``dest`` (written atomically, sha256 checked)."""
+        """Stream the model's safetensors file to ``dest`` (written atomically, sha256 checked).
+
+        ``dest`` is a directory when it exists as one or ends with a slash (``-o models/``,
+        created if needed: ``Path`` would drop the slash and write a file named ``models``).
+        """
         info = self.get_model(model_id)
+        as_dir = str(dest).endswith(("/", os.sep))
         dest = Path(dest)
+        if as_dir:
+            dest.mkdir(parents=True, exist_ok=True)
         if dest.is_dir():
             dest = dest / f"{info['task_name']}-model-{model_id}.safetensors"
+        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
         with open(tmp, "wb") as fh:
             self._stream_to(f"/models/{model_id}/download", fh, info["sha256"], progress)
@@ -567,16 +680,20 @@ class HubClient:
 
     # -- hosted aggregator (run by the hub) ---------------------------------------------
     def start_hosted_aggregator(
-        self, task: str | int, *, resume: bool = False, eval_data: dict[str, Any] | None = None
+        self, task: str | int, *, resume: bool = False, eval_data: dict[str, Any] | None = None,
+        mlflow_uri: str | None = None,
     ) -> dict[str, Any]:
         """Ask the hub to run ``task``'s aggregator as its own worker process (creator only).
 
         ``eval_data`` is ``{"blob": {"sha256", "size"}, "format": "csv"|"npz", "label"?}``
-        naming a blob already uploaded to the task (see :meth:`upload_blob`).
+        naming a blob already uploaded to the task (see :meth:`upload_blob`); ``mlflow_uri``
+        has the hosted aggregator track the task as an MLflow run there.
         """
         body: dict[str, Any] = {"resume": resume}
         if eval_data is not None:
             body["eval_data"] = eval_data
+        if mlflow_uri is not None:
+            body["mlflow_uri"] = mlflow_uri
         return self._call("POST", f"/tasks/{task}/aggregator", json=body)
 
     def hosted_aggregator_status(self, task: str | int) -> dict[str, Any]:

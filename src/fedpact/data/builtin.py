@@ -13,6 +13,9 @@ DIGITS_CLASSES: list[int] = list(range(10))
 
 def load_digits_dataset() -> Dataset:
     """scikit-learn's bundled 8x8 digits (1,797 samples), pixels scaled from 0..16 to [0, 1]."""
+    from fedpact.common.extras import require
+
+    require("data", "the bundled digits data set")
     from sklearn.datasets import load_digits
 
     bunch = load_digits()

@@ -27,6 +27,7 @@ from fedpact.hub.passwords import HashPool
 from fedpact.hub.routes import (
     algorithms,
     blobs,
+    cards,
     health,
     hosted,
     membership,
@@ -94,7 +95,7 @@ def create_app(config: HubConfig) -> FastAPI:
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(algorithms.router, prefix=API_PREFIX)
     app.include_router(users.router, prefix=API_PREFIX)
-    for module in (tasks, membership, relay, blobs, rounds, models, hosted):
+    for module in (tasks, membership, relay, blobs, rounds, models, cards, hosted):
         app.include_router(module.router, prefix=API_PREFIX, responses=error_responses(*TASK_ERRORS))
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_json_bytes)
     app.add_middleware(LearnUrlMiddleware, manager=workers)

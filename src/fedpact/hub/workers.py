@@ -220,6 +220,7 @@ class WorkerManager:
         eval_file: Path | None = None,
         label: str | None = None,
         restarts: int | None = None,
+        mlflow_uri: str | None = None,
     ) -> dict[str, Any]:
         """Start ``task``'s aggregator; the caller checked permission and state."""
         if self._hub_url is None:
@@ -240,6 +241,8 @@ class WorkerManager:
                 argv += ["--eval-data", str(eval_file)]
                 if label:
                     argv += ["--label", label]
+            if mlflow_uri:
+                argv += ["--mlflow-uri", mlflow_uri]
             home = w.dir / "home"
             home.mkdir(parents=True, exist_ok=True)
             env = {
@@ -281,6 +284,7 @@ class WorkerManager:
                 "token_hash": digest,
                 "eval_file": str(eval_file) if eval_file else None,
                 "label": label,
+                "mlflow_uri": mlflow_uri,
             }
             w.save()
             threading.Thread(target=self._watch, args=(w, proc), name=f"fedpact-worker-{task.id}", daemon=True).start()
@@ -409,7 +413,8 @@ class WorkerManager:
                 continue
             eval_file = Path(st["eval_file"]) if st.get("eval_file") and Path(st["eval_file"]).is_file() else None
             self.start(task, creator, resume=task.status == "RUNNING", started_by="the hub (restart)",
-                       eval_file=eval_file, label=st.get("label"), restarts=int(st.get("restarts", 0)) + 1)
+                       eval_file=eval_file, label=st.get("label"), restarts=int(st.get("restarts", 0)) + 1,
+                       mlflow_uri=st.get("mlflow_uri"))
 
 
 class LearnUrlMiddleware:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedpact.common.errors import FedpactError
+
+if TYPE_CHECKING:
+    from fedpact.models.onnx_export import OnnxGraph
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 BatchCallback = Callable[[int, int], None]
@@ -59,6 +63,20 @@ class Model(ABC):
     @abstractmethod
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class indices 0..C-1."""
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[N, C]``; a model without them says so rather than guessing."""
+        raise ModelConfigError(f"{type(self).__name__} does not give class probabilities")
+
+    def onnx_layers(self, graph: OnnxGraph, x: str) -> str:
+        """Add this model's layers to ``graph`` after tensor ``x``; return the logits' name.
+
+        The extension point of ``fedpact model export --format onnx``: a model class that
+        implements it is exportable, with no registration elsewhere.
+        """
+        raise ModelConfigError(
+            f"{type(self).__name__} cannot be exported to ONNX (it does not implement Model.onnx_layers)"
+        )
 
     def confusion_matrix(self, x: np.ndarray, y_idx: np.ndarray) -> np.ndarray:
         """Counts with true classes as rows and predicted classes as columns."""

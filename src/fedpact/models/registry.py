@@ -12,6 +12,7 @@ from typing import Any
 
 from fedpact.common.definition import BUILTIN_MODELS, DataSchema, ModelSpec
 from fedpact.common.errors import UnknownComponent
+from fedpact.common.extras import MODEL_EXTRAS, require
 from fedpact.models.base import Model, ModelConfigError
 from fedpact.models.kmeans import DEFAULT_SEED_SAMPLE, KMeans
 from fedpact.models.linear import LinearRegression, LogisticRegression
@@ -102,6 +103,8 @@ def build_model(spec: ModelSpec | None, schema: DataSchema, seed: int = 0) -> Mo
     if built is not None:
         return built
     n_classes = len(schema.classes)
+    if spec.name in MODEL_EXTRAS:
+        require(MODEL_EXTRAS[spec.name], f"model {spec.name!r}")
     if spec.name == "mlp":
         from fedpact.models.torch_nets import MLPModel
 

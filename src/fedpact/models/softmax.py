@@ -7,6 +7,7 @@ imports torch; it is convex, which makes it the reference case for federated ave
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from fedpact.models.base import (
     check_weights,
     empty_metrics,
 )
+
+if TYPE_CHECKING:
+    from fedpact.models.onnx_export import OnnxGraph
 
 
 class _Adam:
@@ -158,3 +162,9 @@ class SoftmaxRegression(Model):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self._logits(self._flat(x)).argmax(axis=1).astype(np.int64)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.exp(_log_softmax(self._logits(self._flat(x)))).astype(np.float32)
+
+    def onnx_layers(self, graph: OnnxGraph, x: str) -> str:
+        return graph.gemm(graph.flatten(x), self.weight, self.bias)

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+
+from fedpact.common.extras import MissingExtra
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError as exc:  # the base install has no torch: say which extra brings it
+    raise MissingExtra("torch", "the 'mlp' and 'cnn' models") from exc
 
 from fedpact.models.base import (
     BatchCallback,
@@ -26,6 +33,9 @@ from fedpact.models.base import (
     empty_metrics,
 )
 from fedpact.models.metrics import regression_metrics, regression_sums
+
+if TYPE_CHECKING:
+    from fedpact.models.onnx_export import OnnxGraph
 
 
 def _as_input(x: np.ndarray, sample_shape: tuple[int, ...]) -> torch.Tensor:
@@ -191,6 +201,42 @@ class TorchModel(Model):
         if self.regression:
             raise TypeError("a regression model has no confusion matrix; use evaluate() for MSE, MAE and R2")
         return super().confusion_matrix(x, y_idx)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        xt = _as_input(x, self.sample_shape)
+        self.net.eval()
+        with torch.inference_mode():
+            parts = [F.softmax(self.net(xt[s : s + 1024]), dim=1) for s in range(0, len(xt), 1024)]
+        if not parts:
+            return np.empty((0, self.num_classes), dtype=np.float32)
+        return torch.cat(parts).numpy().astype(np.float32, copy=False)
+
+    def onnx_layers(self, graph: OnnxGraph, x: str) -> str:
+        """The ``nn.Sequential`` layer by layer; dropout is the identity at inference."""
+        for name, layer in self.net.named_children():
+            if isinstance(layer, nn.Flatten):
+                x = graph.flatten(x)
+            elif isinstance(layer, nn.Linear):
+                x = graph.gemm(x, layer.weight.detach().numpy(), layer.bias.detach().numpy())
+            elif isinstance(layer, nn.ReLU):
+                x = graph.op("Relu", [x])
+            elif isinstance(layer, nn.Dropout):
+                continue
+            elif isinstance(layer, nn.Conv2d):
+                if layer.bias is None or isinstance(layer.padding, str):
+                    raise ModelConfigError(f"layer {name!r}: only biased convolutions with numeric padding export")
+                w = graph.const("conv_weight", layer.weight.detach().numpy().astype(np.float32))
+                b = graph.const("conv_bias", layer.bias.detach().numpy().astype(np.float32))
+                pad_h, pad_w = (int(p) for p in layer.padding)
+                x = graph.op("Conv", [x, w, b], kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                             pads=[pad_h, pad_w, pad_h, pad_w])
+            elif isinstance(layer, nn.MaxPool2d):
+                k, s = layer.kernel_size, layer.stride
+                x = graph.op("MaxPool", [x], kernel_shape=[k, k] if isinstance(k, int) else list(k),
+                             strides=[s, s] if isinstance(s, int) else list(s))
+            else:
+                raise ModelConfigError(f"layer {name!r} ({type(layer).__name__}) has no ONNX export")
+        return x
 
 
 def _seeded(seed: int, build: Callable[..., nn.Module], *args: object) -> nn.Module:

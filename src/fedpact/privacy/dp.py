@@ -29,10 +29,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Literal
 
-import dp_accounting
 import numpy as np
-from dp_accounting import pld, rdp
-from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon as _rdp_epsilon
+
+from fedpact.common.extras import MissingExtra
+
+try:
+    import dp_accounting
+    from dp_accounting import pld, rdp
+    from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon as _rdp_epsilon
+except ImportError as exc:  # the base install has no accountant: say which extra brings it
+    raise MissingExtra("dp", "privacy modes 'dp' and 'secure+dp'") from exc
 
 Weights = dict[str, np.ndarray]
 AccountantKind = Literal["rdp", "pld"]

@@ -20,7 +20,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import tenseal as ts
+
+from fedpact.common.extras import MissingExtra
+
+try:
+    import tenseal as ts
+except ImportError as exc:  # the base install has no TenSEAL: say which extra brings it
+    raise MissingExtra("he", "privacy mode 'encrypted'") from exc
 
 Layout = list[dict[str, Any]]
 

@@ -154,9 +154,12 @@ class DataParticipant(Participant):
 
 
 def _set_torch_threads(n: int) -> None:
-    import torch
+    import sys
 
-    torch.set_num_threads(n)
+    # Only a torch model loads torch; a NumPy participant must not import it for a setting.
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
 
 
 @dataclass

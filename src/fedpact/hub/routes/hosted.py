@@ -38,6 +38,10 @@ class HostedStart(BaseModel):
     model_config = ConfigDict(extra="forbid")
     resume: bool = Field(default=False, description="continue a RUNNING task after its last checkpointed round")
     eval_data: EvalDataIn | None = None
+    mlflow_uri: str | None = Field(
+        default=None, max_length=500, pattern=r"^https?://[^\s]+$",
+        description="track the task as a run on this MLflow server (http or https; the hub needs fedpact[mlflow])",
+    )
 
 
 class HostedStatus(BaseModel):
@@ -109,7 +113,8 @@ def start_hosted(task: str, body: HostedStart, request: Request, user: CurrentUs
         eval_file = worker.dir / f"eval.{body.eval_data.format}"
         state.store.copy_to(body.eval_data.blob.sha256, eval_file)
     try:
-        out = manager.start(row, creator, resume=body.resume, started_by=user.name, eval_file=eval_file, label=label)
+        out = manager.start(row, creator, resume=body.resume, started_by=user.name, eval_file=eval_file, label=label,
+                            mlflow_uri=body.mlflow_uri)
     except RuntimeError as exc:
         raise HTTPException(409, str(exc)) from None
     return HostedStatus(**out)

@@ -11,7 +11,24 @@ export class ApiError extends Error {
   }
 }
 
+// The hub phrases hints for API callers ("list tasks with GET /api/v1/tasks"); on a web page
+// they point at the page's own links instead.
+const WEB_HINTS = [
+  [/list tasks with GET \/api\/v1\/tasks\b/g, "see the Tasks page"],
+  [/join it first with POST \/api\/v1\/tasks\/([^/\s]+)\/join/g, "join it first on the task's page"],
+  [/list yours with GET \/api\/v1\/models/g, "see your models on the task's page"],
+  [/stop it first with DELETE \/api\/v1\/tasks\/([^/\s]+)\/aggregator/g, "stop it first with the Stop button"],
+];
+
+export function forBrowser(text) {
+  return WEB_HINTS.reduce((t, [pattern, words]) => t.replace(pattern, words), text);
+}
+
 export function formatDetail(detail) {
+  return forBrowser(rawDetail(detail));
+}
+
+function rawDetail(detail) {
   if (Array.isArray(detail)) {
     return detail
       .map((d) => {
@@ -110,6 +127,7 @@ export const api = {
   hostedLog: (t, offset) => request("GET", `/tasks/${encodeURIComponent(t)}/aggregator/log`, { params: { offset } }),
   models: (task) => request("GET", "/models", { params: { task } }),
   model: (id) => request("GET", `/models/${id}`),
+  modelCard: (id) => request("GET", `/models/${id}/card`),
   downloadModel: (id) => request("GET", `/models/${id}/download`, { raw: true }),
 
   async uploadBlob(task, file, onProgress, isPrivate = false) {

@@ -619,8 +619,8 @@ function copyable(id, text) {
 
 function definitionSummary(d) {
   const rows = [
-    ["Model", `${d.model.name}${Object.keys(d.model.params || {}).length ? " " + JSON.stringify(d.model.params) : ""}`],
-    ["Algorithm", `${d.algorithm.name}${Object.keys(d.algorithm.params || {}).length ? " " + JSON.stringify(d.algorithm.params) : ""}`],
+    ["Model", `${d.model.name}${fmtParams(d.model.params) ? ` (${fmtParams(d.model.params)})` : ""}`],
+    ["Algorithm", `${d.algorithm.name}${fmtParams(d.algorithm.params) ? ` (${fmtParams(d.algorithm.params)})` : ""}`],
     ["Privacy mode", `${d.privacy.mode} \u2014 ${(PRIVACY.find(([m]) => m === d.privacy.mode) || ["", ""])[1]}`],
     ["Rounds", d.rounds], ["Local epochs", d.local_epochs], ["Batch size", d.batch_size],
     ["Learning rate", d.learning_rate], ["Optimiser", d.optimizer], ["Quorum", d.quorum],
@@ -646,6 +646,17 @@ const STANDING = {
   REMOVED: "The creator removed you from this task.",
 };
 
+// The accuracy axis fits the data (0.9-0.97 would otherwise fill the top tenth of a 0-1
+// axis), padded a little and kept within [0, 1].
+function accuracyRange(datasets) {
+  const values = datasets.flatMap((d) => d.data).filter((v) => typeof v === "number");
+  if (!values.length) return { min: 0, max: 1 };
+  const lo = Math.min(...values);
+  const hi = Math.max(...values);
+  const pad = Math.max(0.02, (hi - lo) * 0.1);
+  return { min: Math.max(0, Math.floor((lo - pad) * 50) / 50), max: Math.min(1, Math.ceil((hi + pad) * 50) / 50) };
+}
+
 async function pageTask(_params, ref) {
   const me = session.user;
   let task = await api.task(ref);
@@ -665,22 +676,18 @@ async function pageTask(_params, ref) {
   const hostedLog = h("pre", { id: "hosted-log", class: "log", tabindex: "0", "aria-label": "Hosted aggregator log" });
   const hostedSection = h("section", { id: "hosted", hidden: true }, h("h2", {}, "Aggregator hosted on the hub"), hostedState, hostedLog);
   const modelBox = h("div", { id: "task-models" });
+  const commandsBox = h("div", { id: "task-commands" });
+  const hostedNotice = h("p", { id: "hosted-notice", class: "flash info", hidden: true },
+    "The hub is running the aggregator; you may close this page.");
   const hub = location.origin;
   const label = task.definition.data.label || "label";
 
   render(
-    head, box, actions, standing, requestSection,
+    head, box, actions, standing, requestSection, hostedNotice,
     h("div", { class: "columns" },
       h("section", {}, h("h2", {}, "Definition"), definitionSummary(task.definition),
         h("details", {}, h("summary", {}, "Full definition (JSON)"), h("pre", { id: "definition-json" }, JSON.stringify(task.definition, null, 2)))),
-      h("section", {}, h("h2", {}, "Join and participate"),
-        h("p", {}, "A data owner runs these commands on the machine that holds the data:"),
-        copyable("cmd-login", `fedpact login ${me.name} --hub ${hub}`),
-        copyable("cmd-join", `fedpact join ${name}`),
-        copyable("cmd-participate", `fedpact participate ${name} --data your-data.csv --label ${label}`),
-        h("p", { class: "sub" }, "The aggregator runs on the hub (button above) or on the creator's machine:"),
-        copyable("cmd-aggregate", `fedpact aggregate ${name}`),
-        h("h2", {}, "Participants"), people)),
+      h("section", {}, commandsBox, h("h2", {}, "Participants"), people)),
     h("section", {}, h("h2", {}, "Training progress"), roundCount, chartWrap,
       h("div", { class: "scroll" }, h("table", { class: "rounds" }, h("thead", {}, h("tr", {}, ["Round", "Status", "Participants", "Train loss", "Train accuracy", "Hold-out accuracy", "Eval accuracy"].map((c) => h("th", { scope: "col" }, c)))), roundsBody))),
     modelBox,
@@ -700,7 +707,7 @@ async function pageTask(_params, ref) {
         scales: {
           x: { title: { display: true, text: "round" } },
           y: { type: "linear", position: "left", title: { display: true, text: "loss" } },
-          y1: { type: "linear", position: "right", min: 0, max: 1, title: { display: true, text: "accuracy" }, grid: { drawOnChartArea: false } },
+          y1: { type: "linear", position: "right", title: { display: true, text: "accuracy" }, grid: { drawOnChartArea: false } },
           y2: { type: "linear", position: "right", display: false, title: { display: true, text: "epsilon" }, grid: { drawOnChartArea: false } },
         },
       },
@@ -746,6 +753,30 @@ async function pageTask(_params, ref) {
         field("eval-file", "Evaluation CSV", h("input", { type: "file", accept: ".csv,text/csv" }))));
     }
     hostedSection.hidden = !(member && hosted && hosted.state !== "none");
+    // Only while the hub really runs it: a finished task must not say the hub is at work.
+    hostedNotice.hidden = !(hostedRunning && live);
+    drawCommands(live, creator, hostedRunning);
+  }
+
+  function drawCommands(live, creator, hostedRunning) {
+    // Commands a reader can still use: joining a finished task is impossible, so offer none.
+    if (!live) {
+      commandsBox.replaceChildren(h("h2", {}, "Taking part"),
+        h("p", { id: "task-closed" }, `This task is ${task.status}: it takes no new participants and runs no more rounds.`),
+        task.status === "COMPLETE" ? h("p", { class: "sub" }, "Its creator and contributors can download the model below, or with:") : "",
+        task.status === "COMPLETE" ? copyable("cmd-download", `fedpact model download ${name} --hub ${hub}`) : "");
+      return;
+    }
+    const parts = [h("h2", {}, "Join and participate"),
+      h("p", {}, "A data owner runs these commands on the machine that holds the data:"),
+      copyable("cmd-login", `fedpact login ${me.name} --hub ${hub}`),
+      copyable("cmd-join", `fedpact join ${name}`),
+      copyable("cmd-participate", `fedpact participate ${name} --data your-data.csv --label ${label}`)];
+    if (creator && !hostedRunning) {
+      parts.push(h("p", { class: "sub" }, "The aggregator runs on the hub (the button above) or on your machine:"),
+        copyable("cmd-aggregate", `fedpact aggregate ${name}`));
+    }
+    commandsBox.replaceChildren(...parts);
   }
 
   async function act(what, opts = {}) {
@@ -774,7 +805,6 @@ async function pageTask(_params, ref) {
           body.eval_data = { blob: await api.uploadBlob(name, file, undefined, true), format: "csv", label };
         }
         hosted = await api.startHosted(name, body);
-        flash("The hub is running the aggregator; you may close this page.");
       } else if (what === "stop") {
         hosted = await api.stopHosted(name);
         flash("The hosted aggregator was stopped.");
@@ -868,6 +898,7 @@ async function pageTask(_params, ref) {
       return { label: text, data: items.map((r) => (r.metrics || {})[key] ?? null), yAxisID: axis, borderColor: color, backgroundColor: color, spanGaps: true, borderDash: axis === "y" ? [5, 3] : [] };
     });
     chart.options.scales.y2.display = chart.data.datasets.some((d) => d.yAxisID === "y2");
+    Object.assign(chart.options.scales.y1, accuracyRange(chart.data.datasets.filter((d) => d.yAxisID === "y1")));
     chart.update();
   }
 
@@ -880,8 +911,14 @@ async function pageTask(_params, ref) {
 
 // ---------------------------------------------------------------------------------------
 // Model page
+// "hidden: 64, dropout: 0.2" rather than {"hidden":[64],"dropout":0.2}.
+function fmtParams(params) {
+  const entries = Object.entries(params || {});
+  return entries.map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(" \u00d7 ") : v}`).join(", ");
+}
+
 async function pageModel(_params, id) {
-  const model = await api.model(id);
+  const [model, card] = await Promise.all([api.model(id), api.modelCard(id)]);
   const md = model.metadata || {};
   const box = errorBox("model-error");
   const download = h("button", { type: "button", class: "primary", id: "btn-download" }, "Download model (safetensors)");
@@ -903,18 +940,39 @@ async function pageModel(_params, id) {
   const info = [
     ["Task", model.task_id ? h("a", { href: `#/task/${encodeURIComponent(model.task_name)}` }, model.task_name) : `${model.task_name} (deleted)`],
     ["Stored", fmtTime(model.created_at)], ["Rounds", model.rounds], ["Converged", md.converged ? "yes" : "no"],
-    ["Model", md.model ? `${md.model.name} ${JSON.stringify(md.model.params || {})}` : model.definition.model.name],
+    ["Model", `${card.definition.model.name}${fmtParams(card.definition.model.params) ? ` (${fmtParams(card.definition.model.params)})` : ""}`],
+    ["Algorithm", `${card.definition.algorithm.name}${fmtParams(card.definition.algorithm.params) ? ` (${fmtParams(card.definition.algorithm.params)})` : ""}`],
+    ["Privacy", `${card.privacy.mode}${card.privacy.epsilon !== undefined ? `, \u03b5 = ${fmtNum(card.privacy.epsilon)}, \u03b4 = ${card.privacy.delta}` : ""}`],
     ["Standardised features", md.standardized ? "yes" : "no"],
+    ["Licence", card.licence || "not set by the creator"],
     ["Size", `${(model.size / 1024).toFixed(1)} KiB`], ["SHA-256", h("code", { class: "hash" }, model.sha256)],
   ];
+  const schema = card.data_schema || {};
+  const schemaRows = [
+    ["Kind", schema.kind], ["Features", Array.isArray(schema.features) ? schema.features.join(", ") : (schema.features ?? (schema.shape || []).join(" \u00d7 "))],
+    ["Label column", schema.label], ["Classes", (schema.classes || []).join(", ")],
+  ];
+  const roundRows = card.rounds.map((r) => h("tr", {}, h("td", { class: "num" }, r.number), h("td", {}, r.status),
+    h("td", {}, r.participants.join(", ")), h("td", { class: "num" }, fmtNum(r.metrics.train_loss)),
+    h("td", { class: "num" }, fmtNum(r.metrics.val_accuracy)), h("td", { class: "num" }, fmtNum(r.metrics.eval_accuracy)),
+    h("td", {}, r.global_model_sha256 ? h("code", { class: "hash", title: r.global_model_sha256 }, `${r.global_model_sha256.slice(0, 12)}\u2026`) : "")));
   const nodes = [
     h("div", { class: "page-head" }, h("h1", {}, `Model ${model.id} of ${model.task_name}`), download), box,
+    h("section", { id: "model-card" }, h("h2", {}, "Model card"),
+      h("p", { id: "card-description", class: "description" }, card.description || "No description."),
+      h("p", { class: "sub" }, "The card as JSON: ", h("code", {}, `GET /api/v1/models/${model.id}/card`), " or ", h("code", {}, `fedpact model card ${model.id}`))),
     h("div", { class: "columns" },
-      h("section", {}, h("h2", {}, "Metadata"), h("dl", { class: "summary" }, info.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
+      h("section", {}, h("h2", {}, "About"), h("dl", { class: "summary", id: "model-summary" }, info.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+        h("h2", {}, "Data schema"), h("dl", { class: "summary", id: "model-schema" }, schemaRows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v ?? ""))]))),
       h("section", {}, h("h2", {}, "Contributors"), h("ul", { id: "contributors" }, model.contributors.map((c) => h("li", {}, c))),
         h("h2", {}, "Final metrics"), metrics.length
           ? h("table", { class: "metrics" }, h("tbody", {}, metrics.map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", { class: "num" }, fmtNum(v))))))
           : h("p", {}, "No metrics recorded."))),
+    h("section", {}, h("h2", {}, "Rounds"), card.rounds.length
+      ? h("div", { class: "scroll" }, h("table", { class: "rounds", id: "card-rounds" },
+          h("thead", {}, h("tr", {}, ["Round", "Status", "Participants", "Train loss", "Hold-out accuracy", "Eval accuracy", "Global model SHA-256"].map((c) => h("th", { scope: "col" }, c)))),
+          h("tbody", {}, roundRows)))
+      : h("p", { class: "sub" }, "The task was deleted; its rounds are no longer on the hub.")),
   ];
   const cm = md.confusion_matrix;
   const task = (md.data && md.data.task) || "classification";

@@ -1,0 +1,1 @@
+"""Bridges to tools people already use around fedpact (experiment trackers); each needs its extra."""
