@@ -67,7 +67,6 @@ def create_app(config: HubConfig) -> FastAPI:
         throttle=Throttle(config.throttle_window_s),
         gc=gc,
     )
-    state = HubState(config=config, db=db, store=store, notifier=notifier, hasher=make_hasher(config), gc=gc)
 
     workers = WorkerManager(config, state.db)
 

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from fedpact.hub.access import find_task, require_creator
 from fedpact.hub.auth import CurrentUser, Principal, State
-from fedpact.hub.blobstore import BlobResponse
 from fedpact.hub.routes.rounds import require_blob
 from fedpact.hub.schemas import ModelIn, ModelItems, ModelOut
 from fedpact.hub.tables import ModelContributor, StoredModel, User
