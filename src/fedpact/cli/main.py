@@ -296,13 +296,16 @@ def algorithms_cmd() -> None:
 
     from fedpact.common.algorithms import CATALOG
 
-    table = Table("algorithm", "parameters (default, bounds)", "privacy modes", "what it does")
+    # One block per strategy, soft-wrapped: a parameter line is never split in the middle,
+    # whatever the terminal's width (a table squeezed into 80 columns was unreadable).
     for a in CATALOG.values():
-        params = "\n".join(
-            f"{p.name}: {p.type} = {'auto' if p.default is None else p.default} ({p.bounds()}) {p.help}"
-            for p in a.params) or "-"
-        table.add_row(a.name, params, ", ".join(a.privacy_modes), a.summary)
-    out.print(table)
+        out.print(f"{a.name}: {a.summary}", soft_wrap=True, highlight=False, markup=False)
+        out.print(f"  privacy modes: {', '.join(a.privacy_modes)}", soft_wrap=True, highlight=False, markup=False)
+        for p in a.params:
+            default = "auto" if p.default is None else p.default
+            out.print(f"  {p.name}: {p.type} = {default} ({p.bounds()}) {p.help}", soft_wrap=True, highlight=False,
+                      markup=False)
+        out.print()
     plugins = sorted({ep.name for ep in entry_points(group="fedpact.algorithms")} - set(CATALOG))
     if plugins:
         out.print(f"installed plugins (open mode only): {', '.join(plugins)}")
