@@ -78,7 +78,7 @@ def test_blobs_addressed_to_a_participant_are_readable_by_it_alone(task_with_mem
 
 
 def test_an_upload_session_belongs_to_whoever_opened_it(task_with_members: Members) -> None:
-    alice, bob, carol, t = task_with_members
+    _, bob, carol, t = task_with_members
     name, data = t["name"], os.urandom(1000)
     digest = sha(data)
     r = bob.http.post(f"/tasks/{name}/uploads", json={"sha256": digest, "size": len(data)})

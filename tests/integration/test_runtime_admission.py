@@ -10,7 +10,12 @@ from typing import Any
 
 import pytest
 from conftest import wait_for
-from federation_helpers import Runner, digits_definition, start_aggregator, start_participant
+from federation_helpers import (
+    Runner,
+    digits_definition,
+    start_aggregator,
+    start_participant,
+)
 
 from fedpact.client.hub import HubClient, HubError
 from fedpact.common.tensors import Weights
