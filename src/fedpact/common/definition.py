@@ -495,9 +495,11 @@ class TaskDefinition(_Strict):
     @classmethod
     def _task_metric_defaults(cls, raw: Any) -> Any:
         """Default the headline metrics to the task kind's own, so regression need not name 'r2'."""
-        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+        if not isinstance(raw, dict):
             return raw
-        metrics = TASK_METRICS.get(raw["data"].get("task", "classification"))
+        data = raw.get("data")
+        task = data.get("task", "classification") if isinstance(data, dict) else getattr(data, "task", None)
+        metrics = TASK_METRICS.get(task) if isinstance(task, str) else None
         if not metrics:
             return raw
         out = dict(raw)
@@ -507,6 +509,8 @@ class TaskDefinition(_Strict):
                 section = {}
             if isinstance(section, dict) and "metric" not in section:
                 out[key] = {**section, "metric": metrics[0]}
+            elif isinstance(section, BaseModel) and "metric" not in section.model_fields_set:
+                out[key] = section.model_copy(update={"metric": metrics[0]})
         return out
 
     def _check_task_kind(self) -> None:
