@@ -115,6 +115,7 @@ def test_preparation_fields() -> None:
         ({"categorical": {"z": [1, 2]}}, "categorical column 'z' is not among the features"),
         ({"categorical": {"a": [1]}}, "at least two declared categories"),
         ({"categorical": {"a": [1, "1"]}}, "declares a category twice"),
+        ({"categorical": {"a": [1, 1.0]}}, "declares a category twice"),
         ({"features": ["a", "label"]}, "cannot also be a feature"),
         ({"features": 2, "categorical": {"a": [1, 2]}}, "give 'features' as the list of column names"),
     ],

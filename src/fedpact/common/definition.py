@@ -368,10 +368,9 @@ class DataSchema(_Strict):
                     raise ValueError(f"categorical column {col!r} is not among the features")
                 if len(cats) < 2:
                     raise ValueError(f"categorical column {col!r} needs at least two declared categories")
-                if len({str(c) for c in cats}) != len(cats):
+                numbers = [float(c) for c in cats if not isinstance(c, str)]
+                if len({str(c) for c in cats}) != len(cats) or len(set(numbers)) != len(numbers):
                     raise ValueError(f"categorical column {col!r} declares a category twice")
-                if any(isinstance(c, bool) for c in cats):
-                    raise ValueError(f"categorical column {col!r}: categories are numbers or strings, not booleans")
                 if any(isinstance(c, str) for c in cats) and self.task == "analytics":
                     raise ValueError("analytics counts categorical columns by their numeric codes; use numbers")
 
