@@ -18,7 +18,8 @@ from fedpact.client.hub import HubClient
 from fedpact.common.definition import TaskDefinition
 from fedpact.common.errors import FedpactError
 from fedpact.runtime.aggregator import AggregatorResult, run_aggregator
-from fedpact.runtime.participant import DataParticipant, Participant, ParticipantResult, run_participant
+from fedpact.runtime.kind_participant import TaskParticipant
+from fedpact.runtime.participant import Participant, ParticipantResult, run_participant
 from fedpact.runtime.progress import Progress
 
 
@@ -161,7 +162,7 @@ class Client:
         """Train on ``data`` (a Dataset, a file path read as the task says, or a Participant) whenever the task asks."""
         if isinstance(data, (str, Path)):
             data = self.load_data(task, data)
-        participant = data if isinstance(data, Participant) else DataParticipant(data)
+        participant = data if isinstance(data, Participant) else TaskParticipant(data)
         return run_participant(self.hub, task, participant, model_dir=model_dir, progress=progress, **options)
 
     # -- models -----------------------------------------------------------------------

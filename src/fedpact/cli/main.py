@@ -337,14 +337,15 @@ def participate(
 ) -> None:
     """Train on your local data whenever the task's aggregator asks, until the task completes."""
     from fedpact.cli.progress import RichProgress
-    from fedpact.runtime.participant import DataParticipant, run_participant
+    from fedpact.runtime.kind_participant import TaskParticipant
+    from fedpact.runtime.participant import run_participant
 
     with errors():
         c = _client(hub)
         dataset = _load_for_task(c, task, data, label, labels, missing)
         progress = RichProgress()
         try:
-            result = run_participant(c, task, DataParticipant(dataset, threads=threads), progress=progress,
+            result = run_participant(c, task, TaskParticipant(dataset, threads=threads), progress=progress,
                                      model_dir=model_dir)
         finally:
             progress.close()
