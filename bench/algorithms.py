@@ -140,10 +140,14 @@ def digits_section(strategies: list[str], rounds: int, poisoned_share: float, at
 
 
 def heart_section() -> dict[str, Any]:
+    import heart_disease as example
     from sklearn.linear_model import LogisticRegression as SkLogistic
 
-    import heart_disease as example
-    from fedpact.algorithms.standardize import apply_standardization, combine_moments, local_moments
+    from fedpact.algorithms.standardize import (
+        apply_standardization,
+        combine_moments,
+        local_moments,
+    )
     from fedpact.data import conform
     from fedpact.models import build_model
 
