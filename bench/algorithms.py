@@ -140,10 +140,14 @@ def digits_section(strategies: list[str], rounds: int, poisoned_share: float, at
 
 
 def heart_section() -> dict[str, Any]:
+    import heart_disease as example
     from sklearn.linear_model import LogisticRegression as SkLogistic
 
-    import heart_disease as example
-    from fedpact.algorithms.standardize import apply_standardization, combine_moments, local_moments
+    from fedpact.algorithms.standardize import (
+        apply_standardization,
+        combine_moments,
+        local_moments,
+    )
     from fedpact.data import conform
     from fedpact.models import build_model
 
@@ -168,7 +172,7 @@ def heart_section() -> dict[str, Any]:
     rows = [["federated (4 sites, 20 rounds x 2 local epochs)", f"{fed_acc:.3f}", len(y_tr), len(y_te)],
             ["centralised, same model and passes, pooled rows", f"{central_acc:.3f}", len(y_tr), len(y_te)],
             ["scikit-learn LogisticRegression, pooled rows", f"{sk_acc:.3f}", len(y_tr), len(y_te)]]
-    print("heart disease, all 13 features (one-hot -> 23 inputs), federated median imputation:")
+    print(f"heart disease, all 13 features (one-hot -> {x_tr.shape[1]} inputs), federated median imputation:")
     print(table(["model", "hold-out accuracy", "train rows", "hold-out rows"], rows))
     return {"federated_val_accuracy": round(fed_acc, 4), "centralised_accuracy": round(central_acc, 4),
             "sklearn_logistic_accuracy": round(sk_acc, 4), "train_rows": len(y_tr), "holdout_rows": len(y_te),
@@ -193,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         result["digits"] = digits_section(args.strategies, args.rounds, args.poisoned, args.attack)
     if "heart" in args.only:
         result["heart"] = heart_section()
-    result["machine"]["loadavg_end"] = os.getloadavg()
+    result["machine"]["loadavg_at_end"] = os.getloadavg()
     path = write_result("algorithms" + (f"-{args.tag}" if args.tag else ""), result)
     print(f"wrote {path}")
     return 0

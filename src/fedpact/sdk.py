@@ -18,12 +18,8 @@ from fedpact.client.hub import HubClient
 from fedpact.common.definition import TaskDefinition
 from fedpact.common.errors import FedpactError
 from fedpact.runtime.aggregator import AggregatorResult, run_aggregator
-from fedpact.runtime.participant import (
-    DataParticipant,
-    Participant,
-    ParticipantResult,
-    run_participant,
-)
+from fedpact.runtime.kind_participant import TaskParticipant
+from fedpact.runtime.participant import Participant, ParticipantResult, run_participant
 from fedpact.runtime.progress import Progress
 
 
@@ -219,7 +215,7 @@ class Client:
         if isinstance(data, (str, Path)):
             data = self.load_data(task, data)
         custom = isinstance(data, Participant)
-        participant = data if custom else DataParticipant(data)
+        participant = data if custom else TaskParticipant(data)
         # A custom Participant brings its own model code; the privacy mode still needs its extra.
         self.check_can_run(task, model=not custom)
         return run_participant(self.hub, task, participant, model_dir=model_dir, progress=progress, **options)

@@ -99,3 +99,12 @@ def test_regression_and_unlabelled_files(tmp_path: Path) -> None:
                        DataSchema(task="regression", features=["x1", "x2"], label="price", missing="impute"))
     classify = DataSchema(features=["x1", "x2"], label="price", classes=[0, 1])
     assert any("continuous targets" in p for p in check_dataset(reg, classify))
+
+
+def test_npz_regression_targets_follow_the_task(tmp_path: Path) -> None:
+    p = tmp_path / "site.npz"
+    np.savez(p, x=np.ones((3, 2)), y=np.array([0.5, 1.5, 2.25]))
+    ds = load_task_data(p, DataSchema(task="regression", features=2))
+    assert ds.continuous and ds.y.tolist() == [0.5, 1.5, 2.25]
+    with pytest.raises(DataLoadError, match="whole numbers"):
+        load_task_data(p, DataSchema(features=2, classes=[0, 1]))

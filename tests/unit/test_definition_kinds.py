@@ -8,7 +8,13 @@ import pytest
 from hub_fixtures import definition
 from pydantic import ValidationError
 
-from fedpact.common.definition import parse_definition
+from fedpact.common.definition import (
+    DataSchema,
+    EvaluationSpec,
+    ModelSpec,
+    TaskDefinition,
+    parse_definition,
+)
 
 
 def _with_data(model: dict[str, Any] | None, **data: Any) -> dict[str, Any]:
@@ -109,6 +115,7 @@ def test_preparation_fields() -> None:
         ({"categorical": {"z": [1, 2]}}, "categorical column 'z' is not among the features"),
         ({"categorical": {"a": [1]}}, "at least two declared categories"),
         ({"categorical": {"a": [1, "1"]}}, "declares a category twice"),
+        ({"categorical": {"a": [1, 1.0]}}, "declares a category twice"),
         ({"features": ["a", "label"]}, "cannot also be a feature"),
         ({"features": 2, "categorical": {"a": [1, 2]}}, "give 'features' as the list of column names"),
     ],
@@ -117,3 +124,9 @@ def test_bad_preparation_is_refused(data: dict[str, Any], message: str) -> None:
     base = {"features": ["a", "b"], "classes": [0, 1]}
     with pytest.raises(ValidationError, match=message):
         parse_definition(_with_data({"name": "mlp"}, **(base | data)))
+
+
+def test_programmatic_definitions_get_the_task_metric_too() -> None:
+    d = TaskDefinition(model=ModelSpec(name="kmeans"), data=DataSchema(task="clustering", features=3),
+                       evaluation=EvaluationSpec(holdout=0.1))
+    assert d.evaluation.metric == "inertia" and d.evaluation.holdout == 0.1

@@ -102,3 +102,13 @@ def test_registries_agree_with_the_definition() -> None:
         assert f"`{policy}`" in ALGORITHMS
     for heading in ("## Task kinds", "## Models", "## Federated analytics", "## Data preparation"):
         assert heading in ALGORITHMS
+
+
+def test_the_definitions_shown_in_algorithms_md_are_valid() -> None:
+    import yaml
+
+    from fedpact.common.definition import parse_definition
+
+    blocks = [b.split("```", 1)[0] for b in ALGORITHMS.split("```yaml\n")[1:]]
+    shown = [d for b in blocks for d in yaml.safe_load_all(b)]
+    assert {parse_definition(d).data.task for d in shown} == {"regression", "clustering", "analytics"}

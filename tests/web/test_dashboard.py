@@ -236,8 +236,8 @@ def test_dashboard_end_to_end(hub: EmbeddedHub, browser: Any, artifacts: Path, p
         page.locator("#btn-approve-carol").click()
         expect(page.locator("#participants li")).to_have_count(2, timeout=30_000)
         expect(page.locator("#requests")).to_be_hidden()
-        expect(page.locator("#cmd-participate")).to_have_text(
-            "fedpact participate digits-web --data your-data.csv --label label")
+        expect(page.locator("#cmd-participate")).to_have_text("fedpact participate digits-web --data your-data.csv")
+        expect(page.locator("#participate-reads")).to_contain_text('label column "label"; header row; missing values refused')
         page.evaluate("window.__sameDocument = true")
         page.locator("#eval-file").set_input_files(str(test_csv))
         page.get_by_role("button", name="Run the aggregator on the hub").click()

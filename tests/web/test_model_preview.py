@@ -73,7 +73,7 @@ def test_model_page_draws_clusters_and_predictions(hub: EmbeddedHub, browser: An
 
     alice = HubClient(hub.url)
     alice.register("alice", PASSWORD, "Acme")
-    token = alice.login("alice", PASSWORD)
+    alice.login("alice", PASSWORD)
     ids = _models(alice)
     ctx = browser.new_context(viewport=LAPTOP)
     page = page_errors.watch(ctx.new_page())
@@ -84,7 +84,6 @@ def test_model_page_draws_clusters_and_predictions(hub: EmbeddedHub, browser: An
         page.get_by_label("Password", exact=True).fill(PASSWORD)
         page.get_by_role("button", name="Log in").click()
         expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
-        assert token
 
         page.goto(f"{hub.url}/#/model/{ids['clusters']}")
         expect(page.get_by_role("heading", name="Clusters on the first two principal components")).to_be_visible()
@@ -110,6 +109,23 @@ def test_model_page_draws_clusters_and_predictions(hub: EmbeddedHub, browser: An
         page.goto(f"{hub.url}/#/model/{ids['bare']}")
         expect(page.locator("#preview-missing")).to_contain_text("no evaluation data")
         assert page.locator("#preview-chart").count() == 0
+
+        # the task pages of kinds without a label or a model, and a declared preparation
+        alice.create_task("site-stats", {"data": {"task": "analytics", "features": ["age", "bp"]},
+                                         "analytics": {"bins": 10}}, "statistics only")
+        alice.create_task("heart-prep", {"model": {"name": "logistic_regression"}, "data": {
+            "features": ["age", "cp"], "label": "num", "classes": [0, 1], "header": False,
+            "columns": ["age", "cp", "num"], "missing": "impute", "impute": "median",
+            "categorical": {"cp": [1, 2, 3, 4]}}}, "declared preparation")
+        page.goto(f"{hub.url}/#/task/site-stats")
+        expect(page.locator("#cmd-participate")).to_have_text("fedpact participate site-stats --data your-data.csv")
+        expect(page.get_by_text("none (statistics only)")).to_be_visible()
+        expect(page.locator("#participate-reads")).not_to_contain_text("label column")
+        page.goto(f"{hub.url}/#/task/heart-prep")
+        expect(page.locator("#participate-reads")).to_contain_text(
+            'label column "num"; no header row; columns age, cp, num; missing values imputed with the federated '
+            "median; one-hot: cp (1, 2, 3, 4)")
+        page.screenshot(path=str(artifacts / "task-declared-preparation.png"), full_page=True)
     finally:
         ctx.close()
     assert page_errors.unexpected() == []

@@ -558,20 +558,15 @@ def assignments(as_json: Annotated[bool, typer.Option("--json")] = False, hub: H
 
 
 # -- running ------------------------------------------------------------------------------
-def _load(path: Path, label: str, labels: Path | None, missing: str) -> Any:
-    from fedpact.data.loaders import load_data
-
-    return load_data(path, label=label, labels_path=labels, missing=missing)  # type: ignore[arg-type]
-
-
 @app.command()
 def aggregate(
     task: str,
     resume: Annotated[bool, typer.Option("--resume", help="Continue after the last completed round.")] = False,
     eval_data: Annotated[Path | None, typer.Option(help="Data to evaluate the global model on each round.")] = None,
-    label: Annotated[str, typer.Option(help="Label column of a CSV file.")] = "label",
+    label: Annotated[str | None, typer.Option(help="Label column of a CSV file (default: the task's data.label).")] = None,
     labels: Annotated[Path | None, typer.Option(help="IDX labels file that goes with IDX images.")] = None,
-    missing: Annotated[str, typer.Option(help="'error' or 'drop' rows with missing values.")] = "error",
+    missing: Annotated[str | None, typer.Option(
+        help="'error', 'drop' or 'impute' for missing values (default: the task's data.missing).")] = None,
     quorum_timeout: Annotated[float | None, typer.Option(help="Give up if the quorum is not reached in this many seconds.")] = None,
     mlflow_uri: Annotated[str | None, typer.Option(
         "--mlflow-uri", envvar="MLFLOW_TRACKING_URI",
@@ -587,7 +582,7 @@ def aggregate(
         c = _client(hub)
         info = c.get_task(task)
         check_task(info["definition"], info["name"])
-        data = _load(eval_data, label, labels, missing) if eval_data else None
+        data = _load_for_task(c, task, eval_data, label, labels, missing) if eval_data else None
         progress = RichProgress()
         options: dict[str, Any] = {"eval_data": data, "resume": resume, "progress": progress,
                                    "quorum_timeout_s": quorum_timeout}
@@ -618,6 +613,34 @@ def _load_for_task(c: HubClient, task: str, path: Path, label: str | None, label
 
 
 @app.command()
+def aggregate(
+    task: str,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue after the last completed round.")] = False,
+    eval_data: Annotated[Optional[Path], typer.Option(help="Data to evaluate the global model on each round.")] = None,
+    label: Annotated[Optional[str], typer.Option(help="Label column of a CSV file (default: the task's data.label).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="IDX labels file that goes with IDX images.")] = None,
+    missing: Annotated[Optional[str], typer.Option(help="'error' or 'drop' rows with missing values (default: the task's data.missing).")] = None,
+    quorum_timeout: Annotated[Optional[float], typer.Option(help="Give up if the quorum is not reached in this many seconds.")] = None,
+    hub: HubOpt = None,
+) -> None:
+    """Run the aggregator of a task you created, until it completes."""
+    from fedpact.cli.progress import RichProgress
+    from fedpact.runtime.aggregator import run_aggregator
+
+    with errors():
+        c = _client(hub)
+        data = _load_for_task(c, task, eval_data, label, labels, missing) if eval_data else None
+        progress = RichProgress()
+        try:
+            result = run_aggregator(c, task, eval_data=data, resume=resume, progress=progress,
+                                    quorum_timeout_s=quorum_timeout)
+        finally:
+            progress.close()
+        out.print(f"task {result.task_name} {result.status} after {result.rounds_completed} rounds; "
+                  f"model {result.model_id} stored on the hub")
+
+
+@app.command()
 def participate(
     task: str,
     data: Annotated[Path, typer.Option(help="Your local data: CSV, NPZ or IDX images.")],
@@ -632,7 +655,8 @@ def participate(
     """Train on your local data whenever the task's aggregator asks, until the task completes."""
     from fedpact.cli.progress import RichProgress
     from fedpact.common.extras import check_task
-    from fedpact.runtime.participant import DataParticipant, run_participant
+    from fedpact.runtime.kind_participant import TaskParticipant
+    from fedpact.runtime.participant import run_participant
 
     with errors():
         c = _client(hub)
@@ -641,7 +665,7 @@ def participate(
         dataset = _load_for_task(c, task, data, label, labels, missing)
         progress = RichProgress()
         try:
-            result = run_participant(c, task, DataParticipant(dataset, threads=threads), progress=progress,
+            result = run_participant(c, task, TaskParticipant(dataset, threads=threads), progress=progress,
                                      model_dir=model_dir)
         finally:
             progress.close()

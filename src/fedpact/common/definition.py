@@ -373,10 +373,9 @@ class DataSchema(_Strict):
                     raise ValueError(f"categorical column {col!r} is not among the features")
                 if len(cats) < 2:
                     raise ValueError(f"categorical column {col!r} needs at least two declared categories")
-                if len({str(c) for c in cats}) != len(cats):
+                numbers = [float(c) for c in cats if not isinstance(c, str)]
+                if len({str(c) for c in cats}) != len(cats) or len(set(numbers)) != len(numbers):
                     raise ValueError(f"categorical column {col!r} declares a category twice")
-                if any(isinstance(c, bool) for c in cats):
-                    raise ValueError(f"categorical column {col!r}: categories are numbers or strings, not booleans")
                 if any(isinstance(c, str) for c in cats) and self.task == "analytics":
                     raise ValueError("analytics counts categorical columns by their numeric codes; use numbers")
 
@@ -577,9 +576,11 @@ class TaskDefinition(_Strict):
     @classmethod
     def _task_metric_defaults(cls, raw: Any) -> Any:
         """Default the headline metrics to the task kind's own, so regression need not name 'r2'."""
-        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+        if not isinstance(raw, dict):
             return raw
-        metrics = TASK_METRICS.get(raw["data"].get("task", "classification"))
+        data = raw.get("data")
+        task = data.get("task", "classification") if isinstance(data, dict) else getattr(data, "task", None)
+        metrics = TASK_METRICS.get(task) if isinstance(task, str) else None
         if not metrics:
             return raw
         out = dict(raw)
@@ -589,6 +590,8 @@ class TaskDefinition(_Strict):
                 section = {}
             if isinstance(section, dict) and "metric" not in section:
                 out[key] = {**section, "metric": metrics[0]}
+            elif isinstance(section, BaseModel) and "metric" not in section.model_fields_set:
+                out[key] = section.model_copy(update={"metric": metrics[0]})
         return out
 
     def _check_task_kind(self) -> None:

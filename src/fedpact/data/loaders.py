@@ -251,8 +251,9 @@ def load_csv(
     return Dataset(values[:, :-1].astype(np.float32), y.astype(np.int64), col_names[:-1])
 
 
-def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> Dataset:
-    """Read samples and labels from a NumPy ``.npz`` archive (never unpickling anything)."""
+def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y", *, continuous: bool = False) -> Dataset:
+    """Read samples and labels (or, ``continuous``, regression targets) from a NumPy ``.npz``
+    archive, never unpickling anything."""
     path = Path(path)
     if not path.is_file():
         raise DataLoadError(f"{path}: no such file; check the path")
@@ -280,7 +281,7 @@ def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> Dataset:
         raise DataLoadError(f"{path.name}: arrays must be numeric, got x {x.dtype} and y {y.dtype}")
     feature_names = [str(n) for n in names] if names is not None and names.dtype.kind == "U" and x.ndim == 2 else None
     try:
-        return Dataset(x, y, feature_names)
+        return Dataset(x, y, feature_names, continuous)
     except ValueError as exc:
         raise DataLoadError(f"{path.name}: {exc}") from exc
 
@@ -372,7 +373,7 @@ def load_data(
         return load_csv(path, label, features, missing=missing, header=list(header) if header else None,
                         continuous=continuous, categories=categories)
     if name.endswith(".npz"):
-        return load_npz(path)
+        return load_npz(path, continuous=continuous)
     if _IDX_NAME.search(name):
         return load_idx(path, Path(labels_path) if labels_path is not None else _labels_for(path))
     raise DataLoadError(

@@ -42,7 +42,8 @@ def server_step(centroids: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> 
 
     An empty cluster keeps its previous centroid: under secure aggregation nobody can see
     a point to move it to, and a centroid that no point chose this round may be chosen
-    again once the others have moved.
+    again once the others have moved. A count at or below zero (possible once DP noise
+    is added to the fractions) counts as empty.
     """
     c = np.asarray(centroids, dtype=np.float64)
     s = np.asarray(sums, dtype=np.float64)
@@ -149,8 +150,9 @@ class KMeans(Model):
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         checked = check_weights(self._shapes(), weights)
-        if (checked["mass"] < 0).any():
-            raise ValueError("weights do not fit this model: mass must not be negative")
+        bad = [k for k, v in checked.items() if not np.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"weights do not fit this model: {', '.join(bad)} hold NaN or infinite values")
         self.centroids[...] = checked["centroids"]
         self.sums[...] = checked["sums"]
         self.mass[...] = checked["mass"]

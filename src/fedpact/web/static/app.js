@@ -617,15 +617,27 @@ function copyable(id, text) {
   return h("div", { class: "command" }, code, btn);
 }
 
+// The declared data preparation in one line (docs/algorithms.md "Data preparation").
+function dataPreparation(data) {
+  const parts = [data.header === false ? `no header row; columns ${(data.columns || []).join(", ")}` : "header row"];
+  const missing = data.missing || "error";
+  parts.push(missing === "impute" ? `missing values imputed with the federated ${data.impute || "mean"}` : missing === "drop" ? "rows with missing values dropped" : "missing values refused");
+  const cats = Object.entries(data.categorical || {});
+  if (cats.length) parts.push(`one-hot: ${cats.map(([c, v]) => `${c} (${v.join(", ")})`).join("; ")}`);
+  return parts.join("; ");
+}
+
 function definitionSummary(d) {
   const rows = [
-    ["Model", `${d.model.name}${fmtParams(d.model.params) ? ` (${fmtParams(d.model.params)})` : ""}`],
-    ["Algorithm", `${d.algorithm.name}${fmtParams(d.algorithm.params) ? ` (${fmtParams(d.algorithm.params)})` : ""}`],
+    ["Task kind", d.data.task || "classification"],
+    ["Model", d.model ? `${d.model.name}${Object.keys(d.model.params || {}).length ? " " + JSON.stringify(d.model.params) : ""}` : "none (statistics only)"],
+    ["Algorithm", `${d.algorithm.name}${Object.keys(d.algorithm.params || {}).length ? " " + JSON.stringify(d.algorithm.params) : ""}`],
     ["Privacy mode", `${d.privacy.mode} \u2014 ${(PRIVACY.find(([m]) => m === d.privacy.mode) || ["", ""])[1]}`],
     ["Rounds", d.rounds], ["Local epochs", d.local_epochs], ["Batch size", d.batch_size],
     ["Learning rate", d.learning_rate], ["Optimiser", d.optimizer], ["Quorum", d.quorum],
     ["Minimum participants", d.min_participants], ["Fraction per round", d.fraction], ["Round timeout", `${d.round_timeout_s} s`],
-    ["Data", `${d.data.kind}; ${Array.isArray(d.data.features) ? d.data.features.join(", ") : (d.data.features ?? (d.data.shape || []).join("x"))} features; label column "${d.data.label}"; classes ${d.data.classes.join(", ")}${d.data.standardize ? "; standardised" : ""}`],
+    ["Data", `${d.data.kind}; ${Array.isArray(d.data.features) ? d.data.features.join(", ") : (d.data.features ?? (d.data.shape || []).join("x"))} features${d.data.label ? `; label column "${d.data.label}"` : ""}${(d.data.classes || []).length ? `; classes ${d.data.classes.join(", ")}` : ""}${d.data.standardize ? "; standardised" : ""}`],
+    ["Preparation", dataPreparation(d.data)],
     ["Hold-out", d.evaluation ? d.evaluation.holdout : ""],
     ["Admission", admissionText(d.admission)],
   ];
@@ -680,7 +692,7 @@ async function pageTask(_params, ref) {
   const hostedNotice = h("p", { id: "hosted-notice", class: "flash info", hidden: true },
     "The hub is running the aggregator; you may close this page.");
   const hub = location.origin;
-  const label = task.definition.data.label || "label";
+  const label = task.definition.data.label;
 
   render(
     head, box, actions, standing, requestSection, hostedNotice,
@@ -771,7 +783,8 @@ async function pageTask(_params, ref) {
       h("p", {}, "A data owner runs these commands on the machine that holds the data:"),
       copyable("cmd-login", `fedpact login ${me.name} --hub ${hub}`),
       copyable("cmd-join", `fedpact join ${name}`),
-      copyable("cmd-participate", `fedpact participate ${name} --data your-data.csv --label ${label}`)];
+      copyable("cmd-participate", `fedpact participate ${name} --data your-data.csv`),
+      h("p", { class: "sub", id: "participate-reads" }, `Your file is read as the definition says: ${label ? `label column "${label}"; ` : ""}${dataPreparation(task.definition.data)} (--label and --missing override it for your file).`)];
     if (creator && !hostedRunning) {
       parts.push(h("p", { class: "sub" }, "The aggregator runs on the hub (the button above) or on your machine:"),
         copyable("cmd-aggregate", `fedpact aggregate ${name}`));
