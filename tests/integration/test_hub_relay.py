@@ -189,7 +189,7 @@ def test_long_poll_returns_empty_after_the_wait(task_with_members: Members) -> N
     start = time.monotonic()
     got = mailbox(bob, t["name"], f"participant/{bob.name}", wait=0.6, after=0)
     elapsed = time.monotonic() - start
-    assert got == {"messages": [], "cursor": 0, "task_status": "CREATED"}
+    assert got == {"messages": [], "cursor": 0, "task_status": "CREATED", "more": False}
     assert 0.55 <= elapsed < 2.0
     r = bob.http.get(f"/tasks/{t['name']}/mailbox/participant/{bob.name}", params={"wait": 61})
     assert r.status_code == 422 and "at most" in r.json()["detail"]
