@@ -70,7 +70,7 @@ def _print_json(data: Any) -> None:
 @app.callback()
 def main_options(
     ca_file: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--ca-file", help="CA (PEM) that signed an HTTPS hub's certificate [$FEDPACT_CA, else the system's CAs]."),
     ] = None,
 ) -> None:
@@ -84,13 +84,13 @@ def main_options(
 def hub(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8470,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where the database and blobs live (default: fedpact-hub).")] = None,
-    max_blob_mb: Annotated[Optional[int], typer.Option(help="Largest blob accepted, in MiB.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of hub settings (docs/security.md).")] = None,
-    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="Serve HTTPS with this certificate chain (PEM).")] = None,
-    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="The private key (PEM) of --tls-cert.")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where the database and blobs live (default: fedpact-hub).")] = None,
+    max_blob_mb: Annotated[int | None, typer.Option(help="Largest blob accepted, in MiB.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file of hub settings (docs/security.md).")] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate chain (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="The private key (PEM) of --tls-cert.")] = None,
     settings: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Any hub setting as NAME=VALUE, e.g. --set max_tasks_per_user=20.")
+        list[str] | None, typer.Option("--set", help="Any hub setting as NAME=VALUE, e.g. --set max_tasks_per_user=20.")
     ] = None,
 ) -> None:
     """Run a hub (SQLite and files under --data-dir) until interrupted."""
