@@ -172,5 +172,7 @@ def test_openapi_declares_error_bodies(api: Api) -> None:  # noqa: F811
     for code in ("401", "403", "404", "409", "413", "422", "429", "507"):
         schema = op["responses"][code]["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/ErrorOut"}, code
+    assert set(op["responses"]["429"]["headers"]) == {"Retry-After", "X-Fedpact-Limit"}
     login = spec["paths"]["/api/v1/auth/login"]["post"]["responses"]
     assert {"401", "422", "429", "503"} <= set(login)
+    assert "Retry-After" in login["503"]["headers"]

@@ -184,7 +184,7 @@ def test_long_poll_wakes_promptly_on_a_message(tmp_path: Path) -> None:
 def test_long_poll_returns_empty_after_the_wait(task_with_members: Members) -> None:
     alice, bob, carol, t = task_with_members
     got = mailbox(bob, t["name"], f"participant/{bob.name}", wait=0.6, after=0)
-    assert got == {"messages": [], "cursor": 0, "task_status": "CREATED"}
+    assert got == {"messages": [], "cursor": 0, "task_status": "CREATED", "more": False}
     r = bob.http.get(f"/tasks/{t['name']}/mailbox/participant/{bob.name}", params={"wait": 61})
     assert r.status_code == 422 and "at most" in r.json()["detail"]
 

@@ -32,9 +32,10 @@ from federation_helpers import (
 )
 from hub_fixtures import fast_config
 
-from fedpact.client.hub import HubCertificateError, HubClient
+from fedpact.client.hub import HubCertificateError, HubClient, HubError, tls_context
 from fedpact.data.builtin import digits_federation
 from fedpact.hub import EmbeddedHub
+from fedpact.hub.server import free_port
 from fedpact.runtime import DataParticipant
 
 
@@ -218,3 +219,37 @@ def test_the_cli_takes_ca_file(https_hub: EmbeddedHub, pki: Pki, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     done = fedpact(pki.ca, "login", "erin", "--password", PASSWORD)
     assert done.returncode == 0 and "logged in" in done.stdout + done.stderr
+
+
+def test_fedpact_hub_command_serves_https_with_its_settings(pki: Pki, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "hub.toml"
+    config.write_text("max_tasks_per_user = 5\nmax_pending_messages = 7\n")
+    argv = [
+        sys.executable, "-m", "fedpact", "hub", "--data-dir", str(tmp_path / "hub"), "--port", str(port),
+        "--tls-cert", str(pki.chain), "--tls-key", str(pki.key), "--config", str(config),
+        "--set", "max_tasks_per_user=1", "--set", "password_memory_kib=8192",
+    ]  # fmt: skip
+    log = tmp_path / "hub.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"https://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{url}/api/v1/health", verify=tls_context(pki.ca), timeout=2).status_code == 200
+            except httpx.TransportError:
+                assert proc.poll() is None, log.read_text()
+                return False
+
+        wait_for(healthy, 60, "fedpact hub over HTTPS")
+        alice = _user(url, "alice", pki.ca)
+        alice.create_task("first-task", digits_definition())
+        with pytest.raises(HubError) as exc:
+            alice.create_task("second-task", digits_definition())
+        assert exc.value.status == 429 and "max_tasks_per_user = 1" in str(exc.value)  # --set wins over the file
+        alice.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -60,7 +60,7 @@ class HubConfig:
     hash_wait_s: float = 10.0
     login_failures_per_name: int = 5
     login_failures_per_address: int = 30
-    registrations_per_address: int = 30
+    registrations_per_address: int = 100
     throttle_window_s: float = 300.0
     # -- disk and transport -----------------------------------------------------------
     min_free_bytes: int = 256 * MIB

@@ -55,8 +55,23 @@ AUTH_ERRORS = (401, 422)
 TASK_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 507)
 
 
+_RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+_LIMIT = {"description": "the hub setting whose limit was reached (see docs/security.md)", "schema": {"type": "string"}}
+_HEADERS: dict[int, dict[str, Any]] = {
+    413: {"X-Fedpact-Limit": _LIMIT},
+    429: {"Retry-After": _RETRY_AFTER, "X-Fedpact-Limit": _LIMIT},
+    503: {"Retry-After": _RETRY_AFTER},
+    507: {"X-Fedpact-Limit": _LIMIT},
+}
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorOut, "description": _DESCRIPTIONS[code]} for code in sorted(set(codes))}
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in sorted(set(codes)):
+        out[code] = {"model": ErrorOut, "description": _DESCRIPTIONS[code]}
+        if code in _HEADERS:
+            out[code]["headers"] = _HEADERS[code]
+    return out
 
 
 def is_disk_full(exc: BaseException) -> bool:

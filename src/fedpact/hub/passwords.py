@@ -66,7 +66,10 @@ class HashPool:
             self.bind(asyncio.get_running_loop())
         assert self.free is not None
         try:
-            await asyncio.wait_for(self.free.acquire(), timeout=self.wait_s)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a permit that
+            # was granted just as the time ran out, shrinking the pool for good.
+            async with asyncio.timeout(self.wait_s):
+                await self.free.acquire()
         except TimeoutError:
             raise HTTPException(
                 503,

@@ -215,7 +215,8 @@ class Blob(Base):
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
-    uploaded_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    #: Indexed for the max_stored_bytes_per_user quota, summed on every upload.
+    uploaded_by: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     shared: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -234,7 +235,7 @@ class Upload(Base):
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
-    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     private: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

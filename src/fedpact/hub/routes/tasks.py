@@ -14,7 +14,14 @@ from fedpact.hub.auth import CurrentUser, State
 from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.lifecycle import record, transition
 from fedpact.hub.quotas import check_tasks
-from fedpact.hub.schemas import INT32_MAX, StatusIn, TaskCreate, TaskList, TaskOut, TaskStatus
+from fedpact.hub.schemas import (
+    INT32_MAX,
+    StatusIn,
+    TaskCreate,
+    TaskList,
+    TaskOut,
+    TaskStatus,
+)
 from fedpact.hub.tables import (
     ADMITTED,
     Blob,

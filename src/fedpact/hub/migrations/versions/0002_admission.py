@@ -1,4 +1,5 @@
-"""Admission and blob read rights: membership status, shared blobs, private uploads owned per user.
+"""Admission and blob read rights: membership status, shared blobs, private uploads owned per user;
+indexes for the stored-bytes quota.
 
 Memberships made before admission existed were admissions, so ``status`` defaults to
 ADMITTED. Blobs the task's creator uploaded were how the global model reached the
@@ -31,6 +32,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table("blobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("shared", sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.create_index(batch_op.f("ix_blobs_uploaded_by"), ["uploaded_by"], unique=False)
     op.execute(
         "UPDATE blobs SET shared = TRUE "
         "WHERE uploaded_by = (SELECT tasks.creator_id FROM tasks WHERE tasks.id = blobs.task_id)"
@@ -58,10 +60,12 @@ def upgrade() -> None:
     op.rename_table("uploads_v2", "uploads")
     with op.batch_alter_table("uploads", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_uploads_task_id"), ["task_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_uploads_created_by"), ["created_by"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("uploads", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_uploads_created_by"))
         batch_op.drop_index(batch_op.f("ix_uploads_task_id"))
     op.create_table(
         "uploads_v1",
@@ -88,6 +92,7 @@ def downgrade() -> None:
     with op.batch_alter_table("uploads", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_uploads_task_id"), ["task_id"], unique=False)
     with op.batch_alter_table("blobs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_blobs_uploaded_by"))
         batch_op.drop_column("shared")
     with op.batch_alter_table("memberships", schema=None) as batch_op:
         batch_op.drop_column("decided_at")
