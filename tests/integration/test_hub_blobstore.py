@@ -315,3 +315,20 @@ def test_fedpact_hub_stops_on_a_bad_blob_store_url(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert b"unknown S3 blob store option(s) ['endpiont']" in out
     assert not (tmp_path / "hub" / "hub.db").exists(), "nothing was created"
+
+
+def test_a_direct_upload_whose_parts_expired_starts_over(env: Env) -> None:
+    alice, _, task = members(env)
+    name = task["name"]
+    data = os.urandom(DIRECT_MIN_BYTES + 3)
+    start = alice.http.post(f"/tasks/{name}/uploads", json={"sha256": sha(data), "size": len(data)}).json()
+    if not env.store.presigns:
+        assert "direct" not in start
+        return
+    env.store.direct_upload_abort(start["upload_id"])
+    r = alice.http.get(f"/tasks/{name}/uploads/{start['upload_id']}")
+    assert r.status_code == 409 and "gone from the object store" in r.json()["detail"]
+    r = alice.http.post(f"/tasks/{name}/uploads/{start['upload_id']}/complete")
+    assert r.status_code == 409 and alice.http.get(f"/tasks/{name}/blobs/{sha(data)}").status_code == 404
+    assert env.client(alice).upload_blob(name, data)["sha256"] == sha(data)
+    assert b"".join(env.store.read_range(sha(data))) == data

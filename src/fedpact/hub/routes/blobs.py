@@ -57,7 +57,10 @@ def is_direct(state: HubState, size: int) -> bool:
 
 
 def _direct(state: HubState, upload_id: str, size: int) -> DirectUpload:
-    parts = state.store.direct_upload_parts(upload_id, size, DIRECT_PART_BYTES, DIRECT_URL_TTL_S)
+    try:
+        parts = state.store.direct_upload_parts(upload_id, size, DIRECT_PART_BYTES, DIRECT_URL_TTL_S)
+    except FileNotFoundError:
+        raise _parts_gone(upload_id) from None
     return DirectUpload(
         part_size=DIRECT_PART_BYTES,
         expires_in_s=DIRECT_URL_TTL_S,
@@ -67,8 +70,19 @@ def _direct(state: HubState, upload_id: str, size: int) -> DirectUpload:
 
 def _received(state: HubState, upload_id: str, size: int) -> int:
     if is_direct(state, size):
-        return state.store.direct_upload_received(upload_id, size, DIRECT_PART_BYTES)
+        try:
+            return state.store.direct_upload_received(upload_id, size, DIRECT_PART_BYTES)
+        except FileNotFoundError:
+            raise _parts_gone(upload_id) from None
     return state.store.received(upload_id)
+
+
+def _parts_gone(upload_id: str) -> HTTPException:
+    return HTTPException(
+        409,
+        f"the parts of upload {upload_id} are gone from the object store (finished or expired); "
+        "start it again with POST .../uploads",
+    )
 
 
 def _check_sha(sha256: str) -> None:
@@ -105,9 +119,7 @@ def start_upload(task: str, body: UploadIn, user: CurrentUser, state: State) -> 
                 s.rollback()
                 upload = s.scalars(select(Upload).where(Upload.task_id == row.id, Upload.sha256 == body.sha256)).one()
             else:
-                if is_direct(state, upload.size):
-                    state.store.direct_upload_start(upload.id, upload.size, DIRECT_PART_BYTES)
-                else:
+                if not is_direct(state, upload.size):
                     state.store.start(upload.id)
         if upload.size != body.size:
             raise HTTPException(
@@ -116,6 +128,8 @@ def start_upload(task: str, body: UploadIn, user: CurrentUser, state: State) -> 
             )
         upload_id, size = upload.id, upload.size
     if is_direct(state, size):
+        # Also for an upload that already existed: its parts may have expired meanwhile.
+        state.store.direct_upload_start(upload_id, size, DIRECT_PART_BYTES)
         return UploadOut(
             upload_id=upload_id,
             offset=_received(state, upload_id, size),
@@ -308,7 +322,10 @@ def _complete_direct(state: HubState, target: _Target, user_id: int) -> BlobRef:
             f"{target.size - received} bytes are missing: parts up to byte {received} of {target.size} arrived; "
             "PUT the remaining parts to the URLs in GET .../uploads/{id}".replace("{id}", target.upload_id),
         )
-    landed, actual = store.direct_upload_finish(target.upload_id, target.sha256, target.size)
+    try:
+        landed, actual = store.direct_upload_finish(target.upload_id, target.sha256, target.size)
+    except FileNotFoundError:
+        raise _parts_gone(target.upload_id) from None
     with state.db.session() as s:
         upload = s.get(Upload, target.upload_id)
         if upload is not None:
