@@ -332,3 +332,46 @@ def test_a_direct_upload_whose_parts_expired_starts_over(env: Env) -> None:
     assert r.status_code == 409 and alice.http.get(f"/tasks/{name}/blobs/{sha(data)}").status_code == 404
     assert env.client(alice).upload_blob(name, data)["sha256"] == sha(data)
     assert b"".join(env.store.read_range(sha(data))) == data
+
+
+def test_a_federation_completes_while_gc_runs_constantly(blob_store_url: str | None, tmp_path: Path) -> None:  # noqa: F811
+    """GC every 0.2 s with no grace period must not take anything a running round needs."""
+    from federation_helpers import (
+        Runner,
+        digits_definition,
+        start_aggregator,
+        start_participant,
+    )
+
+    from fedpact.data.builtin import digits_federation
+    from fedpact.runtime import DataParticipant
+
+    parts, test = digits_federation(3, test_fraction=0.25, seed=0)
+    config = fast_config(tmp_path / "hub", blob_store=blob_store_url, gc_grace_s=0, gc_interval_s=0.2)
+    with EmbeddedHub(config=config) as hub:
+        clients = {}
+        for name in ("alice", "bob", "carol", "dave"):
+            c = HubClient(hub.url, retry_for_s=10)
+            c.register(name, "correct horse battery", "Org")
+            c.login(name, "correct horse battery")
+            clients[name] = c
+        # An MLP big enough (about 600 kB) that weights and updates travel as blobs.
+        definition = digits_definition(rounds=3, model={"name": "mlp", "params": {"hidden": [2048]}})
+        clients["alice"].create_task("digits", definition)
+        run = Runner()
+        for name, data in zip(("bob", "carol", "dave"), parts):
+            start_participant(run, clients[name], "digits", DataParticipant(data), name, model_dir=tmp_path / name)
+        start_aggregator(run, clients["alice"], "digits", eval_data=test)
+        run.join(240)
+        assert not run.errors, run.errors
+        assert run.results["aggregator"].status == "COMPLETE" and run.results["aggregator"].rounds_completed == 3
+        model = clients["alice"].list_models("digits")[0]
+        checkpoint = clients["alice"].get_checkpoint("digits")
+        assert checkpoint is not None
+        store = open_blob_store(blob_store_url, config.data_dir)
+        keep = {model["sha256"], checkpoint["blob"]["sha256"]}
+        wait_for(lambda: {b.sha256 for b in store.iter_blobs()} == keep, 30, "GC to leave only the checkpoint and model")
+        path = clients["bob"].download_model(model["id"], tmp_path / "m.safetensors")
+        assert path.stat().st_size == model["size"]
+        for c in clients.values():
+            c.close()
