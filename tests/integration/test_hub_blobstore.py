@@ -375,3 +375,12 @@ def test_a_federation_completes_while_gc_runs_constantly(blob_store_url: str | N
         assert path.stat().st_size == model["size"]
         for c in clients.values():
             c.close()
+
+
+def test_fedpact_hub_stops_when_the_object_store_refuses_it(seaweedfs: SeaweedFS, tmp_path: Path) -> None:  # noqa: F811
+    url = f"s3://fedpact-tests?endpoint={seaweedfs.endpoint}&access_key=fedpact-test&secret_key=not-the-secret"
+    proc, _ = _serve(["--data-dir", str(tmp_path / "hub"), "--blob-store", url], {**os.environ})
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert b"cannot open it" in out and b"not-the-secret" not in out, out
+    assert not (tmp_path / "hub" / "hub.db").exists()

@@ -82,7 +82,7 @@ def hub(
     ] = None,
 ) -> None:
     """Run a hub (SQLite and files under --data-dir) until interrupted."""
-    from fedpact.hub.blobstore import BlobStoreError, open_blob_store
+    from fedpact.hub.blobstore import BlobStoreError, open_blob_store, redact
     from fedpact.hub.config import HubConfig
     from fedpact.hub.server import serve
 
@@ -94,6 +94,9 @@ def hub(
             open_blob_store(blob_store, data_dir.resolve())
         except (BlobStoreError, ImportError) as exc:
             err.print(f"[red]error:[/] --blob-store: {exc}")
+            raise typer.Exit(2) from None
+        except Exception as exc:  # noqa: BLE001 - an unreachable or refusing object store
+            err.print(f"[red]error:[/] --blob-store {redact(blob_store)}: cannot open it: {exc}")
             raise typer.Exit(2) from None
         extra["blob_store"] = blob_store
     data_dir.mkdir(parents=True, exist_ok=True)

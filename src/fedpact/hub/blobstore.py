@@ -61,6 +61,11 @@ class DirectPart:
     url: str
 
 
+def redact(url: str) -> str:
+    """``url`` with any secret key hidden, for error messages and logs."""
+    return re.sub(r"(secret_key=)[^&]*", r"\1***", url)
+
+
 def check_sha(sha256: str) -> str:
     if not SHA256_RE.match(sha256):
         raise ValueError(f"not a lowercase hex sha256: {sha256!r}")
@@ -293,7 +298,7 @@ def open_blob_store(url: str | None, data_dir: Path) -> BlobStore:
     target = BACKENDS.get(scheme)
     if target is None:
         known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
-        raise BlobStoreError(f"blob store URL {url!r} names no known backend; use one of {known}")
+        raise BlobStoreError(f"blob store URL {redact(url)!r} names no known backend; use one of {known}")
     module, cls = target.split(":")
     backend = getattr(importlib.import_module(module), cls)
     store: BlobStore = backend.from_url(url, uploads)

@@ -84,7 +84,7 @@ class S3BlobStore(BlobStore):
     def from_url(cls, url: str, uploads_dir: Path) -> S3BlobStore:
         parts = urlsplit(url)
         if not parts.netloc:
-            raise BlobStoreError(f"an S3 blob store URL is s3://BUCKET[/PREFIX]?endpoint=..., not {url!r}")
+            raise BlobStoreError(f"an S3 blob store URL is s3://BUCKET[/PREFIX]?endpoint=..., not {redact(url)!r}")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         known = {"endpoint", "region", "access_key", "secret_key", "public_endpoint"}
         unknown = sorted(set(query) - known)
