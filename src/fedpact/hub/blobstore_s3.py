@@ -39,6 +39,7 @@ from fedpact.hub.blobstore import (
     DirectPart,
     StoredBlob,
     check_sha,
+    redact,
 )
 
 READ = 1024 * 1024
