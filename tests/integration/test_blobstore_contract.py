@@ -253,3 +253,19 @@ def test_the_generic_streamed_download_serves_whole_blobs_and_ranges(store: Blob
             assert (await client.get(f"/{sha(b'absent')}")).status_code == 500
 
     asyncio.run(check())
+
+
+def test_prepare_then_commit_stores_the_blob_even_if_a_deletion_raced(store: BlobStore) -> None:
+    data = os.urandom(70_000)
+    for uid in ("p" * 32, "q" * 32):
+        store.start(uid)
+        with open(store.partial_path(uid), "ab") as f:
+            f.write(data)
+    store.prepare("p" * 32, sha(data))
+    store.commit("p" * 32, sha(data))
+    assert b"".join(store.read_range(sha(data))) == data
+    store.prepare("q" * 32, sha(data))
+    store.delete(sha(data))  # another task's deletion between prepare and commit
+    store.commit("q" * 32, sha(data))
+    assert b"".join(store.read_range(sha(data))) == data
+    assert not store.partial_path("q" * 32).exists()

@@ -144,6 +144,15 @@ class BlobStore(ABC):
         """The HTTP answer to a download: the bytes, or a redirect to a presigned URL."""
         return StreamedBlob(self, sha256, filename=filename, headers=headers)
 
+    def prepare(self, upload_id: str, sha256: str) -> None:
+        """Copy a verified partial file to the backend ahead of :meth:`commit`.
+
+        Called before the database transaction that records the blob, so a slow backend
+        (a network upload) does not hold the write lock; :meth:`commit` then only checks
+        that the content is there (and sends it again if a deletion raced in between).
+        A no-op where committing is a local rename.
+        """
+
     # -- direct transfers (backends that presign) -----------------------------------------
     def presigned_get(self, sha256: str, expires_s: int, filename: str | None = None) -> str | None:
         """A URL anyone can GET the blob from until it expires, or None if the backend cannot."""

@@ -138,6 +138,10 @@ class S3BlobStore(BlobStore):
         finally:
             path.unlink(missing_ok=True)
 
+    def prepare(self, upload_id: str, sha256: str) -> None:
+        if not self.exists(sha256):
+            self.s3.upload_file(str(self.partial_path(upload_id)), self.bucket, self._key(sha256), Config=TRANSFER)
+
     def read_range(self, sha256: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         kw: dict[str, Any] = {}
         if start or end is not None:

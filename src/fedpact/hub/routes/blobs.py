@@ -294,6 +294,7 @@ def _complete(state: HubState, target: _Target, user_id: int) -> BlobRef:
     actual = store.hash_partial(target.upload_id)
     if actual == target.sha256:
         store.sync(target.upload_id)
+        store.prepare(target.upload_id, target.sha256)
     with state.db.session() as s:
         upload = s.get(Upload, target.upload_id)
         if upload is None:
@@ -395,6 +396,7 @@ async def put_blob(task: str, sha256: str, request: Request, user: CurrentUser, 
 
     def store() -> None:
         state.store.sync(partial)
+        state.store.prepare(partial, sha256)
         with state.db.session() as s:
             store_verified(s, state, task_id, partial, sha256, size, user.id)
 
