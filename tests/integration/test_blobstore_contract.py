@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -222,3 +223,49 @@ def test_s3_credentials_come_from_the_standard_aws_variables(
 
     with pytest.raises(ClientError):
         open_blob_store(f"s3://fedpact-envcreds?endpoint={seaweedfs.endpoint}", tmp_path)
+
+
+def test_the_generic_streamed_download_serves_whole_blobs_and_ranges(store: BlobStore, tmp_path: Path) -> None:
+    """What a backend without its own download answer serves (BlobStore.download)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    data = os.urandom(3 * MIB + 5)
+    store.put_file(sha(data), staged(store, data, tmp_path))
+
+    def blob(request: Request) -> Response:
+        return BlobStore.download(store, request.path_params["sha"], filename="w.bin")
+
+    app = Starlette(routes=[Route("/{sha}", blob, methods=["GET", "HEAD"])])
+
+    async def check() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:
+            r = await client.get(f"/{sha(data)}")
+            assert r.status_code == 200 and r.content == data
+            assert 'filename="w.bin"' in r.headers["content-disposition"]
+            r = await client.get(f"/{sha(data)}", headers={"Range": f"bytes={MIB}-"})
+            assert r.status_code == 206 and r.content == data[MIB:]
+            assert r.headers["content-range"] == f"bytes {MIB}-{len(data) - 1}/{len(data)}"
+            r = await client.head(f"/{sha(data)}")
+            assert r.status_code == 200 and r.headers["content-length"] == str(len(data)) and r.content == b""
+            assert (await client.get(f"/{sha(b'absent')}")).status_code == 500
+
+    asyncio.run(check())
+
+
+def test_prepare_then_commit_stores_the_blob_even_if_a_deletion_raced(store: BlobStore) -> None:
+    data = os.urandom(70_000)
+    for uid in ("p" * 32, "q" * 32):
+        store.start(uid)
+        with open(store.partial_path(uid), "ab") as f:
+            f.write(data)
+    store.prepare("p" * 32, sha(data))
+    store.commit("p" * 32, sha(data))
+    assert b"".join(store.read_range(sha(data))) == data
+    store.prepare("q" * 32, sha(data))
+    store.delete(sha(data))  # another task's deletion between prepare and commit
+    store.commit("q" * 32, sha(data))
+    assert b"".join(store.read_range(sha(data))) == data
+    assert not store.partial_path("q" * 32).exists()

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -315,3 +316,142 @@ def test_fedpact_hub_stops_on_a_bad_blob_store_url(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert b"unknown S3 blob store option(s) ['endpiont']" in out
     assert not (tmp_path / "hub" / "hub.db").exists(), "nothing was created"
+
+
+def test_a_direct_upload_whose_parts_expired_starts_over(env: Env) -> None:
+    alice, _, task = members(env)
+    name = task["name"]
+    data = os.urandom(DIRECT_MIN_BYTES + 3)
+    start = alice.http.post(f"/tasks/{name}/uploads", json={"sha256": sha(data), "size": len(data)}).json()
+    if not env.store.presigns:
+        assert "direct" not in start
+        return
+    env.store.direct_upload_abort(start["upload_id"])
+    r = alice.http.get(f"/tasks/{name}/uploads/{start['upload_id']}")
+    assert r.status_code == 409 and "gone from the object store" in r.json()["detail"]
+    r = alice.http.post(f"/tasks/{name}/uploads/{start['upload_id']}/complete")
+    assert r.status_code == 409 and alice.http.get(f"/tasks/{name}/blobs/{sha(data)}").status_code == 404
+    assert env.client(alice).upload_blob(name, data)["sha256"] == sha(data)
+    assert b"".join(env.store.read_range(sha(data))) == data
+
+
+def test_a_federation_completes_while_gc_runs_constantly(blob_store_url: str | None, tmp_path: Path) -> None:  # noqa: F811
+    """GC every 0.2 s with no grace period must not take anything a running round needs."""
+    from federation_helpers import (
+        Runner,
+        digits_definition,
+        start_aggregator,
+        start_participant,
+    )
+
+    from fedpact.data.builtin import digits_federation
+    from fedpact.runtime import DataParticipant
+
+    parts, test = digits_federation(3, test_fraction=0.25, seed=0)
+    config = fast_config(tmp_path / "hub", blob_store=blob_store_url, gc_grace_s=0, gc_interval_s=0.2)
+    with EmbeddedHub(config=config) as hub:
+        clients = {}
+        for name in ("alice", "bob", "carol", "dave"):
+            c = HubClient(hub.url, retry_for_s=10)
+            c.register(name, "correct horse battery", "Org")
+            c.login(name, "correct horse battery")
+            clients[name] = c
+        # An MLP big enough (about 600 kB) that weights and updates travel as blobs.
+        definition = digits_definition(rounds=3, model={"name": "mlp", "params": {"hidden": [2048]}})
+        clients["alice"].create_task("digits", definition)
+        run = Runner()
+        for name, data in zip(("bob", "carol", "dave"), parts):
+            start_participant(run, clients[name], "digits", DataParticipant(data), name, model_dir=tmp_path / name)
+        start_aggregator(run, clients["alice"], "digits", eval_data=test)
+        run.join(240)
+        assert not run.errors, run.errors
+        assert run.results["aggregator"].status == "COMPLETE" and run.results["aggregator"].rounds_completed == 3
+        model = clients["alice"].list_models("digits")[0]
+        checkpoint = clients["alice"].get_checkpoint("digits")
+        assert checkpoint is not None
+        store = open_blob_store(blob_store_url, config.data_dir)
+        keep = {model["sha256"], checkpoint["blob"]["sha256"]}
+        wait_for(lambda: {b.sha256 for b in store.iter_blobs()} == keep, 30, "GC to leave only the checkpoint and model")
+        path = clients["bob"].download_model(model["id"], tmp_path / "m.safetensors")
+        assert path.stat().st_size == model["size"]
+        for c in clients.values():
+            c.close()
+
+
+def test_fedpact_hub_stops_when_the_object_store_refuses_it(seaweedfs: SeaweedFS, tmp_path: Path) -> None:  # noqa: F811
+    url = f"s3://fedpact-tests?endpoint={seaweedfs.endpoint}&access_key=fedpact-test&secret_key=not-the-secret"
+    proc, _ = _serve(["--data-dir", str(tmp_path / "hub"), "--blob-store", url], {**os.environ})
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert b"cannot open it" in out and b"not-the-secret" not in out, out
+    assert not (tmp_path / "hub" / "hub.db").exists()
+
+
+class FlakyProxy:
+    """A TCP proxy to the hub that cuts every connection once after ``cut_after`` bytes upstream."""
+
+    def __init__(self, target_port: int, cut_after: int) -> None:
+        self.target_port = target_port
+        self.cut_after = cut_after
+        self.sent = 0
+        self.cut = False
+        self.lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        try:
+            while block := src.recv(256 * 1024):
+                if counted:
+                    with self.lock:
+                        self.sent += len(block)
+                        cut = not self.cut and self.sent > self.cut_after
+                        self.cut = self.cut or cut
+                    if cut:
+                        break
+                dst.sendall(block)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_large_update_resumes_after_the_connection_breaks(tmp_path: Path) -> None:
+    with EmbeddedHub(config=fast_config(tmp_path / "hub")) as hub:
+        api = Api(hub.url)
+        alice, bob = api.user("alice"), api.user("bob")
+        task = alice.create_task()
+        bob.join(task["name"])
+        payload = os.urandom(ONE_SHOT_LIMIT + 8 * MIB)
+        port = int(hub.url.rsplit(":", 1)[1])
+        proxy = FlakyProxy(port, cut_after=28 * MIB)
+        try:
+            with HubClient(f"http://127.0.0.1:{proxy.port}", bob.token, retry_for_s=20) as b:
+                msg = b.send(task["name"], sender=f"participant/{bob.name}", recipient="aggregator", kind="update",
+                             round=1, payload=payload)  # fmt: skip
+        finally:
+            proxy.close()
+        assert proxy.cut, "the connection was cut mid-upload"
+        # Resumed from the hub's offset: at most the chunk in flight is sent twice, not everything.
+        assert proxy.sent < len(payload) + CHUNK_SIZE + MIB, proxy.sent
+        with HubClient(hub.url, alice.token) as a:
+            assert a.message_payload(task["name"], msg) == payload
+        api.close()

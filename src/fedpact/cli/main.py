@@ -179,12 +179,15 @@ def hub(
             raise FedpactError(f"hub settings: {exc}") from None
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     if cfg.blob_store:
-        from fedpact.hub.blobstore import BlobStoreError, open_blob_store
+        from fedpact.hub.blobstore import BlobStoreError, open_blob_store, redact
 
         try:
             open_blob_store(cfg.blob_store, cfg.data_dir)
         except (BlobStoreError, ImportError) as exc:
             err.print(f"[red]error:[/] --blob-store: {exc}")
+            raise typer.Exit(2) from None
+        except Exception as exc:  # noqa: BLE001 - an unreachable or refusing object store
+            err.print(f"[red]error:[/] --blob-store {redact(cfg.blob_store)}: cannot open it: {exc}")
             raise typer.Exit(2) from None
     err.print(f"fedpact hub on {cfg.scheme}://{host}:{port} (data in {cfg.data_dir}); API docs at /api/v1/docs")
     serve(cfg, host=host, port=port)

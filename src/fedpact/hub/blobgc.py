@@ -87,9 +87,11 @@ def collect(db: Database, store: BlobStore, *, grace_s: float, upload_ttl_s: flo
                     report.task_refs += 1
         s.commit()
     wall_cutoff = time.time() - grace_s
-    for blob in list(store.iter_blobs()):
-        if blob.modified >= wall_cutoff:
-            continue
+    with db.reading() as s:
+        referenced = set(s.scalars(select(Blob.sha256).distinct()))
+        referenced |= set(s.scalars(select(StoredModel.sha256).distinct()))
+    candidates = [b for b in store.iter_blobs() if b.modified < wall_cutoff and b.sha256 not in referenced]
+    for blob in candidates:
         # Checked and deleted under the write session: an upload that records the same
         # content commits under it too (on SQLite), so it cannot slip in between.
         with db.session() as s:

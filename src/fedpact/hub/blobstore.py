@@ -61,6 +61,11 @@ class DirectPart:
     url: str
 
 
+def redact(url: str) -> str:
+    """``url`` with any secret key hidden, for error messages and logs."""
+    return re.sub(r"(secret_key=)[^&]*", r"\1***", url)
+
+
 def check_sha(sha256: str) -> str:
     if not SHA256_RE.match(sha256):
         raise ValueError(f"not a lowercase hex sha256: {sha256!r}")
@@ -138,6 +143,15 @@ class BlobStore(ABC):
     def download(self, sha256: str, *, filename: str | None = None, headers: dict[str, str] | None = None) -> Response:
         """The HTTP answer to a download: the bytes, or a redirect to a presigned URL."""
         return StreamedBlob(self, sha256, filename=filename, headers=headers)
+
+    def prepare(self, upload_id: str, sha256: str) -> None:
+        """Copy a verified partial file to the backend ahead of :meth:`commit`.
+
+        Called before the database transaction that records the blob, so a slow backend
+        (a network upload) does not hold the write lock; :meth:`commit` then only checks
+        that the content is there (and sends it again if a deletion raced in between).
+        A no-op where committing is a local rename.
+        """
 
     # -- direct transfers (backends that presign) -----------------------------------------
     def presigned_get(self, sha256: str, expires_s: int, filename: str | None = None) -> str | None:
@@ -293,7 +307,7 @@ def open_blob_store(url: str | None, data_dir: Path) -> BlobStore:
     target = BACKENDS.get(scheme)
     if target is None:
         known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
-        raise BlobStoreError(f"blob store URL {url!r} names no known backend; use one of {known}")
+        raise BlobStoreError(f"blob store URL {redact(url)!r} names no known backend; use one of {known}")
     module, cls = target.split(":")
     backend = getattr(importlib.import_module(module), cls)
     store: BlobStore = backend.from_url(url, uploads)

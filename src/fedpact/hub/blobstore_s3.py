@@ -39,6 +39,7 @@ from fedpact.hub.blobstore import (
     DirectPart,
     StoredBlob,
     check_sha,
+    redact,
 )
 
 READ = 1024 * 1024
@@ -84,7 +85,7 @@ class S3BlobStore(BlobStore):
     def from_url(cls, url: str, uploads_dir: Path) -> S3BlobStore:
         parts = urlsplit(url)
         if not parts.netloc:
-            raise BlobStoreError(f"an S3 blob store URL is s3://BUCKET[/PREFIX]?endpoint=..., not {url!r}")
+            raise BlobStoreError(f"an S3 blob store URL is s3://BUCKET[/PREFIX]?endpoint=..., not {redact(url)!r}")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         known = {"endpoint", "region", "access_key", "secret_key", "public_endpoint"}
         unknown = sorted(set(query) - known)
@@ -136,6 +137,10 @@ class S3BlobStore(BlobStore):
                 self.s3.upload_file(str(path), self.bucket, self._key(sha256), Config=TRANSFER)
         finally:
             path.unlink(missing_ok=True)
+
+    def prepare(self, upload_id: str, sha256: str) -> None:
+        if not self.exists(sha256):
+            self.s3.upload_file(str(self.partial_path(upload_id)), self.bucket, self._key(sha256), Config=TRANSFER)
 
     def read_range(self, sha256: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         kw: dict[str, Any] = {}

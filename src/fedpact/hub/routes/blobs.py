@@ -62,7 +62,10 @@ def is_direct(state: HubState, size: int) -> bool:
 
 
 def _direct(state: HubState, upload_id: str, size: int) -> DirectUpload:
-    parts = state.store.direct_upload_parts(upload_id, size, DIRECT_PART_BYTES, DIRECT_URL_TTL_S)
+    try:
+        parts = state.store.direct_upload_parts(upload_id, size, DIRECT_PART_BYTES, DIRECT_URL_TTL_S)
+    except FileNotFoundError:
+        raise _parts_gone(upload_id) from None
     return DirectUpload(
         part_size=DIRECT_PART_BYTES,
         expires_in_s=DIRECT_URL_TTL_S,
@@ -72,8 +75,19 @@ def _direct(state: HubState, upload_id: str, size: int) -> DirectUpload:
 
 def _received(state: HubState, upload_id: str, size: int) -> int:
     if is_direct(state, size):
-        return state.store.direct_upload_received(upload_id, size, DIRECT_PART_BYTES)
+        try:
+            return state.store.direct_upload_received(upload_id, size, DIRECT_PART_BYTES)
+        except FileNotFoundError:
+            raise _parts_gone(upload_id) from None
     return state.store.received(upload_id)
+
+
+def _parts_gone(upload_id: str) -> HTTPException:
+    return HTTPException(
+        409,
+        f"the parts of upload {upload_id} are gone from the object store (finished or expired); "
+        "start it again with POST .../uploads",
+    )
 
 
 def _check_sha(sha256: str) -> None:
@@ -124,9 +138,7 @@ def start_upload(task: str, body: UploadIn, user: CurrentUser, state: State) -> 
                 s.rollback()
                 upload = s.scalars(select(Upload).where(*mine)).one()
             else:
-                if is_direct(state, upload.size):
-                    state.store.direct_upload_start(upload.id, upload.size, DIRECT_PART_BYTES)
-                else:
+                if not is_direct(state, upload.size):
                     state.store.start(upload.id)
         if upload.size != body.size:
             raise HTTPException(
@@ -135,6 +147,8 @@ def start_upload(task: str, body: UploadIn, user: CurrentUser, state: State) -> 
             )
         upload_id, size = upload.id, upload.size
     if is_direct(state, size):
+        # Also for an upload that already existed: its parts may have expired meanwhile.
+        state.store.direct_upload_start(upload_id, size, DIRECT_PART_BYTES)
         return UploadOut(
             upload_id=upload_id,
             offset=_received(state, upload_id, size),
@@ -320,6 +334,7 @@ def _complete(state: HubState, target: _Target, user_id: int) -> BlobRef:
     actual = store.hash_partial(target.upload_id)
     if actual == target.sha256:
         store.sync(target.upload_id)
+        store.prepare(target.upload_id, target.sha256)
     with state.db.session() as s:
         upload = s.get(Upload, target.upload_id)
         if upload is None:
@@ -349,7 +364,10 @@ def _complete_direct(state: HubState, target: _Target, user_id: int) -> BlobRef:
             f"{target.size - received} bytes are missing: parts up to byte {received} of {target.size} arrived; "
             "PUT the remaining parts to the URLs in GET .../uploads/{id}".replace("{id}", target.upload_id),
         )
-    landed, actual = store.direct_upload_finish(target.upload_id, target.sha256, target.size)
+    try:
+        landed, actual = store.direct_upload_finish(target.upload_id, target.sha256, target.size)
+    except FileNotFoundError:
+        raise _parts_gone(target.upload_id) from None
     with state.db.session() as s:
         upload = s.get(Upload, target.upload_id)
         if upload is not None:
@@ -464,6 +482,7 @@ async def put_blob(
 
     def store() -> None:
         state.store.sync(partial)
+        state.store.prepare(partial, sha256)
         with state.db.session() as s:
             store_verified(s, state, task_id, partial, sha256, size, user.id, shared)
 

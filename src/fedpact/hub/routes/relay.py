@@ -238,6 +238,7 @@ async def post_raw_message(
     partial, sha256 = await receive_verified(request, state, size)
 
     def store() -> tuple[MessageOut, bool]:
+        state.store.prepare(partial, sha256)  # a network upload, outside the write lock
         with state.db.session() as s:
             earlier = _by_key(s, task_id, head.sender, idempotency_key) if idempotency_key else None
             if earlier is not None:
