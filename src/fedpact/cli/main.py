@@ -616,34 +616,6 @@ def _load_for_task(c: HubClient, task: str, path: Path, label: str | None, label
 
 
 @app.command()
-def aggregate(
-    task: str,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue after the last completed round.")] = False,
-    eval_data: Annotated[Optional[Path], typer.Option(help="Data to evaluate the global model on each round.")] = None,
-    label: Annotated[Optional[str], typer.Option(help="Label column of a CSV file (default: the task's data.label).")] = None,
-    labels: Annotated[Optional[Path], typer.Option(help="IDX labels file that goes with IDX images.")] = None,
-    missing: Annotated[Optional[str], typer.Option(help="'error' or 'drop' rows with missing values (default: the task's data.missing).")] = None,
-    quorum_timeout: Annotated[Optional[float], typer.Option(help="Give up if the quorum is not reached in this many seconds.")] = None,
-    hub: HubOpt = None,
-) -> None:
-    """Run the aggregator of a task you created, until it completes."""
-    from fedpact.cli.progress import RichProgress
-    from fedpact.runtime.aggregator import run_aggregator
-
-    with errors():
-        c = _client(hub)
-        data = _load_for_task(c, task, eval_data, label, labels, missing) if eval_data else None
-        progress = RichProgress()
-        try:
-            result = run_aggregator(c, task, eval_data=data, resume=resume, progress=progress,
-                                    quorum_timeout_s=quorum_timeout)
-        finally:
-            progress.close()
-        out.print(f"task {result.task_name} {result.status} after {result.rounds_completed} rounds; "
-                  f"model {result.model_id} stored on the hub")
-
-
-@app.command()
 def participate(
     task: str,
     data: Annotated[Path, typer.Option(help="Your local data: CSV, NPZ or IDX images.")],
