@@ -83,15 +83,20 @@ def test_fedadam_resumed_gives_the_same_model_as_an_uninterrupted_run(make_user,
         np.testing.assert_allclose(wa[k], wb[k], rtol=0, atol=1e-6)
 
 
-def test_a_server_optimiser_runs_under_secure_aggregation(make_user, shards) -> None:
+@pytest.mark.parametrize("privacy", [
+    {"mode": "secure"},
+    {"mode": "dp", "placement": "central", "clip_norm": 10.0, "noise_multiplier": 0.01},
+], ids=["secure", "dp"])
+def test_a_server_optimiser_runs_under_secure_aggregation_and_dp(make_user, shards, privacy) -> None:
     parts, test = shards
+    task = f"momentum-{privacy['mode']}"
     d = digits_definition(rounds=4, algorithm={"name": "fedavgm", "params": {"server_learning_rate": 1.0,
                                                                                "momentum": 0.5}},
-                          privacy={"mode": "secure"})
-    creator, result = _federation(make_user, parts[:3], d, "momentum-secure", ("s1", "s2", "s3"), eval_data=test)
+                          privacy=privacy)
+    creator, result = _federation(make_user, parts[:3], d, task, ("s1", "s2", "s3"), eval_data=test)
     assert result.status == "COMPLETE" and result.rounds_completed == 4
-    state = creator.get_checkpoint("momentum-secure")["state"]
-    moments = decode_weights(creator.download_blob("momentum-secure", state["strategy"]["blob"]["sha256"]))
+    state = creator.get_checkpoint(task)["state"]
+    moments = decode_weights(creator.download_blob(task, state["strategy"]["blob"]["sha256"]))
     assert moments and all(k.startswith("b.") for k in moments)
     assert any(np.abs(v).sum() > 0 for v in moments.values()), "the momentum buffer moved"
     assert result.metrics["eval_accuracy"] >= 0.85

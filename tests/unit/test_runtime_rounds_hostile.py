@@ -169,3 +169,18 @@ def test_a_round_never_raises_on_arbitrary_participant_messages(mode: str, data:
     assert all(np.isfinite(v).all() for v in run.global_weights.values())
     assert all(np.isfinite(x) and abs(x) <= 1e12 for x in (*outcome.train.values(), *outcome.val.values()))
     assert 0 < outcome.num_samples <= 3 * 1000
+
+
+def test_a_huge_announced_sample_count_caps_the_weights_instead_of_failing_secure_rounds() -> None:
+    run = MemoryRun("secure", [])
+    run.definition = parse_definition({**run.definition.model_dump(), "max_samples_per_participant": None})
+    run.ready["p2"]["num_samples"] = 10**12  # accepted at hello: within [1, 10**12], no cap in the definition
+    plan = RoundPlan(number=1, round_id="r1", selected=list(NAMES), started_at="now", deadline=time.monotonic())
+    try:
+        cfg = run.round.config(plan)
+        assert cfg is not None
+        max_weight = cfg["plan"]["max_weight"]
+        assert 10 <= max_weight < 10**12
+        assert any("sample counts capped at" in note for note in run.round._notes)  # type: ignore[attr-defined]
+    finally:
+        run.round.close()

@@ -60,16 +60,32 @@ class SecureRound(PrivacyRound):
             noise = self.accounting.noise_multiplier
             cfg.update(clip_norm=p.clip_norm, noise_multiplier=noise, placement=p.effective_placement)
         announced = {n: int(self.host.ready.get(n, {}).get("num_samples") or 1) for n in plan.selected}
-        try:
-            secure_plan = make_secure_plan(d, task=self.host.task_name, round_id=plan.round_id,
-                                           selected=plan.selected, announced=announced,
-                                           model_values=num_values(self.host.global_weights), noise_multiplier=noise)
-        except QuantizationError as exc:
-            raise RoundFailed(f"round {plan.number}: secure aggregation cannot quantise this round: {exc}") from exc
+        self._notes = []
+        while True:
+            try:
+                secure_plan = make_secure_plan(d, task=self.host.task_name, round_id=plan.round_id,
+                                               selected=plan.selected, announced=announced,
+                                               model_values=num_values(self.host.global_weights),
+                                               noise_multiplier=noise)
+                break
+            except QuantizationError as exc:
+                # One participant announcing a huge sample count must not fail every round: weights
+                # are capped (participants clip theirs to the plan's) until the sum fits the ring.
+                largest = max(announced.values())
+                if largest <= 1:
+                    raise RoundFailed(f"round {plan.number}: secure aggregation cannot quantise this round: "
+                                      f"{exc}") from exc
+                cap = largest // 2
+                announced = {n: min(v, cap) for n, v in announced.items()}
+        if max(announced.values()) < max(int(self.host.ready.get(n, {}).get("num_samples") or 1)
+                                         for n in plan.selected):
+            note = (f"sample counts capped at {max(announced.values())} so that the round's weighted sum fits "
+                    f"the {p.effective_bits}-bit ring")
+            self.host.progress.warning(f"round {plan.number}: {note}")
+            self._notes.append(note)
         cfg["plan"] = secure_plan.to_dict()
         self._plan = secure_plan
         self._server = SecAggServer(secure_plan.secagg)
-        self._notes = []
         return cfg
 
     def accept_update(self, name: str, meta: dict[str, Any], tensors: Weights) -> Reply:
