@@ -196,6 +196,35 @@ def test_gc_keeps_what_is_referenced_and_reclaims_the_rest(env: Env) -> None:
     assert checkpoint is not None and checkpoint["blob"]["sha256"] == digest["ckpt2"]
 
 
+def test_gc_keeps_the_blobs_the_latest_checkpoint_state_names(env: Env) -> None:
+    """A strategy's optimiser moments travel as a blob named in the checkpoint state: the
+    latest checkpoint's stay for --resume, a superseded checkpoint's go with it."""
+    alice, _, task = members(env)
+    name = task["name"]
+    a = env.client(alice)
+    r = alice.http.post(f"/tasks/{name}/status", json={"status": "RUNNING", "reason": "test"})
+    assert r.status_code == 200, r.text
+    blobs = {k: os.urandom(200_000) for k in ("ckpt1", "moments1", "ckpt2", "moments2")}
+    digest = {k: sha(v) for k, v in blobs.items()}
+    for n in (1, 2):
+        _put_round(a, name, n, "running")
+        moments = a.upload_blob(name, blobs[f"moments{n}"])
+        a.put_checkpoint(name, n, a.upload_blob(name, blobs[f"ckpt{n}"]), {"strategy": {"blob": moments}})
+        _put_round(a, name, n, "complete")
+
+    collect(env.db, env.store, grace_s=0, upload_ttl_s=3600)
+    assert env.store.exists(digest["ckpt2"]) and env.store.exists(digest["moments2"])
+    assert not env.store.exists(digest["ckpt1"]) and not env.store.exists(digest["moments1"])
+    state = a.get_checkpoint(name)["state"]
+    assert state["strategy"]["blob"]["sha256"] == digest["moments2"]
+    assert a.download_blob(name, digest["moments2"]) == blobs["moments2"]
+
+    r = alice.http.post(f"/tasks/{name}/status", json={"status": "FAILED", "reason": "ended"})
+    assert r.status_code == 200, r.text
+    collect(env.db, env.store, grace_s=0, upload_ttl_s=3600)
+    assert env.store.exists(digest["moments2"]), "the latest checkpoint keeps what it names after the task ends"
+
+
 def test_gc_leaves_young_blobs_alone(env: Env) -> None:
     orphan = os.urandom(1000)
     env.store.put_stream(sha(orphan), io.BytesIO(orphan))

@@ -2,10 +2,12 @@
 
 A task's blob stays while something can still ask for it:
 - every stored model's blob (models outlive their tasks);
-- the latest checkpoint of each task (what a resumed aggregator loads);
+- the latest checkpoint of each task (what a resumed aggregator loads), with every blob its
+  state names (``{"sha256": ...}`` anywhere in it, e.g. a strategy's optimiser moments);
 - while the task is open (CREATED or RUNNING), everything except what belongs only to
   finished rounds: blobs carried by messages of rounds before the current one, and
-  checkpoints that a newer checkpoint superseded. Blobs no message or checkpoint names
+  checkpoints that a newer checkpoint superseded (with the blobs their state names). Blobs
+  no message or checkpoint names
   (evaluation data, for instance) stay until the task ends.
 A blob is only dropped once it is older than the grace period, so an upload that has
 not yet been referenced (the row that will name it comes in the next request) survives.
@@ -22,11 +24,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from fedpact.hub.blobstore import BlobStore
+from fedpact.hub.blobstore import SHA256_RE, BlobStore
 from fedpact.hub.db import Database
 from fedpact.hub.tables import (
     Blob,
@@ -52,21 +55,43 @@ class GcReport:
     uploads: int = 0
 
 
+def state_blobs(state: Any) -> set[str]:
+    """The sha256s a checkpoint's state names: any ``{"sha256": <64 hex>}`` inside it.
+
+    The hub does not interpret the state; naming a blob this way is how an aggregator
+    keeps it alive for as long as the checkpoint is the latest one.
+    """
+    found: set[str] = set()
+    stack = [state]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            sha = item.get("sha256")
+            if isinstance(sha, str) and SHA256_RE.fullmatch(sha):
+                found.add(sha)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _checkpoint_blobs(ckpt: Checkpoint) -> set[str]:
+    return {ckpt.sha256} | state_blobs(ckpt.state)
+
+
 def _task_keeps(s: Session, task: Task) -> set[str]:
     """The sha256s ``task`` must keep (see the module docstring)."""
     keep = set(s.scalars(select(StoredModel.sha256).where(StoredModel.task_id == task.id)))
-    latest = s.scalars(
-        select(Checkpoint.sha256).where(Checkpoint.task_id == task.id).order_by(Checkpoint.id.desc()).limit(1)
-    ).first()
-    if latest is not None:
-        keep.add(latest)
+    checkpoints = list(s.scalars(select(Checkpoint).where(Checkpoint.task_id == task.id).order_by(Checkpoint.id)))
+    if checkpoints:
+        keep |= _checkpoint_blobs(checkpoints[-1])
     if task.status not in OPEN:
         return keep
     current = s.scalar(select(func.max(Round.number)).where(Round.task_id == task.id)) or 0
     in_messages = select(Message.blob_sha256).where(Message.task_id == task.id, Message.blob_sha256.is_not(None))
     live_msgs = {x for x in s.scalars(in_messages.where(Message.round.is_(None) | (Message.round >= current))) if x}
     old_msgs = {x for x in s.scalars(in_messages.where(Message.round < current)) if x}
-    old_ckpts = set(s.scalars(select(Checkpoint.sha256).where(Checkpoint.task_id == task.id)))
+    old_ckpts = set().union(*(_checkpoint_blobs(c) for c in checkpoints[:-1])) - keep
     finished_only = (old_msgs | old_ckpts) - live_msgs
     held = set(s.scalars(select(Blob.sha256).where(Blob.task_id == task.id)))
     return keep | live_msgs | (held - finished_only)
