@@ -60,7 +60,9 @@ def _one_line(exc: Exception) -> str:
 class Client:
     """A user's handle on a hub."""
 
-    def __init__(self, url: str, token: str | None = None, *, retry_for_s: float = 30.0) -> None:
+    def __init__(self, url: str, token: str | None = None, *, retry_for_s: float | None = None) -> None:
+        """``retry_for_s``: how long to ride out a hub outage once connected (default
+        ``$FEDPACT_OUTAGE_TOLERANCE_S`` or 10 minutes); a first contact gives up after ~3 s."""
         self.hub = HubClient(url, token, retry_for_s=retry_for_s)
         self._embedded: Any = None
 

@@ -209,3 +209,12 @@ def test_a_finished_task_shows_in_80_columns_and_downloads_into_a_new_directory(
     assert target.is_dir(), out
     files = list(target.glob("*.safetensors"))
     assert len(files) == 1 and files[0].name.startswith("digits-model-"), out
+
+
+def test_task_list_never_elides_a_name_at_80_columns(cli, tmp_path: Path) -> None:
+    signup(cli, "alice")
+    name = "cardiology-across-four-hospitals-2026"
+    cli("alice", "task", "create", name, "--definition", str(definition_file(tmp_path)))
+    out = cli("alice", "task", "list", columns=80)
+    assert "…" not in out
+    assert any(name in line for line in out.splitlines()), out  # whole, on one line, ready to copy

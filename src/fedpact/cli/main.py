@@ -41,6 +41,18 @@ app.add_typer(model_app, name="model")
 out = Console()
 err = Console(stderr=True)
 
+
+@app.callback()
+def _fresh_consoles() -> None:
+    """Each invocation gets consoles sized for the terminal it runs in now.
+
+    Rich fixes a console's width from $COLUMNS when the console is made, so consoles made
+    at import would keep the importer's width for every later command in the process.
+    """
+    global out, err
+    out = Console()
+    err = Console(stderr=True)
+
 HubOpt = Annotated[Optional[str], typer.Option("--hub", help="Hub URL (default: $FEDPACT_HUB or the last hub you logged into).")]
 STATUS_STYLE = {"CREATED": "cyan", "RUNNING": "yellow", "COMPLETE": "green", "FAILED": "red", "CANCELLED": "dim"}
 
@@ -188,8 +200,14 @@ def whoami(hub: HubOpt = None) -> None:
 # -- tasks --------------------------------------------------------------------------------
 def _task_table(tasks: list[dict[str, Any]]) -> Table:
     t = Table(show_lines=False)
+    # A name is kept on one line (other columns wrap first) and never elided: "heart-…"
+    # cannot be typed into the next command.
+    longest = max([len(task["name"]) for task in tasks] + [4])
     for col in ("id", "name", "status", "privacy", "model", "creator", "participants", "created"):
-        t.add_column(col)
+        if col == "name":
+            t.add_column(col, no_wrap=True, min_width=min(longest, 50), overflow="fold")
+        else:
+            t.add_column(col, overflow="fold")
     for task in tasks:
         d = task["definition"]
         style = STATUS_STYLE.get(task["status"], "")
