@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -53,7 +53,7 @@ def _fresh_consoles() -> None:
     out = Console()
     err = Console(stderr=True)
 
-HubOpt = Annotated[Optional[str], typer.Option("--hub", help="Hub URL (default: $FEDPACT_HUB or the last hub you logged into).")]
+HubOpt = Annotated[str | None, typer.Option("--hub", help="Hub URL (default: $FEDPACT_HUB or the last hub you logged into).")]
 STATUS_STYLE = {"CREATED": "cyan", "RUNNING": "yellow", "COMPLETE": "green", "FAILED": "red", "CANCELLED": "dim"}
 
 
@@ -102,7 +102,7 @@ def _hub_flag() -> str:
 
 def _client(hub: str | None, *, login: bool = True) -> HubClient:
     url = credentials.resolve_hub(hub)
-    user, token = credentials.token_for(url)
+    _, token = credentials.token_for(url)
     if login and not token:
         err.print(f"[red]error:[/] not logged in to {url}; run 'fedpact login NAME --hub {url}' first")
         raise typer.Exit(1)
@@ -121,7 +121,7 @@ def hub(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8470,
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the database and blobs live.")] = Path("fedpact-hub"),
-    max_blob_mb: Annotated[Optional[int], typer.Option(help="Largest blob accepted, in MiB.")] = None,
+    max_blob_mb: Annotated[int | None, typer.Option(help="Largest blob accepted, in MiB.")] = None,
 ) -> None:
     """Run a hub (SQLite and files under --data-dir) until interrupted."""
     from fedpact.hub.config import HubConfig
@@ -242,11 +242,11 @@ def task_create(
 
 @task_app.command("list")
 def task_list(
-    status: Annotated[Optional[str], typer.Option(help="CREATED, RUNNING, COMPLETE, FAILED or CANCELLED.")] = None,
-    creator: Annotated[Optional[str], typer.Option(help="Only tasks created by this user.")] = None,
+    status: Annotated[str | None, typer.Option(help="CREATED, RUNNING, COMPLETE, FAILED or CANCELLED.")] = None,
+    creator: Annotated[str | None, typer.Option(help="Only tasks created by this user.")] = None,
     mine: Annotated[bool, typer.Option("--mine", help="Only tasks you created.")] = False,
     joined: Annotated[bool, typer.Option("--joined", help="Only tasks you joined.")] = False,
-    search: Annotated[Optional[str], typer.Option("--search", "-q", help="Text in the name or description.")] = None,
+    search: Annotated[str | None, typer.Option("--search", "-q", help="Text in the name or description.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     hub: HubOpt = None,
 ) -> None:
@@ -416,7 +416,7 @@ def assignments(as_json: Annotated[bool, typer.Option("--json")] = False, hub: H
 
 
 # -- running ------------------------------------------------------------------------------
-def _load(path: Path, label: str, labels: Optional[Path], missing: str) -> Any:
+def _load(path: Path, label: str, labels: Path | None, missing: str) -> Any:
     from fedpact.data.loaders import load_data
 
     return load_data(path, label=label, labels_path=labels, missing=missing)  # type: ignore[arg-type]
@@ -426,12 +426,12 @@ def _load(path: Path, label: str, labels: Optional[Path], missing: str) -> Any:
 def aggregate(
     task: str,
     resume: Annotated[bool, typer.Option("--resume", help="Continue after the last completed round.")] = False,
-    eval_data: Annotated[Optional[Path], typer.Option(help="Data to evaluate the global model on each round.")] = None,
+    eval_data: Annotated[Path | None, typer.Option(help="Data to evaluate the global model on each round.")] = None,
     label: Annotated[str, typer.Option(help="Label column of a CSV file.")] = "label",
-    labels: Annotated[Optional[Path], typer.Option(help="IDX labels file that goes with IDX images.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="IDX labels file that goes with IDX images.")] = None,
     missing: Annotated[str, typer.Option(help="'error' or 'drop' rows with missing values.")] = "error",
-    quorum_timeout: Annotated[Optional[float], typer.Option(help="Give up if the quorum is not reached in this many seconds.")] = None,
-    mlflow_uri: Annotated[Optional[str], typer.Option(
+    quorum_timeout: Annotated[float | None, typer.Option(help="Give up if the quorum is not reached in this many seconds.")] = None,
+    mlflow_uri: Annotated[str | None, typer.Option(
         "--mlflow-uri", envvar="MLFLOW_TRACKING_URI",
         help="Track the task as an MLflow run on this tracking server (needs fedpact[mlflow]).")] = None,
     hub: HubOpt = None,
@@ -467,10 +467,10 @@ def participate(
     task: str,
     data: Annotated[Path, typer.Option(help="Your local data: CSV, NPZ or IDX images.")],
     label: Annotated[str, typer.Option(help="Label column of a CSV file.")] = "label",
-    labels: Annotated[Optional[Path], typer.Option(help="IDX labels file that goes with IDX images.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="IDX labels file that goes with IDX images.")] = None,
     missing: Annotated[str, typer.Option(help="'error' or 'drop' rows with missing values.")] = "error",
     model_dir: Annotated[Path, typer.Option(help="Where to save the final model.")] = Path("fedpact-models"),
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for local training.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for local training.")] = None,
     hub: HubOpt = None,
 ) -> None:
     """Train on your local data whenever the task's aggregator asks, until the task completes."""
@@ -495,7 +495,7 @@ def participate(
 
 # -- models -------------------------------------------------------------------------------
 @model_app.command("list")
-def model_list(task: Annotated[Optional[str], typer.Option(help="Only this task's models.")] = None, hub: HubOpt = None) -> None:
+def model_list(task: Annotated[str | None, typer.Option(help="Only this task's models.")] = None, hub: HubOpt = None) -> None:
     """Models you may download (as creator or contributor)."""
     with errors():
         models = _client(hub).list_models(task)
@@ -514,8 +514,8 @@ def model_list(task: Annotated[Optional[str], typer.Option(help="Only this task'
 @model_app.command("card")
 def model_card(
     model_id: Annotated[int, typer.Argument(help="Model id (see 'fedpact model list').")],
-    description: Annotated[Optional[str], typer.Option(help="Set the description (task creator).")] = None,
-    licence: Annotated[Optional[str], typer.Option(help="Set the licence, e.g. CC-BY-4.0 (task creator).")] = None,
+    description: Annotated[str | None, typer.Option(help="Set the description (task creator).")] = None,
+    licence: Annotated[str | None, typer.Option(help="Set the licence, e.g. CC-BY-4.0 (task creator).")] = None,
     hub: HubOpt = None,
 ) -> None:
     """Show a model's card as JSON, or set its description and licence."""
@@ -530,8 +530,8 @@ def model_card(
 
 @model_app.command("download")
 def model_download(
-    task: Annotated[Optional[str], typer.Argument(help="Task whose final model to download.")] = None,
-    model_id: Annotated[Optional[int], typer.Option("--id", help="Download this model id instead.")] = None,
+    task: Annotated[str | None, typer.Argument(help="Task whose final model to download.")] = None,
+    model_id: Annotated[int | None, typer.Option("--id", help="Download this model id instead.")] = None,
     # A str, not a Path: "-o models/" must keep its slash to mean "into this new directory".
     output: Annotated[str, typer.Option("--output", "-o", help="File, or directory (existing, or ending in /).")] = ".",
     hub: HubOpt = None,
@@ -574,7 +574,7 @@ def predict(
 def model_export(
     model: Annotated[Path, typer.Argument(help="A model file from 'fedpact model download' (safetensors).")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="Export format: onnx.")] = "onnx",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: MODEL.onnx).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: MODEL.onnx).")] = None,
 ) -> None:
     """Export a downloaded model for serving elsewhere (ONNX; needs fedpact[onnx])."""
     from fedpact.inference import load_model
@@ -589,7 +589,7 @@ def model_export(
 def demo(
     participants: Annotated[int, typer.Option(help="Number of participant processes.")] = 3,
     rounds: Annotated[int, typer.Option(help="Training rounds.")] = 10,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Keep the hub's data here (default: a temporary folder).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Keep the hub's data here (default: a temporary folder).")] = None,
 ) -> None:
     """Run a whole federation on this machine: a hub, an aggregator and participants on digits."""
     from fedpact.cli.demo import run_demo
@@ -619,9 +619,9 @@ def _show_hosted(st: dict[str, Any], task: str) -> None:
 def hosted_start(
     task: str,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a RUNNING task after its last completed round.")] = False,
-    eval_data: Annotated[Optional[Path], typer.Option(help="CSV or NPZ file the aggregator evaluates on (uploaded to the task).")] = None,
-    label: Annotated[Optional[str], typer.Option(help="Label column of the evaluation CSV.")] = None,
-    mlflow_uri: Annotated[Optional[str], typer.Option(
+    eval_data: Annotated[Path | None, typer.Option(help="CSV or NPZ file the aggregator evaluates on (uploaded to the task).")] = None,
+    label: Annotated[str | None, typer.Option(help="Label column of the evaluation CSV.")] = None,
+    mlflow_uri: Annotated[str | None, typer.Option(
         "--mlflow-uri", help="Track the task as an MLflow run on this server (the hub needs fedpact[mlflow]).")] = None,
     hub: HubOpt = None,
 ) -> None:
