@@ -57,9 +57,11 @@ class Client:
     """A user's handle on a hub."""
 
     def __init__(
-        self, url: str, token: str | None = None, *, retry_for_s: float = 30.0, ca_file: str | Path | None = None
+        self, url: str, token: str | None = None, *, retry_for_s: float | None = None, ca_file: str | Path | None = None
     ) -> None:
-        """``ca_file``: the CA that signed an HTTPS hub's certificate (default: $FEDPACT_CA, else the system's)."""
+        """``retry_for_s``: how long to ride out a hub outage once connected (default
+        ``$FEDPACT_OUTAGE_TOLERANCE_S`` or 10 minutes); a first contact gives up after ~3 s.
+        ``ca_file``: the CA that signed an HTTPS hub's certificate (default: $FEDPACT_CA, else the system's)."""
         self.hub = HubClient(url, token, retry_for_s=retry_for_s, ca_file=ca_file)
         self._embedded: Any = None
 

@@ -107,6 +107,12 @@ def test_hub_and_numpy_participant_run_without_extras_and_torch_tasks_are_refuse
         refused = run_base(base_venv, "-m", "fedpact", "participate", "torch-task", "--data", str(data), env=env)
         assert refused.returncode == 1 and "pip install 'fedpact[torch]'" in refused.stderr
         assert alice.get_task("torch-task")["participants"] == []
+        sdk = run_base(base_venv, "-c", "import fedpact, sys; c = fedpact.Client(sys.argv[1], sys.argv[2])\n"
+                       "try:\n    c.join('torch-task')\nexcept fedpact.FedpactError as e:\n    print('refused:', e)",
+                       url, token)
+        assert sdk.returncode == 0 and "refused: task 'torch-task' (model 'mlp') needs PyTorch" in sdk.stdout, sdk.stderr
+        assert "pip install 'fedpact[torch]'" in sdk.stdout
+        assert alice.get_task("torch-task")["participants"] == []
 
         start_aggregator(runner, alice, "numpy-task")
         took_part = run_base(base_venv, "-m", "fedpact", "participate", "numpy-task", "--data", str(data),

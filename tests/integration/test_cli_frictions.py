@@ -188,7 +188,10 @@ def _finished_task(hub: EmbeddedHub, tmp_path: Path) -> HubClient:
     return alice
 
 
-def test_task_show_fits_80_columns_and_reads_well(cli, hub: EmbeddedHub, tmp_path: Path) -> None:
+def test_a_finished_task_shows_in_80_columns_and_downloads_into_a_new_directory(
+    cli, hub: EmbeddedHub, tmp_path: Path
+) -> None:
+    # One federation serves both checks: it is the expensive part.
     _finished_task(hub, tmp_path)
     cli("alice", "login", "alice", "--password", PW)
     out = cli("alice", "task", "show", "digits", columns=80)
@@ -201,12 +204,17 @@ def test_task_show_fits_80_columns_and_reads_well(cli, hub: EmbeddedHub, tmp_pat
     assert f" {samples} " in out and f"{samples}.0000" not in out, out
     assert "rounds: 2" in out and "name: softmax_regression" in out
 
-
-def test_model_download_into_a_new_directory(cli, hub: EmbeddedHub, tmp_path: Path) -> None:
-    _finished_task(hub, tmp_path)
-    cli("alice", "login", "alice", "--password", PW)
     target = tmp_path / "newdir"
     out = cli("alice", "model", "download", "digits", "-o", f"{target}/")
     assert target.is_dir(), out
     files = list(target.glob("*.safetensors"))
     assert len(files) == 1 and files[0].name.startswith("digits-model-"), out
+
+
+def test_task_list_never_elides_a_name_at_80_columns(cli, tmp_path: Path) -> None:
+    signup(cli, "alice")
+    name = "cardiology-across-four-hospitals-2026"
+    cli("alice", "task", "create", name, "--definition", str(definition_file(tmp_path)))
+    out = cli("alice", "task", "list", columns=80)
+    assert "…" not in out
+    assert any(name in line for line in out.splitlines()), out  # whole, on one line, ready to copy

@@ -91,7 +91,7 @@ def _hub_flag() -> str:
 
 def _client(hub: str | None, *, login: bool = True) -> HubClient:
     url = credentials.resolve_hub(hub)
-    user, token = credentials.token_for(url)
+    _, token = credentials.token_for(url)
     if login and not token:
         err.print(f"[red]error:[/] not logged in to {url}; run 'fedpact login NAME --hub {url}' first")
         raise typer.Exit(1)
@@ -113,6 +113,12 @@ def main_options(
     ] = None,
 ) -> None:
     """fedpact: federated learning across organisations through a hub."""
+    # Each invocation gets consoles sized for the terminal it runs in now: rich fixes a
+    # console's width from $COLUMNS when the console is made, so consoles made at import
+    # would keep the importer's width for every later command in the process.
+    global out, err
+    out = Console()
+    err = Console(stderr=True)
     if ca_file is not None:
         # Through the environment, so the runtime processes this command starts trust it too.
         os.environ[CA_ENV] = str(ca_file.expanduser().resolve())
@@ -258,8 +264,14 @@ def whoami(hub: HubOpt = None) -> None:
 # -- tasks --------------------------------------------------------------------------------
 def _task_table(tasks: list[dict[str, Any]]) -> Table:
     t = Table(show_lines=False)
+    # A name is kept on one line (other columns wrap first) and never elided: "heart-…"
+    # cannot be typed into the next command.
+    longest = max([len(task["name"]) for task in tasks] + [4])
     for col in ("id", "name", "status", "privacy", "model", "creator", "participants", "created"):
-        t.add_column(col)
+        if col == "name":
+            t.add_column(col, no_wrap=True, min_width=min(longest, 50), overflow="fold")
+        else:
+            t.add_column(col, overflow="fold")
     for task in tasks:
         d = task["definition"]
         style = STATUS_STYLE.get(task["status"], "")

@@ -568,6 +568,7 @@ class HubClient:
         received = 0
         deadline = time.monotonic() + self.retry_for_s
         direct: str | None = None
+        waited = 0.0
         while True:
             extra = {"Range": f"bytes={received}-"} if received else None
             try:
@@ -594,11 +595,16 @@ class HubClient:
                         received += len(chunk)
                         if progress:
                             progress(received, total)
+                if waited:
+                    self._outage_ended(waited)
                 break
             except httpx.TransportError as exc:
                 if time.monotonic() >= deadline:
                     raise HubUnreachable(f"download from {self.url} kept failing: {exc}") from exc
+                if not waited:
+                    self._outage_started(exc.__class__.__name__)
                 time.sleep(0.5)
+                waited += 0.5
         if expected_sha and h.hexdigest() != expected_sha:
             raise FedpactError(f"downloaded data does not match sha256 {expected_sha}; try again")
 
