@@ -55,7 +55,8 @@ def replicas(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Ap
 def _user_on(apis: list[Api], prefix: str, replica: int) -> User:
     """A user registered through one replica whose requests go to ``replica``'s hub."""
     first = apis[0].user(prefix)
-    return User(name=first.name, token=first.token, http=apis[replica % len(apis)].client(first.token))
+    return User(name=first.name, token=first.token, http=apis[replica % len(apis)].client(first.token),
+                creators=apis[0].creators)
 
 
 def test_concurrent_senders_reach_a_cursor_reader_exactly_once_in_order(replicas: list[Api]) -> None:

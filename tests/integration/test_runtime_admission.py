@@ -91,8 +91,8 @@ def test_the_aggregator_leaves_out_a_removed_participant_it_messages(make_user: 
     agg = Aggregator(alice, "removed-mid-round", progress=events)
     agg.ready.update({"bob": {"num_samples": 10}, "carol": {"num_samples": 10}})
     alice.remove_member("removed-mid-round", "bob")
-    agg._send_to("bob", "note", {"hello": 1})
-    agg._send_to("carol", "note", {"hello": 2})
+    agg.send_to("bob", "note", {"hello": 1})
+    agg.send_to("carol", "note", {"hello": 2})
     assert set(agg.ready) == {"carol"}
     assert any("bob is no longer a participant" in e.get("text", "") for e in events.events)
     messages, _ = carol.poll("removed-mid-round", "participant/carol")
