@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT
 
+from conftest import REPO_ROOT
 from fedpact.hub.server import EmbeddedHub
 
 nbformat = pytest.importorskip("nbformat", reason="the test extra installs nbclient and nbformat")

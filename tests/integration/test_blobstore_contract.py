@@ -14,12 +14,11 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from seaweedfs import SeaweedFS, blob_store_url, seaweedfs  # noqa: F401
-
 from fedpact.hub.blobgc import expire_uploads
 from fedpact.hub.blobstore import BlobStore, BlobStoreError, open_blob_store
 from fedpact.hub.blobstore_local import LocalBlobStore
 from fedpact.hub.db import Database
+from seaweedfs import SeaweedFS, blob_store_url, seaweedfs  # noqa: F401
 
 MIB = 1024 * 1024
 

@@ -19,9 +19,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import wait_for
-from hub_fixtures import Api, User, fast_config, sha
-from seaweedfs import SeaweedFS, blob_store_url, seaweedfs  # noqa: F401
-
 from fedpact.client.hub import CHUNK_SIZE, ONE_SHOT_LIMIT, HubClient, HubError
 from fedpact.hub import EmbeddedHub
 from fedpact.hub.blobgc import collect
@@ -29,6 +26,8 @@ from fedpact.hub.blobstore import BlobStore, open_blob_store
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
 from fedpact.hub.routes.blobs import DIRECT_MIN_BYTES, DIRECT_PART_BYTES
+from hub_fixtures import Api, User, fast_config, sha
+from seaweedfs import SeaweedFS, blob_store_url, seaweedfs  # noqa: F401
 
 MIB = 1024 * 1024
 

@@ -22,9 +22,8 @@ from schemathesis.checks import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hub_fixtures import Api, fast_config
-
 from fedpact.hub import EmbeddedHub
+from hub_fixtures import Api, fast_config
 
 EXAMPLES = int(os.environ.get("FEDPACT_FUZZ_EXAMPLES", "8"))
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]

@@ -15,9 +15,8 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hub_fixtures import Api, User, api, definition, fast_config, hub, sha, unique  # noqa: F401
-
 from fedpact.hub import EmbeddedHub
+from hub_fixtures import Api, User, api, definition, fast_config, hub, sha, unique  # noqa: F401
 
 
 def deep(levels: int) -> Any:

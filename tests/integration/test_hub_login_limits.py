@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hub_fixtures import PASSWORD, Api, api, fast_config, hub, unique  # noqa: F401
-
 from fedpact.hub import EmbeddedHub
 from fedpact.hub.passwords import password_problem
+from hub_fixtures import PASSWORD, Api, api, fast_config, hub, unique  # noqa: F401
 
 
 @pytest.fixture

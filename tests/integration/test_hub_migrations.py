@@ -19,13 +19,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hub_fixtures import fast_config
-from services import postgres_database
-
 from fedpact.client.hub import HubClient
 from fedpact.hub import EmbeddedHub
 from fedpact.hub.db import SchemaError, make_engine
 from fedpact.hub.tables import Base
+from hub_fixtures import fast_config
+from services import postgres_database
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "main-hub"
 PASSWORD = "fixture-password-1"

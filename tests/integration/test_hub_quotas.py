@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hub_fixtures import Api, User, definition, fast_config, sha
-
 from fedpact.hub import EmbeddedHub
+from hub_fixtures import Api, User, definition, fast_config, sha
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import wait_for
 from federation_helpers import Runner, digits_definition, start_participant
 from typer.testing import CliRunner
 
+from conftest import wait_for
 from fedpact.cli.main import app
 from fedpact.client.hub import HubClient
 from fedpact.data.builtin import digits_federation

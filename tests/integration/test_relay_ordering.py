@@ -22,13 +22,12 @@ import pytest
 from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hub_fixtures import Api, User, fast_config
-from services import postgres_database
-
 from fedpact.hub import EmbeddedHub
 from fedpact.hub.db import Database, lock_task_messages
 from fedpact.hub.tables import Message, Task
 from fedpact.hub.tables import User as UserRow
+from hub_fixtures import Api, User, fast_config
+from services import postgres_database
 
 SENDERS = 16
 PER_SENDER = 40

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import wait_for
 from federation_helpers import (
     Runner,
     digits_definition,
@@ -17,6 +16,7 @@ from federation_helpers import (
     start_participant,
 )
 
+from conftest import wait_for
 from fedpact.client.hub import HubClient, HubError
 from fedpact.common.tensors import Weights
 from fedpact.data.builtin import digits_federation

@@ -12,13 +12,13 @@ import tempfile
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
 from federation_helpers import Runner, start_aggregator, start_participant
 from safetensors.numpy import load_file
 from sklearn.cluster import KMeans as SkKMeans
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.linear_model import LinearRegression as SkLinear
 
+from conftest import REPO_ROOT
 from fedpact.algorithms.standardize import (
     apply_standardization,
     combine_moments,

@@ -23,20 +23,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import PASSWORD, wait_for
 from federation_helpers import (
     Runner,
     digits_definition,
     start_aggregator,
     start_participant,
 )
-from hub_fixtures import fast_config
 
+from conftest import PASSWORD, wait_for
 from fedpact.client.hub import HubCertificateError, HubClient, HubError, tls_context
 from fedpact.data.builtin import digits_federation
 from fedpact.hub import EmbeddedHub
 from fedpact.hub.server import free_port
 from fedpact.runtime import DataParticipant
+from hub_fixtures import fast_config
 
 
 def _name(cn: str) -> x509.Name:

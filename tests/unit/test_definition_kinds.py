@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hub_fixtures import definition
 from pydantic import ValidationError
 
 from fedpact.common.definition import (
@@ -15,6 +14,7 @@ from fedpact.common.definition import (
     TaskDefinition,
     parse_definition,
 )
+from hub_fixtures import definition
 
 
 def _with_data(model: dict[str, Any] | None, **data: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hub_fixtures import fast_config
 from sklearn.datasets import load_diabetes, load_iris
 
 from fedpact.client.hub import HubClient
@@ -21,6 +20,7 @@ from fedpact.hub import EmbeddedHub
 from fedpact.models import KMeans, LinearRegression
 from fedpact.models.kmeans import initial_centroids
 from fedpact.models.preview import build_preview
+from hub_fixtures import fast_config
 
 PASSWORD = "preview-pass-123"
 LAPTOP = {"width": 1280, "height": 900}

@@ -128,7 +128,12 @@ def main_options(
 def hub(
     host: Annotated[str, typer.Option(help="Interface to listen on.", envvar="FEDPACT_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", envvar="FEDPACT_PORT")] = 8470,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where the database (by default) and blobs live (default: fedpact-hub).", envvar="FEDPACT_DATA_DIR")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir", help="Where the database (by default) and blobs live (default: fedpact-hub).", envvar="FEDPACT_DATA_DIR"
+        ),
+    ] = None,
     max_blob_mb: Annotated[int | None, typer.Option(help="Largest blob accepted, in MiB.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML file of hub settings (docs/security.md).")] = None,
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate chain (PEM).")] = None,

@@ -254,7 +254,7 @@ class StreamedBlob(Response):
         if filename:
             self.headers["content-disposition"] = f'attachment; filename="{filename}"'
 
-    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    async def __call__(self, scope, receive, send) -> None:
         from starlette.concurrency import iterate_in_threadpool
         from starlette.responses import StreamingResponse
 

@@ -114,5 +114,7 @@ def check_free_space(config: HubConfig, adding: int, path: Path | None = None) -
 
 def disk_full() -> HTTPException:
     return HTTPException(
-        507, "the hub's disk is full: nothing was stored; retry later or tell the hub operator", headers={"X-Fedpact-Limit": "min_free_bytes"}
+        507,
+        "the hub's disk is full: nothing was stored; retry later or tell the hub operator",
+        headers={"X-Fedpact-Limit": "min_free_bytes"},
     )

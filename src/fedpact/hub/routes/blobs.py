@@ -376,7 +376,8 @@ def _complete_direct(state: HubState, target: _Target, user_id: int) -> BlobRef:
             s.commit()
             raise HTTPException(
                 422,
-                f"sha256 mismatch: the {landed} bytes that landed hash to {actual}, not the declared {target.sha256}; the upload was discarded, start again",
+                f"sha256 mismatch: the {landed} bytes that landed hash to {actual}, not the declared "
+                f"{target.sha256}; the upload was discarded, start again",
             )
         if upload is None:
             raise HTTPException(404, f"upload {target.upload_id} was removed (its task was deleted?)")

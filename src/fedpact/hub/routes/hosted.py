@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from fedpact.hub.access import TERMINAL, find_task, require_creator, require_member
 from fedpact.hub.auth import CurrentUser, State
-from fedpact.hub.routes.blobs import keep_private
 from fedpact.hub.config import HubConfig
 from fedpact.hub.quotas import quota_exceeded
+from fedpact.hub.routes.blobs import keep_private
 from fedpact.hub.routes.rounds import require_blob
 from fedpact.hub.schemas import INT64_MAX, BlobRef
 from fedpact.hub.tables import Task, User

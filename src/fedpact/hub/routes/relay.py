@@ -23,8 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from fedpact.hub.access import TERMINAL, find_task, is_joined, require_member, require_participant
 from fedpact.hub.auth import CurrentUser, Principal, State
-from fedpact.hub.quotas import check_free_space, check_mailbox, check_stored_bytes
 from fedpact.hub.db import lock_task_messages
+from fedpact.hub.quotas import check_free_space, check_mailbox, check_stored_bytes
 from fedpact.hub.routes.blobs import declared_size, receive_verified, store_verified
 from fedpact.hub.schemas import (
     INT32_MAX,
