@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fedpact.client.hub import HubClient
 from fedpact.hub.server import EmbeddedHub
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
-PASSWORD = "correct-horse-9"
+from support import PASSWORD, REPO_ROOT
 
 # Keep every test away from the developer's real credentials; one home per pytest-xdist
 # worker, so parallel workers never write the same credentials file.
@@ -43,14 +38,3 @@ def make_user(hub: EmbeddedHub) -> Iterator[Callable[..., HubClient]]:
     yield make
     for c in clients:
         c.close()
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``cond`` until it returns something truthy; fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORD, REPO_ROOT, wait_for
 from fedpact.client.hub import HubClient
 from fedpact.data.builtin import digits_federation
 from fedpact.data.loaders import save_csv
 from fedpact.hub.server import free_port
 from integration.federation_helpers import Runner, digits_definition, start_aggregator
+from support import PASSWORD, REPO_ROOT, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

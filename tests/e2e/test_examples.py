@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, SHARED_DATA
+from support import REPO_ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.e2e
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from conftest import wait_for
 from fedpact.client.hub import HubClient
 from fedpact.data.builtin import digits_federation
 from fedpact.data.loaders import save_csv
 from fedpact.hub.server import HubProcess
+from support import wait_for
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "correct-horse-9"

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO_ROOT
 from fedpact.hub.server import EmbeddedHub
+from support import REPO_ROOT
 
 nbformat = pytest.importorskip("nbformat", reason="the test extra installs nbclient and nbformat")
 nbclient = pytest.importorskip("nbclient")

@@ -20,12 +20,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fedpact  # noqa: E402
-from conftest import wait_for  # noqa: E402
 from fedpact.client.hub import HubClient, HubError  # noqa: E402
 from fedpact.data.builtin import digits_federation
 from fedpact.data.loaders import save_csv
 from fedpact.hub import EmbeddedHub, HubProcess  # noqa: E402
 from hub_fixtures import fast_config  # noqa: E402
+from support import wait_for  # noqa: E402
 
 PASSWORD = "correct-horse-9"
 

@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import wait_for
 from fedpact.client.hub import CHUNK_SIZE, ONE_SHOT_LIMIT, HubClient, HubError
 from fedpact.hub import EmbeddedHub
 from fedpact.hub.blobgc import collect
@@ -28,6 +27,7 @@ from fedpact.hub.db import Database
 from fedpact.hub.routes.blobs import DIRECT_MIN_BYTES, DIRECT_PART_BYTES
 from hub_fixtures import Api, User, fast_config, sha
 from seaweedfs import SeaweedFS, blob_store_url, seaweedfs  # noqa: F401
+from support import wait_for
 
 MIB = 1024 * 1024
 

@@ -13,13 +13,13 @@ import pytest
 from federation_helpers import Runner, digits_definition, start_participant
 from typer.testing import CliRunner
 
-from conftest import wait_for
 from fedpact.cli.main import app
 from fedpact.client.hub import HubClient
 from fedpact.data.builtin import digits_federation
 from fedpact.hub.server import EmbeddedHub, free_port
 from fedpact.runtime import DataParticipant
 from fedpact.sdk import Client
+from support import wait_for
 
 pytest.importorskip("mlflow", reason="the mlflow extra is part of fedpact[test]")
 pytestmark = pytest.mark.slow

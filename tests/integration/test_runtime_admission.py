@@ -16,12 +16,12 @@ from federation_helpers import (
     start_participant,
 )
 
-from conftest import wait_for
 from fedpact.client.hub import HubClient, HubError
 from fedpact.common.tensors import Weights
 from fedpact.data.builtin import digits_federation
 from fedpact.data.dataset import Dataset
 from fedpact.runtime import DataParticipant, Progress, TrainConfig
+from support import wait_for
 
 
 @pytest.fixture(scope="module")

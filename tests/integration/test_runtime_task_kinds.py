@@ -18,7 +18,6 @@ from sklearn.cluster import KMeans as SkKMeans
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.linear_model import LinearRegression as SkLinear
 
-from conftest import REPO_ROOT
 from fedpact.algorithms.standardize import (
     apply_standardization,
     combine_moments,
@@ -30,6 +29,7 @@ from fedpact.data import Dataset, federated_fill_values
 from fedpact.models import KMeans, build_model
 from fedpact.models.metrics import inertia
 from fedpact.runtime.kind_participant import TaskParticipant
+from support import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "examples"))
 

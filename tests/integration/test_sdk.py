@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import fedpact
-from conftest import wait_for
 from fedpact.data.builtin import digits_federation
+from support import wait_for
 
 
 def test_the_whole_workflow_from_python(tmp_path: Path) -> None:

@@ -30,13 +30,13 @@ from federation_helpers import (
     start_participant,
 )
 
-from conftest import PASSWORD, wait_for
 from fedpact.client.hub import HubCertificateError, HubClient, HubError, tls_context
 from fedpact.data.builtin import digits_federation
 from fedpact.hub import EmbeddedHub
 from fedpact.hub.server import free_port
 from fedpact.runtime import DataParticipant
 from hub_fixtures import fast_config
+from support import PASSWORD, wait_for
 
 
 def _name(cn: str) -> x509.Name:

@@ -479,7 +479,7 @@ ADMISSION_MODES: tuple[str, ...] = ("open", "approval", "invite")
 
 
 class AdmissionSpec(_Strict):
-    """Who may join the task; see docs/security-admission.md.
+    """Who may join the task; see docs/security.md (Admission).
 
     ``approval`` (the default): a join is a request the creator approves or declines.
     ``invite``: the users named in ``users`` and every user of an organisation in
