@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from fedpact.cli.simulate import simulate_cmd
 from fedpact.client import credentials
 from fedpact.client.hub import HubClient, HubError
 from fedpact.common.errors import FedpactError
@@ -490,6 +491,10 @@ def hosted_log(
             offset = chunk["next_offset"]
             if not chunk["text"] and not c.hosted_aggregator_status(task)["running"]:
                 break
+
+
+# -- simulation (no hub) --------------------------------------------------------------------
+app.command("simulate")(simulate_cmd)
 
 
 @hosted_app.command("stop")

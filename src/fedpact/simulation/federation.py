@@ -121,9 +121,6 @@ class SimFederation:
         if d.privacy.mode not in SIMULATED_MODES:
             raise FedpactError(f"privacy mode {d.privacy.mode!r} cannot be simulated yet; simulations run "
                                f"{', '.join(SIMULATED_MODES)}")
-        if d.data.standardize:
-            raise FedpactError("federated standardisation (data.standardize) cannot be simulated yet: "
-                               "standardise the data before the simulation and set standardize: false")
         n = data.participants
         if d.quorum > n or d.min_participants > n:
             raise FedpactError(f"the definition needs a quorum of {d.quorum} and min_participants "
@@ -148,6 +145,7 @@ class SimFederation:
         spread = np.random.default_rng([d.seed, 0x5EED]).lognormal(0.0, self.realism.speed_spread, n)
         self.speeds = self.realism.speed * spread
         self.rounds: PrivacyRound = round_for(self, self)
+        self.std = self._standardization() if d.data.standardize else None
         self._lock = threading.Lock()
         self._members: dict[str, ParticipantRound] = {}
         self._silent: set[str] = set()
@@ -163,6 +161,19 @@ class SimFederation:
             return self.data.sizes()
         # One file per participant: count each file's samples once, as its hello would.
         return np.array([len(self.data.dataset(i)) for i in range(self.data.participants)], dtype=np.int64)
+
+    def _standardization(self) -> tuple[np.ndarray, np.ndarray]:
+        """Federated standardisation as the aggregator does it: every participant's feature sums, combined."""
+        from fedpact.algorithms.standardize import combine_moments
+        from fedpact.runtime.participant import DataParticipant
+
+        moments = []
+        for i in range(self.data.participants):
+            p = DataParticipant(self.data.dataset(i))
+            p.setup(self.definition)
+            moments.append(p.local_moments())
+        mean, std = combine_moments(moments)
+        return mean.astype(np.float32), std.astype(np.float32)
 
     # -- Transport (aggregator -> participants) ----------------------------------------------
     def broadcast(self, kind: str, meta: dict[str, Any], tensors: Mapping[str, np.ndarray] | None = None,
@@ -230,7 +241,7 @@ class SimFederation:
             return
         idx = [self.index[n] for n in names]
         per_job = max(1, math.ceil(len(idx) / (self.backend.workers * 4)))
-        jobs = [TrainJob(self._round, self._meta["config"], self._start_weights, idx[i:i + per_job])
+        jobs = [TrainJob(self._round, self._meta["config"], self._start_weights, idx[i:i + per_job], self.std)
                 for i in range(0, len(idx), per_job)]
         for results in self.backend.train(jobs):
             for res in results:
@@ -315,6 +326,10 @@ class SimFederation:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """The global model on the simulation's test set (as the aggregator evaluates its eval data)."""
+        if self.std is not None:
+            from fedpact.algorithms.standardize import apply_standardization
+
+            x = apply_standardization(x, *self.std)
         self.model.set_weights(self.global_weights)
         return self.model.evaluate(x, y)
 

@@ -33,6 +33,7 @@ class SimulationResult:
     reason: str
     epsilon: float | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    standardization: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def history(self) -> Any:
@@ -47,7 +48,7 @@ class SimulationResult:
         d = self.definition
         meta: dict[str, Any] = {
             "task": "simulation", "model": d.model.model_dump(), "data": d.data.model_dump(),
-            "rounds": len(self.records), "converged": False, "standardized": False, "privacy": d.privacy.mode,
+            "rounds": len(self.records), "converged": False, "standardized": self.standardization is not None, "privacy": d.privacy.mode,
             "simulation": self.settings,
         }
         if self.epsilon is not None:
@@ -59,7 +60,10 @@ class SimulationResult:
         """Write the final model in the file format of a federated one (``fedpact.load_model`` reads it)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encode_weights(self.weights, {"fedpact": json.dumps(self.metadata())}))
+        tensors = dict(self.weights)
+        if self.standardization is not None:
+            tensors["standardization.mean"], tensors["standardization.std"] = self.standardization
+        path.write_bytes(encode_weights(tensors, {"fedpact": json.dumps(self.metadata())}))
         return path
 
 
@@ -168,4 +172,5 @@ def _run(fed: SimFederation, d: TaskDefinition, test: tuple[np.ndarray, np.ndarr
             records[-1].update(outcome.val)
         records.append(rec)
         bar.finished(r, rec)
-    return SimulationResult(d, records, dict(fed.global_weights), status, reason, fed.rounds.epsilon(), settings)
+    return SimulationResult(d, records, dict(fed.global_weights), status, reason, fed.rounds.epsilon(), settings,
+                            fed.std)
