@@ -13,10 +13,11 @@ class RoundBar:
         self._task: Any = None
         self._bar: Any = None
         if enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), transient=False)
+                                 TimeElapsedColumn(), transient=False, console=Console(stderr=True))
             self._bar.start()
 
     def start(self, r: int, total: int) -> None:
