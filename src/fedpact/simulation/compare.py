@@ -52,6 +52,9 @@ class Comparison:
             pts = [(r["round"], r[metric]) for r in res.records if r.get(metric) is not None]
             if pts:
                 ax.plot(*zip(*pts), marker="o", markersize=3, label=name)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("round")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
