@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from federation_helpers import digits_definition
 
 import fedpact
 from fedpact.common.errors import FedpactError
@@ -12,7 +13,6 @@ from fedpact.data.builtin import load_digits_dataset
 from fedpact.data.loaders import save_csv
 from fedpact.simulation import compare, simulate
 from fedpact.simulation.data import TEST_FRACTION
-from federation_helpers import digits_definition
 
 QUIET = {"progress": False}
 
@@ -63,8 +63,8 @@ def test_secure_mode_with_too_many_dropouts_fails_the_round_and_keeps_the_model(
     assert "round 1: secure aggregation stopped" in res.reason and "below the threshold" in res.reason
     initial = simulate(d, 12, partition="iid", backend="inline", seed=4, rounds=1, **QUIET)
     assert initial.status == "COMPLETE"
-    from fedpact.models import build_model
     from fedpact.common.definition import parse_definition
+    from fedpact.models import build_model
 
     start = build_model(parse_definition(d).model, parse_definition(d).data, seed=0).get_weights()
     assert all(np.array_equal(res.weights[k], start[k]) for k in start), "a failed round changed the model"

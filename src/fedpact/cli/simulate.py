@@ -30,9 +30,11 @@ def _cell(v: Any) -> str:
 
 def simulate_cmd(
     definition: Annotated[Path, typer.Argument(help="Task definition, YAML or JSON.")],
-    participants: Annotated[int | None, typer.Option(help="Virtual participants (default: one per file or column value).")] = None,
+    participants: Annotated[int | None, typer.Option(
+        help="Virtual participants (default: one per file or column value).")] = None,
     partition: Annotated[str, typer.Option(help="iid, dirichlet:ALPHA, shards:K or column:NAME.")] = "iid",
-    data: Annotated[str, typer.Option(help="builtin:digits, a data file, or a directory/glob with one file per participant.")] = "builtin:digits",
+    data: Annotated[str, typer.Option(
+        help="builtin:digits, a data file, or a directory/glob with one file per participant.")] = "builtin:digits",
     label: Annotated[str, typer.Option(help="The label column of CSV data.")] = "label",
     rounds: Annotated[int | None, typer.Option(help="Rounds (default: the definition's).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of partitions, sampling, dropouts and training.")] = None,
@@ -45,7 +47,8 @@ def simulate_cmd(
     slowdown: Annotated[float, typer.Option(help="How much slower a straggler trains.")] = 10.0,
     speed: Annotated[float, typer.Option(help="Median compute speed, samples per second (simulated clock).")] = 1000.0,
     speed_spread: Annotated[float, typer.Option(help="Log-normal spread of compute speeds across participants.")] = 0.0,
-    compare: Annotated[str | None, typer.Option(help="Variants to compare on the same partitions, e.g. fedavg,fedadam,median or open,dp.")] = None,
+    compare: Annotated[str | None, typer.Option(
+        help="Variants to compare on the same partitions, e.g. fedavg,fedadam,median or open,dp.")] = None,
     plot: Annotated[Path, typer.Option(help="Where --compare writes its plot (PNG).")] = Path("simulation-comparison.png"),
     model_out: Annotated[Path | None, typer.Option("--model-out", help="Save the final model here (fedpact.load_model reads it).")] = None,
     history_out: Annotated[Path | None, typer.Option("--history-out", help="Save the history as CSV here.")] = None,

@@ -130,7 +130,7 @@ class SimFederation:
         self.backend = backend
         self.realism = realism or Realism()
         self.on_trained = on_trained
-        self.progress = _Notes()
+        self.progress: Progress = _Notes()
         self.algorithm = get_aggregator(d.algorithm)
         self.model = build_model(d.model, d.data, seed=d.seed)
         self.global_weights: Weights = self.model.get_weights()
