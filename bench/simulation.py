@@ -13,6 +13,7 @@ of its children, i.e. the workers) is its own. fedpact and Flower alternate in o
 
     .venv/bin/python bench/simulation.py                       # N = 100, 1,000, 10,000; 10 rounds
     .venv/bin/python bench/simulation.py --sizes 100,1000 --rounds 10 --no-flower
+    .venv/bin/python bench/simulation.py --memory-check           # 10,000 participants, fraction 0.01
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import machine_facts, write_result  # noqa: E402
+
 FLWR_VENV = HERE / ".venv-flwr"
 DEFINITION = {
     "model": {"name": "softmax_regression"}, "rounds": 10, "local_epochs": 1, "batch_size": 32,
@@ -41,14 +45,15 @@ def _peak_mib() -> float:
     return (own + kids) / 1024.0
 
 
-def run_fedpact(n: int, rounds: int) -> dict:
+def run_fedpact(n: int, rounds: int, fraction: float = 0.1) -> dict:
     from fedpact.simulation import simulate
 
     t0 = time.monotonic()
-    res = simulate(DEFINITION, n, partition="iid", rounds=rounds, seed=1, backend="process", progress=False)
+    res = simulate(DEFINITION, n, partition="iid", rounds=rounds, seed=1, backend="process", progress=False,
+                   fraction=fraction)
     total = time.monotonic() - t0
     h = res.history
-    return {"engine": "fedpact", "n": n, "rounds": rounds, "total_s": round(total, 2),
+    return {"engine": "fedpact", "n": n, "fraction": fraction, "rounds": rounds, "total_s": round(total, 2),
             "s_per_round": round(float(h["seconds"].mean()), 3), "final_accuracy": round(float(h["eval_accuracy"].iloc[-1]), 4),
             "peak_rss_mib_self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
             "peak_rss_mib_self_plus_largest_child": round(_peak_mib(), 1)}
@@ -140,13 +145,19 @@ def main() -> None:
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--no-flower", action="store_true")
+    ap.add_argument("--memory-check", action="store_true",
+                    help="only fedpact with 10,000 participants and fraction 0.01 (issue 11, point 4)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "simulation.json")
     args = ap.parse_args()
     if args.one:
-        engine, n = args.one.split(":")
-        print("RESULT " + json.dumps(run_fedpact(int(n), args.rounds) if engine == "fedpact" else
+        engine, n, *frac = args.one.split(":")
+        print("RESULT " + json.dumps(run_fedpact(int(n), args.rounds, *map(float, frac)) if engine == "fedpact" else
                                      run_flower(int(n), args.rounds)), flush=True)
+        return
+    if args.memory_check:
+        proc = subprocess.run([sys.executable, __file__, "--one", "fedpact:10000:0.01", "--rounds", str(args.rounds)],
+                              capture_output=True, text=True)
+        print(next((line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")), proc.stderr[-2000:]))
         return
     results = []
     for n in [int(s) for s in args.sizes.split(",")]:
@@ -157,8 +168,7 @@ def main() -> None:
                        {"engine": engine, "n": n, "error": proc.stderr[-2000:]})
             print(json.dumps(row), flush=True)
             results.append(row)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    print(f"written to {write_result('simulation', {'machine': machine_facts(), 'rows': results})}")
 
 
 if __name__ == "__main__":

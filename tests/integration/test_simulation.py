@@ -18,7 +18,7 @@ QUIET = {"progress": False}
 
 
 def test_a_non_iid_simulation_learns_and_saves_a_model_load_model_reads(tmp_path) -> None:
-    res = simulate(digits_definition(rounds=4), 30, partition="dirichlet:0.3", backend="inline", seed=2, **QUIET)
+    res = fedpact.simulate(digits_definition(rounds=4), 30, partition="dirichlet:0.3", backend="inline", seed=2, **QUIET)
     h = res.history
     assert res.status == "COMPLETE" and list(h["round"]) == [1, 2, 3, 4]
     assert {"participants", "epsilon", "train_loss", "eval_accuracy", "eval_loss", "val_accuracy"} <= set(h.columns)
@@ -129,7 +129,7 @@ def test_too_few_participants_for_the_definition_is_refused() -> None:
 
 
 def test_compare_runs_strategies_on_the_same_partitions_one_table_one_png(tmp_path) -> None:
-    result = compare(digits_definition(rounds=2), "fedavg,fedadam,median", 12, partition="dirichlet:0.3", seed=1,
+    result = fedpact.compare(digits_definition(rounds=2), "fedavg,fedadam,median", 12, partition="dirichlet:0.3", seed=1,
                      backend="inline", **QUIET)
     table = result.table
     assert list(table.index) == ["fedavg", "fedadam", "median"]
