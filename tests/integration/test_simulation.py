@@ -139,3 +139,14 @@ def test_compare_runs_strategies_on_the_same_partitions_one_table_one_png(tmp_pa
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(FedpactError, match="distinct variant names"):
         compare(digits_definition(), "fedavg,fedavg", 12, backend="inline", **QUIET)
+
+
+def test_compare_privacy_modes_keeps_dp_parameters_for_the_dp_modes_only() -> None:
+    d = digits_definition(rounds=2, min_participants=3, quorum=3,
+                          privacy={"mode": "dp", "clip_norm": 1.0, "noise_multiplier": 1.0})
+    result = fedpact.compare(d, ["open", "secure", "dp", "secure+dp"], 12, seed=1, backend="inline", **QUIET)
+    table = result.table
+    assert (table["status"] == "COMPLETE").all()
+    assert table.loc[["open", "secure"], "epsilon"].isna().all()
+    assert (table.loc[["dp", "secure+dp"], "epsilon"] > 0).all()
+    assert result.results["secure+dp"].definition.privacy.mode == "secure+dp"

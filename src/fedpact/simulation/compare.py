@@ -13,6 +13,7 @@ from fedpact.simulation.run import SimulationResult, _definition, simulate
 
 #: Privacy modes a variant may name; any other name is a strategy.
 PRIVACY_VARIANTS = ("open", "dp", "secure", "secure+dp")
+_DP_VARIANTS = ("dp", "secure+dp")
 #: The columns of the comparison table, in order, where the runs have them.
 _COLUMNS = ("rounds", "eval_accuracy", "eval_loss", "train_loss", "val_accuracy", "epsilon", "participants", "seconds")
 
@@ -76,11 +77,9 @@ class Comparison:
 def variant_overrides(name: str, definition: Mapping[str, Any]) -> dict[str, Any]:
     """The definition fields a variant changes: the privacy mode, or the strategy."""
     if name in PRIVACY_VARIANTS:
-        privacy = dict(definition.get("privacy") or {})
-        privacy["mode"] = name
-        if name == "open":
-            privacy = {"mode": "open"}
-        return {"privacy": privacy}
+        if name not in _DP_VARIANTS:  # their parameters (clip_norm, noise, budget) belong to the dp modes only
+            return {"privacy": {"mode": name}}
+        return {"privacy": {**dict(definition.get("privacy") or {}), "mode": name}}
     return {"algorithm": {"name": name}}
 
 
@@ -95,7 +94,12 @@ def parse_variants(text: str | Sequence[str]) -> list[str]:
 def compare(definition: Any, variants: str | Sequence[str], participants: int | None = None, *,
             partition: str = "iid", data: str = "builtin:digits", label: str = "label", seed: int | None = None,
             **options: Any) -> Comparison:
-    """Run each variant (a strategy name such as ``fedadam``, or a privacy mode) on the same partitions."""
+    """Run each variant (a strategy name such as ``fedadam``, or a privacy mode) on the same partitions.
+
+    To compare privacy modes, give the definition the dp parameters (clip_norm, noise or
+    epsilon budget) under ``privacy``: ``dp`` and ``secure+dp`` variants use them, the
+    others drop them.
+    """
     from fedpact.sdk import load_definition
 
     raw = load_definition(definition)
