@@ -150,3 +150,27 @@ def test_compare_privacy_modes_keeps_dp_parameters_for_the_dp_modes_only() -> No
     assert table.loc[["open", "secure"], "epsilon"].isna().all()
     assert (table.loc[["dp", "secure+dp"], "epsilon"] > 0).all()
     assert result.results["secure+dp"].definition.privacy.mode == "secure+dp"
+
+
+def test_virtual_participants_hold_no_model_or_state_between_rounds() -> None:
+    import gc
+
+    from fedpact.common.definition import parse_definition
+    from fedpact.runtime.participant import DataParticipant
+    from fedpact.runtime.rounds.participant import ParticipantRound
+    from fedpact.simulation.backends import InlineBackend
+    from fedpact.simulation.data import load_simulation_data
+    from fedpact.simulation.federation import SimFederation
+    from fedpact.simulation.worker import WorkerContext
+
+    d = parse_definition(digits_definition(min_participants=3, quorum=3, privacy={"mode": "secure"}))
+    data = load_simulation_data("builtin:digits", "iid", 40, seed=0)
+    fed = SimFederation(d, data, InlineBackend(WorkerContext(d.model_dump(mode="json"), data)))
+    try:
+        selected, outcome, _ = fed.run_round(1)
+        assert len(outcome.contributors) == len(selected) == 40
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, (DataParticipant, ParticipantRound))]
+        assert alive == [], f"{len(alive)} participant objects outlived the round"
+    finally:
+        fed.close()
