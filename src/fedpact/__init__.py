@@ -35,6 +35,8 @@ _EXPORTS = {
     "Dataset": "fedpact.data.dataset",
     "load_data": "fedpact.data.loaders",
     "load_model": "fedpact.inference",
+    "simulate": "fedpact.simulation.run",
+    "compare": "fedpact.simulation.compare",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

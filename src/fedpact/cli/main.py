@@ -29,6 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from fedpact.cli.hints import did_you_mean, for_terminal
+from fedpact.cli.simulate import simulate_cmd
 from fedpact.client import credentials
 from fedpact.client.hub import CA_ENV, HubClient, HubError
 from fedpact.common.errors import FedpactError
@@ -844,6 +845,10 @@ def hosted_log(
             offset = chunk["next_offset"]
             if not chunk["text"] and not c.hosted_aggregator_status(task)["running"]:
                 break
+
+
+# -- simulation (no hub) --------------------------------------------------------------------
+app.command("simulate")(simulate_cmd)
 
 
 @hosted_app.command("stop")
