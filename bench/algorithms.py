@@ -44,7 +44,13 @@ from fedpact.runtime import DataParticipant, Progress  # noqa: E402
 from fedpact.runtime.participant import TrainConfig  # noqa: E402
 
 PW = "bench-algorithms-pw"
-ALGORITHM_PARAMS: dict[str, dict[str, Any]] = {"fedprox": {"mu": 0.01}}
+ALGORITHM_PARAMS: dict[str, dict[str, Any]] = {
+    "fedprox": {"mu": 0.01},
+    # Two of ten participants may be poisoned: the byzantine-robust rules are told so.
+    "trimmed_mean": {"beta": 0.2},
+    "krum": {"f": 2},
+    "multi_krum": {"f": 2},
+}
 
 
 class PoisonedParticipant(DataParticipant):
@@ -120,7 +126,7 @@ def digits_section(strategies: list[str], rounds: int, poisoned_share: float, at
             "model": {"name": "softmax_regression"},
             "algorithm": {"name": name, "params": ALGORITHM_PARAMS.get(name, {})},
             "rounds": rounds, "local_epochs": 2, "batch_size": 16, "learning_rate": 0.1,
-            "quorum": 10, "min_participants": 8, "round_timeout_s": 120,
+            "quorum": 10, "min_participants": 8, "round_timeout_s": 120, "admission": "open",
             "data": {"kind": "tabular", "features": 64, "classes": list(range(10))},
             "evaluation": {"holdout": 0.0}, "seed": 0,
         }

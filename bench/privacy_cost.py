@@ -65,6 +65,7 @@ def hub_definition(features: int, n: int, rounds: int, privacy: dict[str, Any]) 
     return {
         "model": {"name": "softmax_regression"}, "rounds": rounds, "local_epochs": 1, "batch_size": 32,
         "learning_rate": 0.1, "quorum": n, "min_participants": n, "fraction": 1.0, "round_timeout_s": 300,
+        "admission": "open",
         "data": {"kind": "tabular", "features": features, "label": "label", "classes": list(range(10))},
         "privacy": privacy,
     }
@@ -225,7 +226,7 @@ def run_digits(privacy: dict[str, Any], n: int, rounds: int, seed: int) -> dict[
             c.login(name, PASSWORD)
             clients.append(c)
         definition = {"model": {"name": "softmax_regression"}, "rounds": rounds, "local_epochs": 2,
-                      "batch_size": 32, "learning_rate": 0.1, "quorum": n, "min_participants": n // 2 + 1,
+                      "batch_size": 32, "learning_rate": 0.1, "quorum": n, "min_participants": n // 2 + 1, "admission": "open",
                       "round_timeout_s": 60, "seed": seed, "privacy": privacy,
                       "data": {"kind": "tabular", "features": 64, "classes": list(range(10)), "standardize": True}}
         clients[0].create_task("digits", definition)

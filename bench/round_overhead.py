@@ -201,6 +201,7 @@ def definition(rounds: int, n: int) -> dict[str, Any]:
         "batch_size": 32,
         "learning_rate": 0.1,
         "quorum": n,
+        "admission": "open",
         "min_participants": n,
         "fraction": 1.0,
         "round_timeout_s": 120,
