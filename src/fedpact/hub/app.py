@@ -14,7 +14,6 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from fedpact.web import mount as mount_web
 from fedpact.hub.auth import make_hasher
 from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.config import HubConfig
@@ -35,6 +34,7 @@ from fedpact.hub.routes import (
 from fedpact.hub.routes.health import hub_version
 from fedpact.hub.state import HubState
 from fedpact.hub.workers import LearnUrlMiddleware, WorkerManager
+from fedpact.web import mount as mount_web
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("fedpact.hub")
@@ -44,7 +44,11 @@ def create_app(config: HubConfig) -> FastAPI:
     """A hub application over ``config.data_dir``; the database schema is created if missing."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     assert config.database_url is not None
-    notifier = AsyncioNotifier()
+    notifier: AsyncioNotifier = AsyncioNotifier()
+    if config.broker_url:
+        from fedpact.hub.broker import BrokerNotifier
+
+        notifier = BrokerNotifier(config.broker_url, reconnect_s=config.broker_reconnect_s)
     state = HubState(
         config=config,
         db=Database(config.database_url),
@@ -60,6 +64,7 @@ def create_app(config: HubConfig) -> FastAPI:
         notifier.bind(asyncio.get_running_loop())
         yield
         await asyncio.to_thread(workers.shutdown)
+        await notifier.close()
         state.db.dispose()
 
     app = FastAPI(

@@ -3,9 +3,10 @@
 A reader takes ``mark(task_id)`` *before* it queries the database and then waits with
 ``since=mark``: a message committed after the query bumps the counter past the mark, so
 the wait returns at once instead of sleeping through a notification it raced with. The
-notifier is a hint, never the source of truth: readers still re-check the database every
-second, which is what keeps several hub processes correct until a message-broker
-implementation of :class:`Notifier` replaces the in-process one.
+notifier is a hint, never the source of truth. When it is :attr:`Notifier.trusted` (it sees
+every wake-up that matters: the only hub on its database, or replicas connected through
+the broker of ``hub.broker``) a waiting poll costs nothing until woken and re-checks the
+database only every ``safety_recheck_s``; otherwise every ``recheck_interval_s``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ class Notifier(ABC):
     @abstractmethod
     def notify(self, task_id: int) -> None:
         """Wake the task's waiters; safe to call from any thread."""
+
+    @property
+    def trusted(self) -> bool:
+        """Whether every wake-up reaches this process, so waiters need only a rare safety re-check."""
+        return True
+
+    async def close(self) -> None:
+        """Release connections; the in-process notifier holds none."""
 
 
 class AsyncioNotifier(Notifier):
@@ -77,6 +86,11 @@ class AsyncioNotifier(Notifier):
             loop.call_soon_threadsafe(self._fire, task_id)
         except RuntimeError:
             pass  # the loop is shutting down; nobody is left to wake
+
+    def _fire_all(self) -> None:
+        """Wake every waiter of every task (on the loop's thread): wake-ups may have been lost."""
+        for task_id in list(self._events) + list(self._counts):
+            self._fire(task_id)
 
     def _fire(self, task_id: int) -> None:
         self._counts[task_id] = self._counts.get(task_id, 0) + 1

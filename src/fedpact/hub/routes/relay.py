@@ -2,8 +2,10 @@
 
 A mailbox read can long-poll. While it waits it holds neither a database connection nor a
 worker thread: each check is a short query in the thread pool, and between checks the
-request sleeps on the notifier, re-checking the database every ``recheck_interval_s`` in
-case the wake-up came from another hub process (or was lost).
+request sleeps on the notifier until a message for its task is committed (on this replica
+or, through the broker, on another). It re-checks the database on its own only as a
+safety net (``safety_recheck_s``), or every ``recheck_interval_s`` while the notifier
+cannot be trusted (the broker is down).
 """
 
 from __future__ import annotations
@@ -337,7 +339,8 @@ async def read_mailbox(
         if messages or remaining <= 0 or ended:
             cursor = messages[-1].id if messages else start
             return MailboxOut(messages=messages, cursor=cursor, task_status=status)  # type: ignore[arg-type]
-        await state.notifier.wait(reader.task_id, min(state.config.recheck_interval_s, remaining), since=mark)
+        recheck = state.config.safety_recheck_s if state.notifier.trusted else state.config.recheck_interval_s
+        await state.notifier.wait(reader.task_id, min(recheck, remaining), since=mark)
 
 
 @router.post("/tasks/{task}/mailbox/{address:path}/ack", response_model=AckOut)
