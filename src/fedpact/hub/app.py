@@ -12,13 +12,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from fedpact.hub.auth import make_hasher
 from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
 from fedpact.hub.limits import BodyLimitMiddleware
+from fedpact.hub.metrics import CONTENT_TYPE, MetricsMiddleware
 from fedpact.hub.notify import AsyncioNotifier
 from fedpact.hub.routes import (
     blobs,
@@ -82,6 +83,12 @@ def create_app(config: HubConfig) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_json_bytes)
     app.add_middleware(LearnUrlMiddleware, manager=workers)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus text format; scrape every replica (see docs/deploy.md)."""
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
     mount_web(app)
 
     @app.exception_handler(RequestValidationError)

@@ -24,6 +24,7 @@ import uvicorn
 
 from fedpact.hub.app import create_app
 from fedpact.hub.config import HubConfig
+from fedpact.hub.logs import uvicorn_log_config
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8470
@@ -33,12 +34,14 @@ GRACEFUL_SHUTDOWN_S = 3
 
 def serve(config: HubConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Run the hub in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    log_config = uvicorn_log_config(config.json_logs)
     uvicorn.run(
         create_app(config),
         host=host,
         port=port,
         log_level="info",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        log_config=log_config if log_config is not None else uvicorn.config.LOGGING_CONFIG,
     )
 
 

@@ -184,6 +184,7 @@ def post_message(
             response.headers["Idempotent-Replayed"] = "true"
             return message_out(earlier)
         out = message_out(msg)
+    state.metrics.messages.inc()
     state.notifier.notify(out.task_id)
     return out
 
@@ -260,6 +261,7 @@ async def post_raw_message(
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
+        state.metrics.messages.inc()
         state.notifier.notify(task_id)
     return out
 
@@ -340,7 +342,11 @@ async def read_mailbox(
             cursor = messages[-1].id if messages else start
             return MailboxOut(messages=messages, cursor=cursor, task_status=status)  # type: ignore[arg-type]
         recheck = state.config.safety_recheck_s if state.notifier.trusted else state.config.recheck_interval_s
-        await state.notifier.wait(reader.task_id, min(recheck, remaining), since=mark)
+        state.metrics.waiting_polls.inc()
+        try:
+            await state.notifier.wait(reader.task_id, min(recheck, remaining), since=mark)
+        finally:
+            state.metrics.waiting_polls.dec()
 
 
 @router.post("/tasks/{task}/mailbox/{address:path}/ack", response_model=AckOut)

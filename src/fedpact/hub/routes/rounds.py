@@ -62,6 +62,7 @@ def put_round(
         except IntegrityError:
             s.rollback()
             raise HTTPException(409, f"round {number} was written concurrently; retry") from None
+        state.metrics.rounds.labels(body.status).inc()
         return round_out(rnd)
 
 
