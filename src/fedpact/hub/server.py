@@ -163,6 +163,9 @@ class HubProcess:
             "--max-inline-bytes", str(c.max_inline_bytes),
             "--token-ttl-s", str(c.token_ttl_s),
             "--max-wait-s", str(c.max_wait_s),
+            "--safety-recheck-s", str(c.safety_recheck_s),
+            "--password-time-cost", str(c.password_time_cost),
+            "--password-memory-kib", str(c.password_memory_kib),
         ]  # fmt: skip
         if c.database_url:
             argv += ["--database-url", c.database_url]
