@@ -59,6 +59,7 @@ def create_app(config: HubConfig) -> FastAPI:
     )
 
     workers = WorkerManager(config, state.db)
+    workers.notify = notifier.notify
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -24,6 +24,10 @@ class HubConfig:
     broker_url: str | None = None
     #: Seconds between attempts to reach the broker after it went away.
     broker_reconnect_s: float = 1.0
+    #: Times a hosted aggregator that dies is restarted (with backoff) before its task fails.
+    hosted_max_restarts: int = 3
+    #: First restart delay; each further one doubles it.
+    hosted_restart_backoff_s: float = 1.0
     #: Log one JSON object per line (for log shippers) instead of plain text.
     json_logs: bool = False
     max_blob_bytes: int = 2 * GIB

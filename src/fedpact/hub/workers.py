@@ -13,7 +13,11 @@ What survives what:
   ``--resume`` for RUNNING tasks (they continue after their last checkpointed round);
 - a hub crash (SIGKILL): workers run in their own session, so they keep running and their
   client retries while the hub is away; the next hub adopts a worker whose process is still
-  alive, and restarts (with ``--resume``) one that is not.
+  alive, and restarts (with ``--resume``) one that is not;
+- the aggregator itself dying (killed, crashed, out of memory) while its task is not
+  finished: the hub starts it again with ``--resume`` after a backoff (1, 2, 4... s), at most
+  ``hosted_max_restarts`` times; after that it marks the task FAILED with the
+  reason, so nobody waits for an aggregator that will not come.
 
 The state of each worker is a small JSON file beside its log, so it outlives the hub
 process. Hosted aggregators run on the machine of the hub process that received the
@@ -39,6 +43,7 @@ from sqlalchemy import delete, select
 from fedpact.hub.auth import new_token
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
+from fedpact.hub.lifecycle import record
 from fedpact.hub.tables import Task, Token, User
 
 log = logging.getLogger("fedpact.hub.workers")
@@ -130,6 +135,8 @@ class WorkerManager:
         self._hub_url: str | None = os.environ.get(INTERNAL_URL_ENV) or None
         self._recovered = False
         self._closing = False
+        #: Wakes the pollers of a task whose status the manager changed (set by the app).
+        self.notify: Any = lambda task_id: None
 
     # -- the hub's own address ---------------------------------------------------------
     def learn_url(self, scope: dict[str, Any]) -> None:
@@ -339,6 +346,41 @@ class WorkerManager:
             w.log_append(w.state["reason"])
         if digest and not self._closing:
             self._revoke(digest)
+        if not stopping and code != 0 and not self._closing:
+            self._after_death(w, code)
+
+    def _after_death(self, w: Worker, code: int | None) -> None:
+        """The aggregator died on its own: restart it with --resume, or fail its task for good."""
+        with self.db.session() as s:
+            task = s.get(Task, w.task_id)
+            if task is None or task.status in TERMINAL:
+                return
+            creator = s.scalars(select(User.name).where(User.id == task.creator_id)).first()
+            restarts = int(w.state.get("restarts", 0))
+            how = f"exit status {code}" if code is not None else "an unknown exit status"
+            if restarts >= self.config.hosted_max_restarts or creator is None:
+                reason = (
+                    f"the hosted aggregator died {restarts + 1} times since it was started (last with {how}); "
+                    f"see its log (GET /api/v1/tasks/{task.name}/aggregator/log) and start it again with resume"
+                )
+                record(s, task, "FAILED", reason)
+                s.commit()
+                w.log_append(f"task marked FAILED: {reason}")
+                log.warning("task %s FAILED: %s", task.name, reason)
+                self.notify(task.id)
+                return
+            s.expunge(task)
+        delay = self.config.hosted_restart_backoff_s * 2**restarts
+        w.log_append(f"the aggregator died ({how}); restarting it with --resume in {delay:g} s "
+                     f"(restart {restarts + 1} of at most {self.config.hosted_max_restarts})")
+        time.sleep(delay)
+        with self._lock:
+            if self._closing or w.running or w.state.get("state") == "stopped":
+                return
+            eval_file = Path(w.state["eval_file"]) if w.state.get("eval_file") else None
+            self.start(task, creator, resume=task.status == "RUNNING", started_by="the hub (restart after death)",
+                       eval_file=eval_file if eval_file and eval_file.is_file() else None,
+                       label=w.state.get("label"), restarts=restarts + 1)
 
     def _revoke(self, digest: str) -> None:
         try:
