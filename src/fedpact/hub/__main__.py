@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="RabbitMQ URL for wake-ups between replicas [$FEDPACT_BROKER_URL or none]",
     )
     p.add_argument("--json-logs", action="store_true", help="log one JSON object per line")
+    p.add_argument("--hosted-lease-s", type=float, default=defaults["hosted_lease_s"].default)
     p.add_argument("--safety-recheck-s", type=float, default=defaults["safety_recheck_s"].default)
     p.add_argument("--password-time-cost", type=int, default=defaults["password_time_cost"].default)
     p.add_argument("--password-memory-kib", type=int, default=defaults["password_memory_kib"].default)
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         broker_url=a.broker_url,
         json_logs=a.json_logs,
         safety_recheck_s=a.safety_recheck_s,
+        hosted_lease_s=a.hosted_lease_s,
         password_time_cost=a.password_time_cost,
         password_memory_kib=a.password_memory_kib,
         max_blob_bytes=a.max_blob_bytes,

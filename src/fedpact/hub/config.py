@@ -28,6 +28,9 @@ class HubConfig:
     hosted_max_restarts: int = 3
     #: First restart delay; each further one doubles it.
     hosted_restart_backoff_s: float = 1.0
+    #: How long a replica's claim on a hosted aggregator lasts without renewal: the bound on
+    #: how soon another replica adopts it after the owner dies.
+    hosted_lease_s: float = 15.0
     #: Log one JSON object per line (for log shippers) instead of plain text.
     json_logs: bool = False
     max_blob_bytes: int = 2 * GIB

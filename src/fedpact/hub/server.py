@@ -164,6 +164,7 @@ class HubProcess:
             "--token-ttl-s", str(c.token_ttl_s),
             "--max-wait-s", str(c.max_wait_s),
             "--safety-recheck-s", str(c.safety_recheck_s),
+            "--hosted-lease-s", str(c.hosted_lease_s),
             "--password-time-cost", str(c.password_time_cost),
             "--password-memory-kib", str(c.password_memory_kib),
         ]  # fmt: skip

@@ -18,6 +18,7 @@ from fedpact.hub.tables import (
     Blob,
     Checkpoint,
     Cursor,
+    HostedLease,
     Membership,
     Message,
     Round,
@@ -158,7 +159,7 @@ def _delete_task(s: Session, store: BlobStore, task: Task) -> None:
     tid = task.id
     shas = set(s.scalars(select(Blob.sha256).where(Blob.task_id == tid)))
     upload_ids = list(s.scalars(select(Upload.id).where(Upload.task_id == tid)))
-    for table in (Message, Cursor, Round, Checkpoint, Membership, Upload, Blob, TaskEvent):
+    for table in (Message, Cursor, Round, Checkpoint, Membership, Upload, Blob, TaskEvent, HostedLease):
         s.execute(delete(table).where(table.task_id == tid))
     s.execute(update(StoredModel).where(StoredModel.task_id == tid).values(task_id=None))
     s.delete(task)
