@@ -80,13 +80,13 @@ class BrokerNotifier(AsyncioNotifier):
             return
 
     async def _on_message(self, message: Any) -> None:
-        try:
-            task_id = int(message.body)
-        except ValueError:
-            log.warning("ignored a wake-up that is not a task id: %r", message.body[:40])
+        """A wake-up is ``b"<task id>"`` or ``b"<task id> <recipient>"``."""
+        task, _, recipient = message.body.decode("utf-8", "replace").partition(" ")
+        if not task.isdigit():
+            log.warning("ignored a wake-up that does not start with a task id: %r", message.body[:40])
             return
         self.received += 1
-        self._fire(task_id)
+        self._fire(int(task), recipient or None)
 
     def _on_disconnect(self, *_args: Any) -> None:
         if self._up:
@@ -100,25 +100,26 @@ class BrokerNotifier(AsyncioNotifier):
         self._up = True
         self._fire_all()
 
-    def notify(self, task_id: int) -> None:
-        super().notify(task_id)
+    def notify(self, task_id: int, recipient: str | None = None) -> None:
+        super().notify(task_id, recipient)
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(self._publish_soon, task_id)
+            loop.call_soon_threadsafe(self._publish_soon, task_id, recipient)
         except RuntimeError:
             pass  # the loop is shutting down
 
-    def _publish_soon(self, task_id: int) -> None:
+    def _publish_soon(self, task_id: int, recipient: str | None) -> None:
         if self.trusted:
-            asyncio.ensure_future(self._publish(task_id))
+            asyncio.ensure_future(self._publish(task_id, recipient))
 
-    async def _publish(self, task_id: int) -> None:
+    async def _publish(self, task_id: int, recipient: str | None) -> None:
         import aio_pika
 
+        body = f"{task_id} {recipient}" if recipient else str(task_id)
         try:
-            await self._exchange.publish(aio_pika.Message(body=str(task_id).encode()), routing_key="")
+            await self._exchange.publish(aio_pika.Message(body=body.encode()), routing_key="")
             self.published += 1
         except Exception as e:  # noqa: BLE001 - a lost wake-up only delays; the database has the message
             log.warning("could not publish a wake-up for task %d (%s)", task_id, e)

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from fedpact.hub.access import TERMINAL, find_task, is_joined, require_member
 from fedpact.hub.auth import CurrentUser, Principal, State
 from fedpact.hub.db import lock_task_messages
+from fedpact.hub.notify import BROADCAST, PARTICIPANT_PREFIX
 from fedpact.hub.routes.blobs import declared_size, receive_verified, store_verified
 from fedpact.hub.schemas import (
     NAME_CHARS,
@@ -42,8 +43,6 @@ from fedpact.hub.views import message_out
 router = APIRouter(tags=["relay"])
 
 AGGREGATOR = "aggregator"
-BROADCAST = "participants"
-PARTICIPANT_PREFIX = "participant/"
 ADDRESS_HELP = "addresses are 'aggregator', 'participants' or 'participant/<user name>'"
 
 
@@ -185,7 +184,7 @@ def post_message(
             return message_out(earlier)
         out = message_out(msg)
     state.metrics.messages.inc()
-    state.notifier.notify(out.task_id)
+    state.notifier.notify(out.task_id, out.recipient)
     return out
 
 
@@ -262,7 +261,7 @@ async def post_raw_message(
         response.headers["Idempotent-Replayed"] = "true"
     else:
         state.metrics.messages.inc()
-        state.notifier.notify(task_id)
+        state.notifier.notify(task_id, head.recipient)
     return out
 
 
@@ -334,7 +333,7 @@ async def read_mailbox(
 
     deadline = time.monotonic() + wait
     while True:
-        mark = state.notifier.mark(reader.task_id)
+        mark = state.notifier.mark(reader.task_id, address)
         messages, status = await run_in_threadpool(fetch)
         remaining = deadline - time.monotonic()
         ended = status in TERMINAL and status != reader.status
@@ -344,7 +343,7 @@ async def read_mailbox(
         recheck = state.config.safety_recheck_s if state.notifier.trusted else state.config.recheck_interval_s
         state.metrics.waiting_polls.inc()
         try:
-            await state.notifier.wait(reader.task_id, min(recheck, remaining), since=mark)
+            await state.notifier.wait(reader.task_id, min(recheck, remaining), since=mark, address=address)
         finally:
             state.metrics.waiting_polls.dec()
 
