@@ -68,7 +68,7 @@ def put_round(
 
 @router.get("/tasks/{task}/rounds", response_model=RoundItems)
 def list_rounds(task: str, user: CurrentUser, state: State) -> RoundItems:
-    with state.db.session() as s:
+    with state.db.reading() as s:
         row = find_task(s, task)
         rounds = s.scalars(select(Round).where(Round.task_id == row.id).order_by(Round.number))
         return RoundItems(items=[round_out(r) for r in rounds])
@@ -90,7 +90,7 @@ def put_checkpoint(task: str, body: CheckpointIn, user: CurrentUser, state: Stat
 
 @router.get("/tasks/{task}/checkpoint", response_model=CheckpointOut)
 def get_checkpoint(task: str, user: CurrentUser, state: State) -> CheckpointOut:
-    with state.db.session() as s:
+    with state.db.reading() as s:
         row = find_task(s, task)
         require_creator(row, user, "read its checkpoint")
         cp = s.scalars(select(Checkpoint).where(Checkpoint.task_id == row.id).order_by(Checkpoint.id.desc())).first()

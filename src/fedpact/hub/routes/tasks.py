@@ -99,7 +99,7 @@ def list_tasks(
                 func.lower(Task.description).contains(needle, autoescape=True),
             )
         )
-    with state.db.session() as s:
+    with state.db.reading() as s:
         total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
         tasks = list(s.scalars(query.order_by(Task.id.desc()).limit(limit).offset(offset)))
         return TaskList(items=tasks_out(s, tasks), total=total)
@@ -107,7 +107,7 @@ def list_tasks(
 
 @router.get("/tasks/{task}", response_model=TaskOut)
 def get_task(task: str, user: CurrentUser, state: State) -> TaskOut:
-    with state.db.session() as s:
+    with state.db.reading() as s:
         return task_out(s, find_task(s, task))
 
 
