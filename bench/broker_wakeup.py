@@ -27,8 +27,8 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_facts, print_machine, stats, table, write_result
 
-from fedpact.hub.server import HubProcess
 from fedpact.hub.config import HubConfig
+from fedpact.hub.server import HubProcess
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BROKER = "amqp://guest:guest@127.0.0.1:5672/"
@@ -64,13 +64,13 @@ def main() -> None:
                 for _ in range(a.samples):
                     done: dict[str, float] = {}
 
-                    def poll(after: int = cursor) -> None:
+                    def poll(after: int, done: dict[str, float]) -> None:
                         r = a_http.get(f"/tasks/{task}/mailbox/aggregator", headers=alice,
                                        params={"after": after, "wait": 60})
                         done["t"] = time.perf_counter()
                         done["cursor"] = r.json()["cursor"]
 
-                    t = threading.Thread(target=poll)
+                    t = threading.Thread(target=poll, args=(cursor, done))
                     t.start()
                     time.sleep(0.3)  # the poll is waiting on A
                     t0 = time.perf_counter()

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,8 @@ def run_one(n: int, rounds: int, workers: int, database_url: str | None, broker_
         records = admin.list_rounds(task)
         admin.close()
     seconds = [float(r["metrics"].get("seconds", 0)) for r in records if r["status"] == "complete"]
-    cycles = [b - a for a, b in zip(ends, ends[1:])]
-    cpu_rounds = [b - a for a, b in zip(cpu, cpu[1:])]
+    cycles = [b - a for a, b in pairwise(ends)]
+    cpu_rounds = [b - a for a, b in pairwise(cpu)]
     cpu_per_round = sum(cpu_rounds) / len(cpu_rounds) if cpu_rounds else (cpu[-1] - start_cpu if cpu else 0.0)
     return {
         "participants": n, "rounds": rounds, "status": result.status, "wall_s": wall,
