@@ -87,3 +87,4 @@ def test_json_logs_write_one_object_per_line(tmp_path: Path) -> None:
     assert records and len(records) == len([line for line in lines if not line.startswith("fedpact hub on")])
     assert all({"time", "level", "logger", "message", "pid"} <= r.keys() for r in records)
     assert any(r["logger"].startswith("uvicorn") for r in records)
+    assert not any("\x1b" in json.dumps(r) or "\\u001b" in json.dumps(r) for r in records)
