@@ -222,9 +222,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="path of a py-spy binary: sample the hub, participant and aggregator processes during the run")
     ap.add_argument("--keep", action="store_true", help="keep the hub's data directory")
     ap.add_argument("--tag", default="", help="suffix for the result file name")
+    ap.add_argument("--database-url", default=None, help="deployed variant: e.g. postgresql+psycopg://postgres@127.0.0.1/DB")
+    ap.add_argument("--broker-url", default=None, help="deployed variant: e.g. amqp://guest:guest@127.0.0.1:5672/")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
 
+    from fedpact.hub.config import HubConfig
     from fedpact.hub.server import HubProcess
 
     facts = machine_facts()
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{a.rounds} rounds, hub process on loopback ==")
     print_machine(facts)
     data_dir = Path(tempfile.mkdtemp(prefix="fedpact-bench-"))
-    hub = HubProcess(data_dir / "hub")
+    hub = HubProcess(config=HubConfig(data_dir=data_dir / "hub", database_url=a.database_url, broker_url=a.broker_url))
     t = time.perf_counter()
     hub.start()
     print(f"hub process pid {hub.pid} at {hub.url} (data {data_dir}), started in {time.perf_counter() - t:.1f} s")
@@ -410,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             "parameters": {"participants": a.participants, "rounds": a.rounds, "parameters": FEATURES * CLASSES + CLASSES,
                            "model": "softmax_regression", "features": FEATURES, "classes": CLASSES,
                            "participants_in_process": a.participants_in_process, "poll_wait": a.poll_wait,
-                           "hub": "HubProcess (separate OS process), SQLite + blob files", "data_dir": str(data_dir),
+                           "hub": "HubProcess (separate OS process), " + ("PostgreSQL + RabbitMQ" if a.database_url else "SQLite") + " + blob files", "data_dir": str(data_dir),
                            "profile": a.profile, "tag": a.tag},
             "status": result.status,
             "rounds_completed": result.rounds_completed,

@@ -8,6 +8,7 @@ tests never see each other's rows and leave nothing behind.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,3 +43,28 @@ def postgres_database(prefix: str = "fedpact_test") -> Iterator[str]:
 def postgres_url() -> Iterator[str]:
     with postgres_database() as url:
         yield url
+
+
+RABBITMQ_URL = os.environ.get("FEDPACT_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def close_broker_connections(name_part: str) -> int:
+    """Close, on the RabbitMQ server, the client connections whose name contains ``name_part``.
+
+    Only the named connections go (not the whole shared server), as a network failure would
+    cut them; returns how many were closed.
+    """
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout
+    closed = 0
+    for line in listed.splitlines():
+        if name_part in line:
+            pid = line.split("\t", 1)[0]
+            subprocess.run(
+                ["rabbitmqctl", "-q", "close_connection", pid, "closed by a fedpact test"],
+                check=True, capture_output=True, timeout=60,
+            )
+            closed += 1
+    return closed

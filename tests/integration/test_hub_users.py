@@ -15,7 +15,11 @@ from hub_fixtures import PASSWORD, Api, api, fast_config, hub, unique  # noqa: E
 
 def test_health_and_docs_need_no_login(api: Api) -> None:
     c = api.anonymous()
-    assert c.get("/health").json() == {"status": "ok", "version": "0.1.0"}
+    health = c.get("/health").json()
+    assert (health["status"], health["version"]) == ("ok", "0.1.0")
+    assert {k: (b["kind"], b["status"]) for k, b in health["backends"].items()} == {
+        "database": ("sqlite", "ok"), "broker": ("none", "ok"), "blob_store": ("local", "ok"),
+    }
     spec = c.get("/openapi.json").json()
     assert "/api/v1/tasks/{task}/mailbox/{address}" in spec["paths"]
     assert c.get("/docs").status_code == 200

@@ -57,3 +57,31 @@ def test_notifications_are_per_task() -> None:
 
 def test_notify_without_a_loop_is_harmless() -> None:
     AsyncioNotifier().notify(1)
+
+
+def test_a_notification_wakes_only_the_mailboxes_it_concerns() -> None:
+    """A participant's update wakes the aggregator, not the other participants; a broadcast the reverse."""
+
+    async def main() -> dict[str, bool]:
+        n = AsyncioNotifier()
+        n.bind(asyncio.get_running_loop())
+        readers = ["aggregator", "participant/bob", "participant/carol", None]
+
+        async def round_of(recipient: str | None) -> dict[str, bool]:
+            waits = {str(a): asyncio.ensure_future(n.wait(5, 0.3, address=a)) for a in readers}
+            await asyncio.sleep(0.01)
+            n.notify(5, recipient)
+            return {a: await w for a, w in waits.items()}
+
+        return {
+            "update": await round_of("aggregator"),
+            "broadcast": await round_of("participants"),
+            "direct": await round_of("participant/bob"),
+            "status": await round_of(None),
+        }
+
+    got = asyncio.run(main())
+    assert got["update"] == {"aggregator": True, "participant/bob": False, "participant/carol": False, "None": True}
+    assert got["broadcast"] == {"aggregator": False, "participant/bob": True, "participant/carol": True, "None": True}
+    assert got["direct"] == {"aggregator": False, "participant/bob": True, "participant/carol": False, "None": True}
+    assert got["status"] == {"aggregator": True, "participant/bob": True, "participant/carol": True, "None": True}

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from fedpact.hub.auth import make_hasher
 from fedpact.hub.blobgc import Collector
@@ -22,6 +22,7 @@ from fedpact.hub.db import Database
 from fedpact.hub.docs import mount_docs
 from fedpact.hub.errors import TASK_ERRORS, ErrorShieldMiddleware, error_responses
 from fedpact.hub.limits import BodyLimitMiddleware
+from fedpact.hub.metrics import CONTENT_TYPE, MetricsMiddleware
 from fedpact.hub.notify import AsyncioNotifier
 from fedpact.hub.passwords import HashPool
 from fedpact.hub.routes import (
@@ -51,7 +52,11 @@ def create_app(config: HubConfig) -> FastAPI:
     """A hub application over ``config.data_dir``; the database schema is created if missing."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     assert config.database_url is not None
-    notifier = AsyncioNotifier()
+    notifier: AsyncioNotifier = AsyncioNotifier()
+    if config.broker_url:
+        from fedpact.hub.broker import BrokerNotifier
+
+        notifier = BrokerNotifier(config.broker_url, reconnect_s=config.broker_reconnect_s)
     db = Database(config.database_url)
     store = open_blob_store(config.blob_store, config.data_dir)
     gc = Collector(
@@ -69,6 +74,7 @@ def create_app(config: HubConfig) -> FastAPI:
     )
 
     workers = WorkerManager(config, state.db)
+    workers.notify = notifier.notify
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +84,7 @@ def create_app(config: HubConfig) -> FastAPI:
         yield
         await asyncio.to_thread(gc.stop)
         await asyncio.to_thread(workers.shutdown)
+        await notifier.close()
         state.db.dispose()
 
     app = FastAPI(
@@ -100,6 +107,12 @@ def create_app(config: HubConfig) -> FastAPI:
     app.add_middleware(LearnUrlMiddleware, manager=workers)
     app.add_middleware(ErrorShieldMiddleware)
     mount_docs(app)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus text format; scrape every replica (see docs/deploy.md)."""
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
     mount_web(app)
 
     @app.exception_handler(RequestValidationError)

@@ -36,15 +36,26 @@ class HubConfig:
     database_url: str | None = None
     #: RabbitMQ URL carrying wake-ups between replicas; None: in-process wake-ups only.
     broker_url: str | None = None
+    #: Seconds between attempts to reach the broker after it went away.
+    broker_reconnect_s: float = 1.0
+    #: Times a hosted aggregator that dies is restarted (with backoff) before its task fails.
+    hosted_max_restarts: int = 3
+    #: First restart delay; each further one doubles it.
+    hosted_restart_backoff_s: float = 1.0
+    #: How long a replica's claim on a hosted aggregator lasts without renewal: the bound on
+    #: how soon another replica adopts it after the owner dies.
+    hosted_lease_s: float = 15.0
     #: Log one JSON object per line (for log shippers) instead of plain text.
     json_logs: bool = False
     max_blob_bytes: int = 2 * GIB
     max_inline_bytes: int = 1 * MIB
     token_ttl_s: float = 7 * 24 * 3600.0
     max_wait_s: float = 60.0
-    #: How often a waiting poll re-checks the database when nothing woke it: a safety net
-    #: for lost wake-ups, not the way messages are found (the notifier/broker does that).
+    #: How often a waiting poll re-checks the database while wake-ups cannot be trusted
+    #: (the broker is down): then the database check is how messages are found.
     recheck_interval_s: float = 1.0
+    #: How often it re-checks while they can: only a safety net, so rare (see hub.notify).
+    safety_recheck_s: float = 15.0
     password_time_cost: int = 3
     password_memory_kib: int = 65536
     password_parallelism: int = 4

@@ -382,6 +382,13 @@ class ModelItems(BaseModel):
     items: list[ModelOut]
 
 
+class BackendHealth(BaseModel):
+    kind: str
+    status: Literal["ok", "down"]
+    detail: str = ""
+
+
 class Health(BaseModel):
-    status: str
+    status: Literal["ok", "degraded"]
     version: str
+    backends: dict[str, BackendHealth] = {}

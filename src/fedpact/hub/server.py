@@ -25,6 +25,7 @@ from fastapi import FastAPI
 
 from fedpact.hub.app import create_app
 from fedpact.hub.config import SETTINGS, HubConfig
+from fedpact.hub.logs import uvicorn_log_config
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8470
@@ -34,6 +35,7 @@ GRACEFUL_SHUTDOWN_S = 3
 
 def serve(config: HubConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Run the hub in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    log_config = uvicorn_log_config(config.json_logs)
     uvicorn.run(
         create_app(config),
         host=host,
@@ -42,6 +44,7 @@ def serve(config: HubConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT)
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         ssl_certfile=_path(config.tls_cert),
         ssl_keyfile=_path(config.tls_key),
+        log_config=log_config if log_config is not None else uvicorn.config.LOGGING_CONFIG,
     )
 
 

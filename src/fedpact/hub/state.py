@@ -12,6 +12,7 @@ from fedpact.hub.blobgc import Collector
 from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
+from fedpact.hub.metrics import HubMetrics
 from fedpact.hub.notify import Notifier
 from fedpact.hub.passwords import HashPool
 from fedpact.hub.throttle import Throttle
@@ -32,6 +33,7 @@ class HubState:
     gc: Collector
     #: Uploads a request is writing to right now; only touched on the event loop's thread.
     busy_uploads: set[str] = field(default_factory=set)
+    metrics: HubMetrics = field(default_factory=HubMetrics)
     #: Recently verified tokens (see hub.tokens); holds auth.Principal values.
     tokens: TokenCache[Any] = field(default_factory=TokenCache)
 

@@ -289,6 +289,23 @@ class StoredModel(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class HostedLease(Base):
+    """Which hub replica runs a task's hosted aggregator, until when.
+
+    The owner renews ``expires_at`` while its aggregator runs; a replica that finds the
+    lease expired takes it over with one conditional UPDATE (only one can win), fences the
+    old aggregator by revoking its token and starts a new one with ``--resume``. The row
+    exists while the task wants a hosted aggregator.
+    """
+
+    __tablename__ = "hosted_leases"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column()
+    token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 class ModelContributor(Base):
     __tablename__ = "model_contributors"
     __table_args__ = (UniqueConstraint("model_id", "user_id"),)

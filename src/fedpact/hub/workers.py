@@ -13,11 +13,22 @@ What survives what:
   ``--resume`` for RUNNING tasks (they continue after their last checkpointed round);
 - a hub crash (SIGKILL): workers run in their own session, so they keep running and their
   client retries while the hub is away; the next hub adopts a worker whose process is still
-  alive, and restarts (with ``--resume``) one that is not.
+  alive, and restarts (with ``--resume``) one that is not;
+- the aggregator itself dying (killed, crashed, out of memory) while its task is not
+  finished: the hub starts it again with ``--resume`` after a backoff (1, 2, 4... s), at most
+  ``hosted_max_restarts`` times; after that it marks the task FAILED with the
+  reason, so nobody waits for an aggregator that will not come.
 
 The state of each worker is a small JSON file beside its log, so it outlives the hub
-process. Hosted aggregators run on the machine of the hub process that received the
-request; a deployment with several hub processes should route these requests to one.
+process.
+
+Across replicas, a lease row in the database (``tables.HostedLease``) names the one
+replica that runs a task's aggregator. The owner renews it every ``hosted_lease_s / 3``;
+when a replica dies, its leases expire, and within ``hosted_lease_s`` plus one scan
+another replica takes the lease over (one conditional UPDATE: exactly one wins), revokes
+the old aggregator's token so a survivor of the dead replica can no longer act, and starts
+the aggregator again with ``--resume``. Set ``FEDPACT_HUB_INTERNAL_URL`` to the load
+balancer's address so hosted aggregators reach any replica.
 """
 
 from __future__ import annotations
@@ -30,16 +41,19 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from fedpact.hub.auth import new_token
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
-from fedpact.hub.tables import Task, Token, User
+from fedpact.hub.lifecycle import record
+from fedpact.hub.tables import HostedLease, Task, Token, User
 
 log = logging.getLogger("fedpact.hub.workers")
 
@@ -72,6 +86,13 @@ def _pid_alive(pid: int | None) -> bool:
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def _dead_here(owner: str) -> bool:
+    """Whether a lease owner (``node:pid:nonce``) is a hub process of this machine that is gone."""
+    node, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    return node == os.uname().nodename and pid.isdigit() and not _pid_alive(int(pid))
 
 
 def _is_our_worker(pid: int, task_id: int) -> bool:
@@ -133,6 +154,11 @@ class WorkerManager:
         self._hub_url: str | None = os.environ.get(INTERNAL_URL_ENV) or None
         self._recovered = False
         self._closing = False
+        #: Wakes the pollers of a task whose status the manager changed (set by the app).
+        self.notify: Any = lambda task_id: None
+        #: This replica's name in lease rows: unique per process, readable in the database.
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._leases_started = False
 
     # -- the hub's own address ---------------------------------------------------------
     def learn_url(self, scope: dict[str, Any]) -> None:
@@ -149,6 +175,7 @@ class WorkerManager:
         if not self._recovered and self._hub_url is not None:
             self._recovered = True
             threading.Thread(target=self._recover_safely, name="fedpact-worker-recovery", daemon=True).start()
+            threading.Thread(target=self._lease_loop, name="fedpact-worker-leases", daemon=True).start()
 
     @property
     def hub_url(self) -> str | None:
@@ -229,6 +256,9 @@ class WorkerManager:
             w = self.worker(task.id)
             if w.running:
                 raise RuntimeError(f"task {task.name!r} already has a hosted aggregator (pid {w.state.get('pid')})")
+            holder = self._claim(task.id)
+            if holder is not None:
+                raise RuntimeError(f"task {task.name!r} already has a hosted aggregator, run by hub replica {holder}")
             token, digest = new_token()
             expires = datetime.now(UTC) + timedelta(seconds=max(self.config.token_ttl_s, MIN_TOKEN_TTL_S))
             with self.db.session() as s:
@@ -287,6 +317,7 @@ class WorkerManager:
                 "mlflow_uri": mlflow_uri,
             }
             w.save()
+            self._set_lease_token(task.id, digest)
             threading.Thread(target=self._watch, args=(w, proc), name=f"fedpact-worker-{task.id}", daemon=True).start()
             log.info("hosted aggregator for task %s started (pid %s)", task.name, proc.pid)
         return self.status(task.id)
@@ -304,6 +335,7 @@ class WorkerManager:
         if alive and pid:
             self._terminate(w, int(pid))
             w.log_append(f"stopped: {reason}")
+        self._release(task_id, keep=wanted)
         return self.status(task_id)
 
     def _terminate(self, w: Worker, pid: int) -> None:
@@ -355,13 +387,51 @@ class WorkerManager:
             w.log_append(w.state["reason"])
         if digest and not self._closing:
             self._revoke(digest)
+        if not stopping and code != 0 and not self._closing:
+            self._after_death(w, code)
+        elif not stopping:
+            self._release(w.task_id, keep=False)
+
+    def _after_death(self, w: Worker, code: int | None) -> None:
+        """The aggregator died on its own: restart it with --resume, or fail its task for good."""
+        with self.db.session() as s:
+            task = s.get(Task, w.task_id)
+            if task is None or task.status in TERMINAL:
+                return
+            creator = s.scalars(select(User.name).where(User.id == task.creator_id)).first()
+            restarts = int(w.state.get("restarts", 0))
+            how = f"exit status {code}" if code is not None else "an unknown exit status"
+            if restarts >= self.config.hosted_max_restarts or creator is None:
+                reason = (
+                    f"the hosted aggregator died {restarts + 1} times since it was started (last with {how}); "
+                    f"see its log (GET /api/v1/tasks/{task.name}/aggregator/log) and start it again with resume"
+                )
+                record(s, task, "FAILED", reason)
+                s.commit()
+                w.log_append(f"task marked FAILED: {reason}")
+                log.warning("task %s FAILED: %s", task.name, reason)
+                self.notify(task.id)
+                self._release(task.id, keep=False)
+                return
+            s.expunge(task)
+        delay = self.config.hosted_restart_backoff_s * 2**restarts
+        w.log_append(f"the aggregator died ({how}); restarting it with --resume in {delay:g} s "
+                     f"(restart {restarts + 1} of at most {self.config.hosted_max_restarts})")
+        time.sleep(delay)
+        with self._lock:
+            if self._closing or w.running or w.state.get("state") == "stopped":
+                return
+            eval_file = Path(w.state["eval_file"]) if w.state.get("eval_file") else None
+            self.start(task, creator, resume=task.status == "RUNNING", started_by="the hub (restart after death)",
+                       eval_file=eval_file if eval_file and eval_file.is_file() else None,
+                       label=w.state.get("label"), restarts=restarts + 1)
 
     def _revoke(self, digest: str) -> None:
         try:
             with self.db.session() as s:
                 s.execute(delete(Token).where(Token.token_hash == digest))
                 s.commit()
-        except Exception:  # noqa: BLE001 - the database may be closing; the token expires anyway
+        except Exception:
             log.warning("could not revoke a hosted aggregator's token", exc_info=True)
 
     # -- hub start and stop ------------------------------------------------------------
@@ -379,7 +449,7 @@ class WorkerManager:
     def _recover_safely(self) -> None:
         try:
             self.recover()
-        except Exception:  # noqa: BLE001 - never take the hub down over a worker
+        except Exception:
             log.exception("restarting hosted aggregators failed")
 
     def recover(self) -> None:
@@ -395,6 +465,8 @@ class WorkerManager:
             if not st.get("wanted"):
                 continue
             pid = st.get("pid")
+            if self._claim(task_id) is not None:
+                continue  # another live replica runs it
             if st.get("state") == "running" and pid and _pid_alive(int(pid)) and _is_our_worker(int(pid), task_id):
                 w.log_append(f"the hub restarted; the aggregator (pid {pid}) kept running and is watched again")
                 threading.Thread(target=self._watch, args=(w, None), daemon=True).start()
@@ -415,6 +487,109 @@ class WorkerManager:
             self.start(task, creator, resume=task.status == "RUNNING", started_by="the hub (restart)",
                        eval_file=eval_file, label=st.get("label"), restarts=int(st.get("restarts", 0)) + 1,
                        mlflow_uri=st.get("mlflow_uri"))
+
+
+    # -- leases across replicas ---------------------------------------------------------
+    def _claim(self, task_id: int) -> str | None:
+        """Take or renew the task's lease; returns the other live owner if it is not ours to take."""
+        now = datetime.now(UTC)
+        until = now + timedelta(seconds=self.config.hosted_lease_s)
+        with self.db.session() as s:
+            holder = s.scalars(select(HostedLease.owner).where(HostedLease.task_id == task_id)).first()
+            takeable = (HostedLease.owner == self.owner) | (HostedLease.expires_at < now)
+            if holder is not None and _dead_here(holder):
+                takeable = takeable | (HostedLease.owner == holder)
+            result = s.execute(
+                update(HostedLease).where(HostedLease.task_id == task_id).where(takeable)
+                .values(owner=self.owner, expires_at=until)
+            )
+            if cast(CursorResult[Any], result).rowcount:
+                s.commit()
+                return None
+            if holder is not None:
+                return holder
+            s.add(HostedLease(task_id=task_id, owner=self.owner, expires_at=until))
+            try:
+                s.commit()
+            except IntegrityError:
+                s.rollback()
+                return s.scalars(select(HostedLease.owner).where(HostedLease.task_id == task_id)).first() or "?"
+        return None
+
+    def _set_lease_token(self, task_id: int, digest: str) -> None:
+        with self.db.session() as s:
+            s.execute(update(HostedLease).where(HostedLease.task_id == task_id, HostedLease.owner == self.owner)
+                      .values(token_hash=digest))
+            s.commit()
+
+    def _release(self, task_id: int, *, keep: bool) -> None:
+        """Give the lease up: delete it, or (``keep``: still wanted) let it expire now for another replica."""
+        try:
+            with self.db.session() as s:
+                mine = (HostedLease.task_id == task_id) & (HostedLease.owner == self.owner)
+                if keep:
+                    s.execute(update(HostedLease).where(mine).values(expires_at=datetime.now(UTC)))
+                else:
+                    s.execute(delete(HostedLease).where(mine))
+                s.commit()
+        except Exception:
+            log.warning("could not release the lease of task %s", task_id, exc_info=True)
+
+    def _lease_loop(self) -> None:
+        """Renew our leases and adopt expired ones, every third of the lease time, until the hub stops."""
+        while not self._closing:
+            time.sleep(self.config.hosted_lease_s / 3)
+            try:
+                self._renew_and_adopt()
+            except Exception:
+                log.warning("renewing or adopting hosted-aggregator leases failed", exc_info=True)
+
+    def _renew_and_adopt(self) -> None:
+        with self._lock:
+            mine = [w.task_id for w in self._workers.values() if w.running]
+        now = datetime.now(UTC)
+        until = now + timedelta(seconds=self.config.hosted_lease_s)
+        with self.db.session() as s:
+            if mine:
+                s.execute(update(HostedLease).where(HostedLease.owner == self.owner, HostedLease.task_id.in_(mine))
+                          .values(expires_at=until))
+            expired = list(s.scalars(select(HostedLease).where(HostedLease.expires_at < now)))
+            s.commit()
+        for lease in expired:
+            if self._closing or self._hub_url is None:
+                return
+            self._adopt(lease.task_id, lease.owner, lease.token_hash)
+
+    def _adopt(self, task_id: int, old_owner: str, old_token: str | None) -> None:
+        if self._claim(task_id) is not None:
+            return  # another replica was faster
+        with self.db.session() as s:
+            task = s.get(Task, task_id)
+            creator = None if task is None else s.scalars(select(User.name).where(User.id == task.creator_id)).first()
+            if task is not None:
+                s.expunge(task)
+        if task is None or task.status in TERMINAL or creator is None:
+            self._release(task_id, keep=False)
+            return
+        if old_token:
+            self._revoke(old_token)  # fences an aggregator that outlived its replica
+        with self._lock:
+            w = self.worker(task_id)
+            w.state = w._load()
+            pid = w.state.get("pid")
+            if pid and w.proc is None and _pid_alive(int(pid)) and _is_our_worker(int(pid), task_id):
+                try:
+                    os.killpg(int(pid), signal.SIGKILL)  # an orphan on this machine: stop it outright
+                except ProcessLookupError:
+                    pass
+            w.log_append(f"hub replica {self.owner} took over from {old_owner}, whose lease expired")
+            eval_file = Path(w.state["eval_file"]) if w.state.get("eval_file") else None
+            try:
+                self.start(task, creator, resume=task.status == "RUNNING", started_by=f"hub replica {self.owner} (adopted)",
+                           eval_file=eval_file if eval_file and eval_file.is_file() else None,
+                           label=w.state.get("label"), restarts=int(w.state.get("restarts", 0)))
+            except RuntimeError:
+                log.warning("could not adopt the hosted aggregator of task %s", task_id, exc_info=True)
 
 
 class LearnUrlMiddleware:

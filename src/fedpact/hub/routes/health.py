@@ -1,12 +1,22 @@
-"""Liveness: answered without a database query so it also tells a starting client the port is up."""
+"""Health: the replica answers, and how each backend it depends on is doing.
+
+The load balancer and a starting client only need the status code; operators read the
+backends. The answer is 200 whenever this process serves requests, with ``status``
+"degraded" when a backend is down: every replica shares the same backends, so taking
+replicas out of rotation would not help, and the relay keeps working without the broker.
+"""
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
 
-from fedpact.hub.schemas import Health
+from fedpact.hub.auth import State
+from fedpact.hub.schemas import BackendHealth, Health
 
 router = APIRouter(tags=["health"])
 
@@ -19,5 +29,38 @@ def hub_version() -> str:
 
 
 @router.get("/health", response_model=Health)
-def health() -> Health:
-    return Health(status="ok", version=hub_version())
+async def health(state: State) -> Health:
+    backends = {
+        "database": await run_in_threadpool(_database, state),
+        "broker": _broker(state),
+        "blob_store": _blob_store(state),
+    }
+    down = any(b.status == "down" for b in backends.values())
+    return Health(status="degraded" if down else "ok", version=hub_version(), backends=backends)
+
+
+def _database(state: State) -> BackendHealth:
+    kind = state.db.engine.dialect.name
+    try:
+        with state.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as e:  # noqa: BLE001 - any failure is what health reports
+        return BackendHealth(kind=kind, status="down", detail=f"{type(e).__name__}: {str(e)[:200]}")
+    return BackendHealth(kind=kind, status="ok")
+
+
+def _broker(state: State) -> BackendHealth:
+    if not state.config.broker_url:
+        return BackendHealth(kind="none", status="ok", detail="embedded: wake-ups stay in this process")
+    if state.notifier.trusted:
+        return BackendHealth(kind="rabbitmq", status="ok")
+    return BackendHealth(
+        kind="rabbitmq", status="down", detail="not connected; polls re-check the database until it is back"
+    )
+
+
+def _blob_store(state: State) -> BackendHealth:
+    where = state.config.blobs_dir
+    if where.is_dir() and os.access(where, os.W_OK):
+        return BackendHealth(kind="local", status="ok")
+    return BackendHealth(kind="local", status="down", detail=f"{where} is missing or not writable")

@@ -99,14 +99,14 @@ def _find_model(s: Session, model_id: int, user: Principal) -> StoredModel:
 
 @router.get("/models/{model_id}", response_model=ModelOut)
 def get_model(model_id: ModelId, user: CurrentUser, state: State) -> ModelOut:
-    with state.db.session() as s:
+    with state.db.reading() as s:
         return models_out(s, [_find_model(s, model_id, user)])[0]
 
 
 @router.get("/models/{model_id}/download", response_class=FileResponse)
 @router.head("/models/{model_id}/download", response_class=FileResponse, operation_id="head_model_download")
 def download_model(model_id: ModelId, user: CurrentUser, state: State) -> Response:
-    with state.db.session() as s:
+    with state.db.reading() as s:
         model = _find_model(s, model_id, user)
         sha256 = model.sha256
     if not state.store.exists(sha256):

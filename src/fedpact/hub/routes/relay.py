@@ -2,8 +2,10 @@
 
 A mailbox read can long-poll. While it waits it holds neither a database connection nor a
 worker thread: each check is a short query in the thread pool, and between checks the
-request sleeps on the notifier, re-checking the database every ``recheck_interval_s`` in
-case the wake-up came from another hub process (or was lost).
+request sleeps on the notifier until a message for its task is committed (on this replica
+or, through the broker, on another). It re-checks the database on its own only as a
+safety net (``safety_recheck_s``), or every ``recheck_interval_s`` while the notifier
+cannot be trusted (the broker is down).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from fedpact.hub.access import TERMINAL, find_task, is_joined, require_member, require_participant
 from fedpact.hub.auth import CurrentUser, Principal, State
 from fedpact.hub.db import lock_task_messages
+from fedpact.hub.notify import BROADCAST, PARTICIPANT_PREFIX
 from fedpact.hub.quotas import check_free_space, check_mailbox, check_stored_bytes
 from fedpact.hub.routes.blobs import declared_size, receive_verified, store_verified
 from fedpact.hub.schemas import (
@@ -43,8 +46,6 @@ from fedpact.hub.views import message_out
 router = APIRouter(tags=["relay"])
 
 AGGREGATOR = "aggregator"
-BROADCAST = "participants"
-PARTICIPANT_PREFIX = "participant/"
 ADDRESS_HELP = "addresses are 'aggregator', 'participants' or 'participant/<user name>'"
 
 
@@ -181,7 +182,8 @@ def post_message(
             response.headers["Idempotent-Replayed"] = "true"
             return message_out(earlier)
         out = message_out(msg)
-    state.notifier.notify(out.task_id)
+    state.metrics.messages.inc()
+    state.notifier.notify(out.task_id, out.recipient)
     return out
 
 
@@ -262,7 +264,8 @@ async def post_raw_message(
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
-        state.notifier.notify(task_id)
+        state.metrics.messages.inc()
+        state.notifier.notify(task_id, head.recipient)
     return out
 
 
@@ -345,14 +348,19 @@ async def read_mailbox(
 
     deadline = time.monotonic() + wait
     while True:
-        mark = state.notifier.mark(reader.task_id)
+        mark = state.notifier.mark(reader.task_id, address)
         messages, status, more = await run_in_threadpool(fetch)
         remaining = deadline - time.monotonic()
         ended = status in TERMINAL and status != reader.status
         if messages or remaining <= 0 or ended:
             cursor = messages[-1].id if messages else start
             return MailboxOut(messages=messages, cursor=cursor, task_status=status, more=more)  # type: ignore[arg-type]
-        await state.notifier.wait(reader.task_id, min(state.config.recheck_interval_s, remaining), since=mark)
+        recheck = state.config.safety_recheck_s if state.notifier.trusted else state.config.recheck_interval_s
+        state.metrics.waiting_polls.inc()
+        try:
+            await state.notifier.wait(reader.task_id, min(recheck, remaining), since=mark, address=address)
+        finally:
+            state.metrics.waiting_polls.dec()
 
 
 @router.post("/tasks/{task}/mailbox/{address:path}/ack", response_model=AckOut)

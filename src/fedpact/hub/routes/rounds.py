@@ -62,12 +62,13 @@ def put_round(
         except IntegrityError:
             s.rollback()
             raise HTTPException(409, f"round {number} was written concurrently; retry") from None
+        state.metrics.rounds.labels(body.status).inc()
         return round_out(rnd)
 
 
 @router.get("/tasks/{task}/rounds", response_model=RoundItems)
 def list_rounds(task: str, user: CurrentUser, state: State) -> RoundItems:
-    with state.db.session() as s:
+    with state.db.reading() as s:
         row = find_task(s, task)
         require_member(s, row, user, "see its rounds")
         rounds = s.scalars(select(Round).where(Round.task_id == row.id).order_by(Round.number))
@@ -90,7 +91,7 @@ def put_checkpoint(task: str, body: CheckpointIn, user: CurrentUser, state: Stat
 
 @router.get("/tasks/{task}/checkpoint", response_model=CheckpointOut)
 def get_checkpoint(task: str, user: CurrentUser, state: State) -> CheckpointOut:
-    with state.db.session() as s:
+    with state.db.reading() as s:
         row = find_task(s, task)
         require_creator(row, user, "read its checkpoint")
         cp = s.scalars(select(Checkpoint).where(Checkpoint.task_id == row.id).order_by(Checkpoint.id.desc())).first()

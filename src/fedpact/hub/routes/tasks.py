@@ -27,6 +27,7 @@ from fedpact.hub.tables import (
     Blob,
     Checkpoint,
     Cursor,
+    HostedLease,
     Membership,
     Message,
     Round,
@@ -112,7 +113,7 @@ def list_tasks(
                 func.lower(Task.description).contains(needle, autoescape=True),
             )
         )
-    with state.db.session() as s:
+    with state.db.reading() as s:
         total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
         tasks = list(s.scalars(query.order_by(Task.id.desc()).limit(limit).offset(offset)))
         return TaskList(items=tasks_out(s, tasks, user), total=total)
@@ -120,7 +121,7 @@ def list_tasks(
 
 @router.get("/tasks/{task}", response_model=TaskOut)
 def get_task(task: str, user: CurrentUser, state: State) -> TaskOut:
-    with state.db.session() as s:
+    with state.db.reading() as s:
         return task_out(s, find_task(s, task), user)
 
 
@@ -175,7 +176,7 @@ def _delete_task(s: Session, store: BlobStore, task: Task) -> None:
     tid = task.id
     shas = set(s.scalars(select(Blob.sha256).where(Blob.task_id == tid)))
     upload_ids = list(s.scalars(select(Upload.id).where(Upload.task_id == tid)))
-    for table in (Message, Cursor, Round, Checkpoint, Membership, Upload, Blob, TaskEvent):
+    for table in (Message, Cursor, Round, Checkpoint, Membership, Upload, Blob, TaskEvent, HostedLease):
         s.execute(delete(table).where(table.task_id == tid))
     s.execute(update(StoredModel).where(StoredModel.task_id == tid).values(task_id=None))
     s.delete(task)

@@ -8,8 +8,8 @@ the creator. An upload session now belongs to the user who opened it, so the uni
 ``uploads`` gains ``created_by``; the table is rebuilt with its rows, so unfinished uploads
 stay resumable across the upgrade.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-24
 """
 
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

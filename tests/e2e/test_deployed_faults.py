@@ -1,0 +1,107 @@
+"""Faults on the deployed shape, all real services and OS processes.
+
+Three hub replicas (``python -m fedpact.hub``) on one PostgreSQL database with RabbitMQ
+wake-ups, behind haproxy started with the shipped ``deploy/haproxy.cfg`` (the commands of
+docs/deploy.md). Blobs use the local store on a directory all three share (the S3 backend
+is another branch's work). Ten participants and the aggregator are CLI processes talking to
+the load balancer. Mid-round 2 one replica is SIGKILLed; mid-round 4 the broker
+connection of every live replica is cut on the RabbitMQ server (it reconnects by itself);
+the killed replica comes back. The task must complete with every round and the model
+intact, and no participant process may exit before the end or with an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from test_hosted_aggregator import People, digits_definition, finish
+
+from conftest import wait_for
+from fedpact.client.hub import HubClient
+from fedpact.hub.server import HubProcess, free_port
+from hub_fixtures import fast_config
+from services import RABBITMQ_URL, close_broker_connections, postgres_database
+
+pytestmark = pytest.mark.e2e
+
+HAPROXY_CFG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg"
+NAMES = tuple(f"p{i:02d}" for i in range(10))
+ROUNDS = 6
+
+
+def _haproxy(port: int, hubs: list[HubProcess], log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "FEDPACT_LB_BIND": f"127.0.0.1:{port}"}
+    for i, h in enumerate(hubs, 1):
+        env[f"FEDPACT_HUB{i}"] = f"127.0.0.1:{h.port}"
+    with open(log, "wb") as out:
+        return subprocess.Popen(["haproxy", "-db", "-f", str(HAPROXY_CFG)], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def test_three_replicas_survive_a_killed_replica_and_a_broker_cut_mid_round(tmp_path: Path) -> None:
+    with postgres_database() as url:
+        config = fast_config(tmp_path / "shared", database_url=url, broker_url=RABBITMQ_URL)
+        hubs = [HubProcess(config=config) for _ in range(3)]
+        for h in hubs:
+            h.start()
+        lb_port = free_port()
+        lb = _haproxy(lb_port, hubs, tmp_path / "haproxy.log")
+        lb_url = f"http://127.0.0.1:{lb_port}"
+        people = People(lb_url, tmp_path)
+        try:
+            wait_for(lambda: _ok(lb_url), 30, "haproxy to route to the replicas")
+            alice = people.user("alice")
+            for n in NAMES:
+                people.user(n)
+            alice.create_task("deployed", digits_definition(rounds=ROUNDS, quorum=10, min_participants=8,
+                                                            local_epochs=3, batch_size=4, round_timeout_s=90))
+            participants = people.participants("deployed", NAMES)
+            aggregator = people.cli("alice", "aggregate", "deployed")
+
+            def running_round() -> int:
+                rounds = alice.list_rounds("deployed")
+                return max((r["number"] for r in rounds if r["status"] == "running"), default=0)
+
+            wait_for(lambda: running_round() == 2, 240, "round 2 to start")
+            killed = hubs[1]
+            killed.kill()  # SIGKILL mid-round
+            wait_for(lambda: running_round() == 4, 240, "round 4 to start")
+            cut = sum(close_broker_connections(f"pid {h.pid} ") for h in hubs if h is not killed)
+            assert cut == 2
+            killed.start()  # the operator brings it back; it rejoins behind haproxy
+            finish(aggregator, 300)
+            for p in participants:
+                assert p.poll() is None or p.returncode == 0, Path(p.log_path).read_text()[-3000:]  # type: ignore[attr-defined]
+            for p in participants:
+                finish(p, 120)
+            task = alice.get_task("deployed")
+            assert task["status"] == "COMPLETE"
+            rounds = alice.list_rounds("deployed")
+            assert [r["number"] for r in rounds] == list(range(1, ROUNDS + 1))
+            assert all(r["status"] == "complete" and len(r["participants"]) >= 8 for r in rounds)
+            (model,) = alice.list_models("deployed")
+            data = alice.download_model(model["id"], tmp_path / "model").read_bytes()
+            assert hashlib.sha256(data).hexdigest() == model["sha256"]
+            with HubClient(f"http://127.0.0.1:{killed.port}") as direct:
+                assert direct.health()["backends"]["database"]["status"] == "ok"
+        finally:
+            people.close()
+            lb.terminate()
+            lb.wait(10)
+            for h in hubs:
+                h.stop()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

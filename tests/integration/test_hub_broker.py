@@ -1,0 +1,113 @@
+"""Wake-ups between two hub replicas through a real RabbitMQ, and what happens without it.
+
+Both replicas run on one PostgreSQL database. The database re-checks of a waiting poll are
+set far apart (``safety_recheck_s`` 60 s while the broker is up) so that, while the broker
+works, only a wake-up it carried can end the wait with the message; the broker's own
+counters confirm the wake-up arrived through it. When the broker connection of the
+waiting replica is cut, polls fall back to re-checking the database (``recheck_interval_s``)
+and nothing is lost; once it reconnects, wake-ups travel through it again.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import wait_for
+from fedpact.hub import EmbeddedHub
+from fedpact.hub.broker import BrokerNotifier
+from hub_fixtures import Api, User, fast_config
+from services import RABBITMQ_URL, close_broker_connections, postgres_database
+
+
+@pytest.fixture
+def two_replicas(tmp_path: Path) -> Iterator[tuple[list[EmbeddedHub], list[Api]]]:
+    with ExitStack() as stack:
+        url = stack.enter_context(postgres_database())
+        config = {"database_url": url, "broker_url": RABBITMQ_URL, "safety_recheck_s": 60.0, "recheck_interval_s": 0.5,
+                  "broker_reconnect_s": 5.0}
+        hubs = [stack.enter_context(EmbeddedHub(config=fast_config(tmp_path / "hub", **config))) for _ in range(2)]
+        apis = [Api(h.url) for h in hubs]
+        for a in apis:
+            stack.callback(a.close)
+        for h in hubs:
+            wait_for(lambda h=h: _notifier(h).trusted, 30, "the replica to connect to RabbitMQ")
+        yield hubs, apis
+
+
+def _notifier(hub: EmbeddedHub) -> BrokerNotifier:
+    assert hub._server is not None
+    notifier = hub._server.config.loaded_app  # the ASGI app wrapped by uvicorn's middleware
+    while not hasattr(notifier, "state"):
+        notifier = notifier.app
+    n = notifier.state.hub.notifier
+    assert isinstance(n, BrokerNotifier)
+    return n
+
+
+def _poll_in_background(user: User, task: str, address: str, wait: float) -> tuple[threading.Thread, list[Any]]:
+    result: list[Any] = []
+
+    def run() -> None:
+        r = user.http.get(f"/tasks/{task}/mailbox/{address}", params={"after": 0, "wait": wait}, timeout=wait + 30)
+        result.append(r)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, result
+
+
+def test_a_message_posted_on_one_replica_wakes_a_poll_on_the_other_through_the_broker(
+    two_replicas: tuple[list[EmbeddedHub], list[Api]],
+) -> None:
+    hubs, (a, b) = two_replicas
+    alice = a.user("alice")
+    task = alice.create_task()["name"]
+    bob = a.user("bob")
+    bob.join(task)
+    bob_b = User(bob.name, bob.token, b.client(bob.token))
+    received_before = _notifier(hubs[0]).received
+    # Without a wake-up this poll would end empty after 50 s: its database re-check is 60 s away.
+    waiting, result = _poll_in_background(alice, task, "aggregator", wait=50)
+    r = bob_b.send(task, f"participant/{bob.name}", "aggregator", kind="update")
+    assert r.status_code == 201, r.text
+    waiting.join(timeout=45)
+    assert not waiting.is_alive(), "the poll on replica A was not woken by the message posted on replica B"
+    (response,) = result
+    assert response.status_code == 200
+    assert [m["id"] for m in response.json()["messages"]] == [r.json()["id"]]
+    assert _notifier(hubs[1]).published >= 1 and _notifier(hubs[0]).received > received_before
+
+
+def test_while_the_broker_connection_is_cut_polls_fall_back_to_the_database_and_lose_nothing(
+    two_replicas: tuple[list[EmbeddedHub], list[Api]],
+) -> None:
+    hubs, (a, b) = two_replicas
+    alice = a.user("alice")
+    bob = a.user("bob")
+    task = alice.create_task()["name"]
+    bob.join(task)
+    bob_b = User(bob.name, bob.token, b.client(bob.token))
+    notifier_a = _notifier(hubs[0])
+    waiting, result = _poll_in_background(alice, task, "aggregator", wait=50)
+    assert close_broker_connections(notifier_a.name) == 1
+    wait_for(lambda: notifier_a.disconnects == 1, 30, "replica A to notice its broker connection is gone")
+    received = notifier_a.received
+    r = bob_b.send(task, f"participant/{bob.name}", "aggregator", kind="update")
+    assert r.status_code == 201, r.text
+    waiting.join(timeout=45)
+    assert not waiting.is_alive(), "the poll on replica A missed a message posted while its broker was away"
+    (response,) = result
+    assert [m["id"] for m in response.json()["messages"]] == [r.json()["id"]]
+    # Back on the broker: wake-ups from B reach A again.
+    wait_for(lambda: notifier_a.trusted, 60, "replica A to reconnect to RabbitMQ")
+    r = bob_b.send(task, f"participant/{bob.name}", "aggregator", kind="update")
+    assert r.status_code == 201
+    wait_for(lambda: notifier_a.received > received, 30, "a wake-up through the restored connection")
