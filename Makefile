@@ -10,7 +10,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 # The browser tests drive Debian's Chromium (never a test framework's own browser download).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint bench bench-footprint clean chromium fuzz
+.PHONY: demo test lint bench bench-footprint clean system-tools fuzz
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ $(TEST_INSTALLED): pyproject.toml | $(PY)
 demo: $(INSTALLED)
 	$(VENV)/bin/fedpact demo
 
-test: $(TEST_INSTALLED) chromium
+test: $(TEST_INSTALLED) system-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff and mypy, configured in pyproject.toml ([tool.ruff], [tool.mypy]).
@@ -36,13 +36,16 @@ lint: $(TEST_INSTALLED)
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy src
 
-# Installs Debian's chromium package when it is missing (as root, or with passwordless sudo).
-chromium:
-	@if [ ! -x $(CHROMIUM) ]; then \
+# Installs the Debian packages the tests drive when they are missing (as root, or with
+# passwordless sudo): chromium for the browser tests, haproxy for the deployed-hub test.
+SYSTEM_TOOLS := $(CHROMIUM):chromium /usr/sbin/haproxy:haproxy
+system-tools:
+	@missing=""; for t in $(SYSTEM_TOOLS); do [ -x "$${t%%:*}" ] || missing="$$missing $${t##*:}"; done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
-		echo "installing chromium for the browser tests"; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
-		|| { echo "could not install chromium: run 'apt-get install chromium' as root" >&2; exit 1; }; \
+		echo "installing$$missing for the tests"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
+		|| { echo "could not install$$missing: run 'apt-get install$$missing' as root" >&2; exit 1; }; \
 	fi
 
 # A long schemathesis run against a live hub (the suite runs the same test with 8 examples).
