@@ -9,7 +9,6 @@ still waiting on the other side.
 from __future__ import annotations
 
 import json
-import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -32,6 +31,7 @@ from fedpact.runtime.mailbox import Mailbox, Message
 from fedpact.runtime.outcomes import AggregationFailed, now_iso
 from fedpact.runtime.progress import Progress
 from fedpact.runtime.rounds import PrivacyRound, RoundFailed, RoundPlan, round_for
+from fedpact.runtime.selection import select_participants
 
 
 @dataclass
@@ -377,11 +377,7 @@ class Aggregator:
         self.std = (mean.astype(np.float32), std.astype(np.float32))
 
     def _select(self, r: int) -> list[str]:
-        d = self.definition
-        names = self.rounds.eligible(sorted(self.ready))
-        k = min(len(names), max(d.min_participants, math.ceil(d.fraction * len(names))))
-        rng = np.random.default_rng([d.seed, r])
-        return sorted(rng.choice(names, size=k, replace=False).tolist())
+        return select_participants(self.definition, self.rounds.eligible(sorted(self.ready)), r)
 
     def _round(self, r: int) -> dict[str, Any]:
         d = self.definition

@@ -31,6 +31,7 @@ from fedpact.runtime.progress import Progress
 from fedpact.runtime.rounds import PrivacyRound, RoundOutcome, RoundPlan, round_for
 from fedpact.runtime.rounds.base import Reply
 from fedpact.runtime.rounds.participant import ParticipantRound, participant_round_for
+from fedpact.runtime.selection import select_participants
 from fedpact.simulation.backends import Backend
 from fedpact.simulation.data import SimulationData
 from fedpact.simulation.worker import TrainJob, TrainResult
@@ -263,11 +264,7 @@ class SimFederation:
     # -- one round --------------------------------------------------------------------------------
     def select(self, r: int) -> list[str]:
         """The round's participants, drawn as the aggregator draws them (fraction, seed, round)."""
-        d = self.definition
-        names = self.rounds.eligible(sorted(self.ready))
-        k = min(len(names), max(d.min_participants, math.ceil(d.fraction * len(names))))
-        rng = np.random.default_rng([d.seed, r])
-        return sorted(rng.choice(names, size=k, replace=False).tolist())
+        return select_participants(self.definition, self.rounds.eligible(sorted(self.ready)), r)
 
     def fates(self, r: int, selected: list[str]) -> RoundFates:
         """Dropouts, stragglers and the round's simulated duration, drawn from the seed."""
