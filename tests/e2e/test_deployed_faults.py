@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from test_hosted_aggregator import People, digits_definition, finish
 
-from conftest import wait_for
 from fedpact.client.hub import HubClient
 from fedpact.hub.server import HubProcess, free_port
 from hub_fixtures import fast_config
 from services import RABBITMQ_URL, close_broker_connections, postgres_database
+from support import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -15,10 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_hosted_aggregator import People, digits_definition, finish
 
-from conftest import wait_for
 from fedpact.hub import HubProcess
 from hub_fixtures import fast_config
 from services import postgres_database
+from support import wait_for
 
 
 def _aggregator_pids(task_id: int) -> list[int]:

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import wait_for
 from fedpact.client.hub import HubClient
 from fedpact.hub import EmbeddedHub
 from hub_fixtures import PASSWORD, definition, fast_config
+from support import wait_for
 
 
 def test_a_dying_hosted_aggregator_is_restarted_then_its_task_fails_with_the_reason(tmp_path: Path) -> None:

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import wait_for
 from fedpact.hub import EmbeddedHub
 from fedpact.hub.broker import BrokerNotifier
 from hub_fixtures import Api, User, fast_config
 from services import RABBITMQ_URL, close_broker_connections, postgres_database
+from support import wait_for
 
 
 @pytest.fixture

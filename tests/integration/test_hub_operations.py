@@ -10,11 +10,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import wait_for
 from fedpact.hub import EmbeddedHub
 from fedpact.hub.server import HubProcess
 from hub_fixtures import Api, fast_config
 from services import RABBITMQ_URL, postgres_database
+from support import wait_for
 
 
 def _samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

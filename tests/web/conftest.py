@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from page_errors import PageErrors
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -43,26 +44,6 @@ def browser() -> Iterator[Any]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
-
-
-class PageErrors:
-    """Console errors and uncaught exceptions of the pages it watches."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self.allowed: list[str] = []
-
-    def watch(self, page: Any) -> Any:
-        def on_console(msg: Any) -> None:
-            if msg.type == "error":
-                self.errors.append(f"console: {msg.text} ({page.url})")
-
-        page.on("console", on_console)
-        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc} ({page.url})"))
-        return page
-
-    def unexpected(self) -> list[str]:
-        return [e for e in self.errors if not any(a in e for a in self.allowed)]
 
 
 @pytest.fixture

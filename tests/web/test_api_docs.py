@@ -6,10 +6,10 @@ import re
 from typing import Any
 
 import httpx
+from page_errors import PageErrors
 
 from fedpact.web import CONTENT_SECURITY_POLICY
 from hub_fixtures import hub  # noqa: F401
-from support import PageErrors
 
 
 def test_docs_page_references_only_the_hub_and_its_assets_load(hub) -> None:  # noqa: F811
