@@ -437,7 +437,8 @@ class Aggregator:
             request["fills"] = self.fills
         self._stats_kind, self._stats_meta = kind, dict(meta)
         try:
-            self.broadcast(m.STATS_REQUEST, request)
+            # the standardisation goes along: the k-means++ seed is drawn in the space the model sees
+            self.broadcast(m.STATS_REQUEST, request, self._std_tensors())
             replies = self.collect(m.STATS, request_id, set(self.ready), d.round_timeout_s)
         finally:
             self._stats_kind, self._stats_meta = None, {}

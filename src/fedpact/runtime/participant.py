@@ -295,11 +295,12 @@ def _show_previous(msg: Message, shown: set[int], progress: Progress, rounds: in
 
 
 def _answer_stats(client: HubClient, tid: int, address: str, p: Participant, msg: Message, handled: set[str]) -> None:
-    meta, _ = msg.body()
+    meta, tensors = msg.body()
     key = f"stats:{meta.get('request_id')}"
     if key in handled:
         return
     _apply_fills(p, meta)
+    _apply_standardization(p, tensors)
     kind = meta.get("kind")
     try:
         tensors = p.answer_statistics(str(kind), meta) if kind else p.local_moments()
