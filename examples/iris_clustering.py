@@ -29,8 +29,7 @@ from sklearn.datasets import load_iris
 import fedpact
 from fedpact.algorithms.standardize import apply_standardization
 from fedpact.data import Dataset
-from fedpact.inference import load_model
-from fedpact.models import KMeans
+from fedpact.inference import TrainedModel, load_model
 from fedpact.models.metrics import inertia
 from fedpact.runtime import Progress
 from fedpact.runtime.kind_participant import TaskParticipant
@@ -55,7 +54,7 @@ def split_sites(seed: int = 0) -> list[np.ndarray]:
     return [x[owner == i] for i in range(3)]
 
 
-def federate(sites: list[np.ndarray]) -> tuple[fedpact.runtime.AggregatorResult, KMeans, list[BaseException]]:
+def federate(sites: list[np.ndarray]) -> tuple[fedpact.runtime.AggregatorResult, TrainedModel, list[BaseException]]:
     """The task on an embedded hub; returns the aggregator's result and the stored model."""
     with fedpact.Client.embedded(tempfile.mkdtemp(prefix="fedpact-iris-")) as coordinator:
         coordinator.register("coordinator", "iris-example-pw", "Botanical network")
