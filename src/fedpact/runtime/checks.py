@@ -147,8 +147,8 @@ def kind_report(task: str, value: Mapping[str, float]) -> dict[str, float]:
     An empty report (no hold-out rows) passes; a partial one or impossible sums are refused,
     since one wrong sum would move the pooled MSE, R2 or inertia of everyone.
     """
-    if not value:
-        return {}
+    if not value or task not in ("regression", "clustering"):
+        return dict(value)
     need = {"regression": ("n", "sse", "sae", "sum_y", "sum_y2", "num_samples"),
             "clustering": ("inertia", "silhouette", "num_samples")}.get(task, ())
     absent = [k for k in need if k not in value]
