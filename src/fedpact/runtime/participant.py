@@ -303,15 +303,15 @@ def _answer_stats(client: HubClient, tid: int, address: str, p: Participant, msg
     _apply_standardization(p, tensors)
     kind = meta.get("kind")
     try:
-        tensors = p.answer_statistics(str(kind), meta) if kind else p.local_moments()
+        reply = p.answer_statistics(str(kind), meta) if kind else p.local_moments()
     except (ValueError, TypeError, KeyError) as exc:
         # The aggregator goes on without this site; it learns why.
         payload = m.pack({"request_id": meta.get("request_id"), "unsupported": True, "error": str(exc)[:500]})
     else:
-        if tensors is None:
+        if reply is None:
             payload = m.pack({"request_id": meta.get("request_id"), "unsupported": True})
         else:
-            payload = m.pack({"request_id": meta.get("request_id")}, tensors)
+            payload = m.pack({"request_id": meta.get("request_id")}, reply)
     client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.STATS, payload=payload)
     handled.add(key)
 
