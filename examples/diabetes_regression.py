@@ -8,9 +8,9 @@ average becomes the next global model, and MSE, MAE and R2 are pooled from per-s
 so they equal what an evaluation on all hold-out patients together would give. The result
 is compared with a least-squares fit on the pooled training data.
 
-The federation runs in this process, with the library functions each party calls; the
-participant runtime takes regression tasks once it carries the target moments (see
-docs/algorithms.md "Task kinds").
+The federation runs through fedpact's real runtime: an embedded hub, the aggregator in
+this process and each site a participant thread (``TaskParticipant``) talking to it over
+HTTP, as separate organisations would.
 
     python examples/diabetes_regression.py
 """
@@ -19,23 +19,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import threading
 
 import numpy as np
 from sklearn.datasets import load_diabetes
 
-from fedpact.algorithms import weighted_average
-from fedpact.algorithms.standardize import (
-    apply_standardization,
-    combine_moments,
-    combine_target_moments,
-    local_moments,
-    standardize_target,
-    unstandardize_target,
-)
+import fedpact
 from fedpact.common.definition import parse_definition
 from fedpact.data import Dataset
-from fedpact.models import build_model
 from fedpact.models.metrics import add_sums, regression_metrics, regression_sums
+from fedpact.runtime import Progress
+from fedpact.runtime.kind_participant import TaskParticipant
 
 DEFINITION = {
     "model": {"name": "linear_regression"},
@@ -46,6 +41,7 @@ DEFINITION = {
     "quorum": 4,
     "data": {"task": "regression", "features": 10, "label": "progression", "standardize": True},
     "evaluation": {"holdout": 0.25},
+    "admission": {"mode": "invite", "organisations": ["Clinic 1", "Clinic 2", "Clinic 3", "Clinic 4"]},
 }
 SHARES = (0.4, 0.3, 0.2, 0.1)
 
@@ -57,44 +53,65 @@ def split_sites(seed: int = 0) -> list[Dataset]:
     return [Dataset(x[idx], y[idx], continuous=True) for idx in np.split(order, cuts)]
 
 
+def federate(sites: list[Dataset]) -> tuple[fedpact.runtime.AggregatorResult, list[BaseException]]:
+    """The task on an embedded hub: one participant thread per site, the aggregator here."""
+    with fedpact.Client.embedded(tempfile.mkdtemp(prefix="fedpact-diabetes-")) as coordinator:
+        coordinator.register("coordinator", "diabetes-example-pw", "Research network")
+        coordinator.login("coordinator", "diabetes-example-pw")
+        coordinator.create_task("diabetes", DEFINITION, "Disease progression after one year, four clinics")
+        errors: list[BaseException] = []
+        clients = []
+        for i in range(len(sites)):
+            c = fedpact.Client(coordinator.url)
+            c.register(f"clinic-{i + 1}", "diabetes-example-pw", f"Clinic {i + 1}")
+            c.login(f"clinic-{i + 1}", "diabetes-example-pw")
+            clients.append(c)
+
+        def participate(i: int) -> None:
+            try:
+                clients[i].run_participant("diabetes", TaskParticipant(sites[i]), progress=Progress(quiet=True))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=participate, args=(i,)) for i in range(len(sites))]
+        for t in threads:
+            t.start()
+        outcome = coordinator.run_aggregator("diabetes", progress=Progress(quiet=True))
+        for t in threads:
+            t.join(60)
+        for c in clients:
+            c.close()
+    return outcome, errors
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--max-gap", type=float, default=0.05, help="exit 1 if R2 falls short of the centralised fit by more")
     args = ap.parse_args(argv)
     d = parse_definition(DEFINITION)
-    parts = [site.split(d.evaluation.holdout, seed=d.seed + i) for i, site in enumerate(split_sites(d.seed))]
+    sites = split_sites(d.seed)
+    # each participant holds out the same share of its rows, split as the runtime splits them
+    parts = [site.split(d.evaluation.holdout, seed=d.seed) for site in sites]
     for i, (train, test) in enumerate(parts):
         print(f"site {i + 1}: {len(train)} training and {len(test)} hold-out patients")
-    # federated standardisation of the features and the target: only sums travel
-    moments = [local_moments(train.x, train.y) for train, _ in parts]
-    fmean, fstd = combine_moments(moments)
-    ymean, ystd = combine_target_moments(moments)
-    sites = [(apply_standardization(tr.x, fmean, fstd), standardize_target(tr.y, ymean, ystd),
-              apply_standardization(te.x, fmean, fstd), te.y) for tr, te in parts]
-    global_model = build_model(d.model, d.data, seed=d.seed)
-    local = build_model(d.model, d.data, seed=d.seed)
-    for r in range(1, d.rounds + 1):
-        updates, counts = [], []
-        for i, (x, t, _, _) in enumerate(sites):
-            local.set_weights(global_model.get_weights())
-            local.fit(x, t, epochs=d.local_epochs, batch_size=d.batch_size, lr=d.learning_rate, seed=d.seed + r + i)
-            updates.append(local.get_weights())
-            counts.append(len(x))
-        global_model.set_weights(weighted_average(updates, counts))
-        sums = [regression_sums(ty, unstandardize_target(global_model.predict(tx), ymean, ystd))
-                for _, _, tx, ty in sites]
-        m = regression_metrics(add_sums(sums))
-        if r == 1 or r % 10 == 0:
-            print(f"round {r:>2}: hold-out MSE {m['mse']:.0f}  MAE {m['mae']:.1f}  R2 {m['r2']:.3f}")
-    x_all = np.concatenate([s[0] for s in sites])
-    y_all = np.concatenate([tr.y for tr, _ in parts])
-    design = np.column_stack([x_all, np.ones(len(x_all))])
-    coef = np.linalg.lstsq(design, y_all, rcond=None)[0]
-    central = regression_metrics(add_sums([regression_sums(ty, np.column_stack([tx, np.ones(len(tx))]) @ coef)
-                                           for _, _, tx, ty in sites]))
+    outcome, errors = federate(sites)
+    if errors:
+        print(f"a site failed: {errors[0]}")
+        return 1
+    for entry in outcome.history:
+        m = entry["metrics"]
+        if entry["round"] == 1 or entry["round"] % 10 == 0:
+            print(f"round {entry['round']:>2}: hold-out MSE {m.get('val_mse', float('nan')):.0f}  "
+                  f"MAE {m.get('val_mae', float('nan')):.1f}  R2 {m.get('val_r2', float('nan')):.3f}")
+    design = np.column_stack([np.concatenate([tr.x for tr, _ in parts]), np.ones(sum(len(tr) for tr, _ in parts))])
+    coef = np.linalg.lstsq(design, np.concatenate([tr.y for tr, _ in parts]), rcond=None)[0]
+    central = regression_metrics(add_sums([regression_sums(te.y, np.column_stack([te.x, np.ones(len(te))]) @ coef)
+                                           for _, te in parts]))
+    fed = outcome.metrics
     print(f"centralised least squares on the pooled training data: hold-out R2 {central['r2']:.3f}")
-    print(f"final model: pooled hold-out R2 {m['r2']:.3f}, MSE {m['mse']:.0f} after {d.rounds} rounds")
-    return 0 if m["r2"] >= central["r2"] - args.max_gap else 1
+    print(f"final model: pooled hold-out R2 {fed['val_r2']:.3f}, MSE {fed['val_mse']:.0f} "
+          f"after {outcome.rounds_completed} rounds")
+    return 0 if fed["val_r2"] >= central["r2"] - args.max_gap else 1
 
 
 if __name__ == "__main__":

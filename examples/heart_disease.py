@@ -26,7 +26,8 @@ import numpy as np
 import fedpact
 from fedpact.common.definition import parse_definition
 from fedpact.data.prepare import federated_fill_values, impute, load_task_data
-from fedpact.runtime import DataParticipant, Progress
+from fedpact.runtime import Progress
+from fedpact.runtime.kind_participant import TaskParticipant
 
 COLUMNS = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak",
            "slope", "ca", "thal", "num"]
@@ -67,10 +68,10 @@ def load_sites(folder: Path) -> dict[str, fedpact.Dataset]:
 
 
 def prepare_sites(sites: dict[str, fedpact.Dataset]) -> dict[str, fedpact.Dataset]:
-    """Federated median imputation: the sites' range and histogram summaries are merged, the fills applied.
+    """Federated median imputation in one process (bench/algorithms.py's centralised twin uses it).
 
-    Only additive summaries (min/max, counts, histogram bins) would travel between sites and
-    aggregator; here all four sites run in this process, so the exchange is a function call.
+    The federation in :func:`main` runs the same exchange through the runtime: the sites'
+    range and histogram summaries travel to the aggregator, the fills come back.
     """
     fills = federated_fill_values(list(sites.values()), parse_definition(DEFINITION).data)
     print("federated medians filled in: " + ", ".join(f"{c} {v:.1f}" for c, v in fills.items()))
@@ -87,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
         gaps = int(np.isnan(ds.x).any(axis=1).sum())
         print(f"{SITES[name]:<40} {len(ds):>4} patients, {np.mean(ds.y):.0%} with heart disease, "
               f"{gaps} with missing values")
-    sites = prepare_sites(raw)
 
     with fedpact.Client.embedded(tempfile.mkdtemp(prefix="fedpact-heart-")) as coordinator:
         coordinator.register("coordinator", "heart-example-pw", "Research network")
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def participate(name: str) -> None:
             try:
-                results[name] = clients[name].run_participant("heart-disease", DataParticipant(sites[name]),
+                # raw data, gaps included: the fills come from the aggregator's imputation exchange
+                results[name] = clients[name].run_participant("heart-disease", TaskParticipant(raw[name]),
                                                               progress=Progress(quiet=True))
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.start()
         outcome = coordinator.run_aggregator("heart-disease", progress=Progress(quiet=True))
+        fills = coordinator.hub.get_checkpoint("heart-disease")["state"]["fills"]
+        print("federated medians filled in: " + ", ".join(f"{c} {v:.1f}" for c, v in fills.items()))
         for t in threads:
             t.join(60)
         for c in clients.values():

@@ -1,6 +1,7 @@
 """Use a downloaded model: load the safetensors file and predict, standardisation included.
 
-``fedpact.load_model(path)`` gives a :class:`TrainedModel` with ``predict`` (class values),
+``fedpact.load_model(path)`` gives a :class:`TrainedModel` with ``predict`` (class values;
+for a regression the target in its own unit, for k-means the cluster index),
 ``predict_proba`` and ``export`` (ONNX); ``fedpact predict`` and ``fedpact model export``
 are the same calls from a terminal. Prediction input is read by :func:`read_features`, which
 needs no label column, unlike the training loaders.
@@ -27,6 +28,12 @@ class TrainedModel:
     metadata: dict[str, Any]
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
+    #: (mean, std) of a standardised regression target: predictions are mapped back to its unit.
+    target: tuple[float, float] | None = None
+
+    @property
+    def task(self) -> str:
+        return self.schema.task
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         from fedpact.algorithms.standardize import apply_standardization
@@ -37,9 +44,15 @@ class TrainedModel:
         return x
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predicted labels (the task's class values, not indices)."""
-        idx = self.model.predict(self._prepare(x))
-        return np.asarray(self.schema.classes)[idx]
+        """Predicted labels (the task's class values, not indices), regression values in the
+        target's unit, or cluster indices (0..k-1)."""
+        out = np.asarray(self.model.predict(self._prepare(x)))
+        if self.task == "regression":
+            out = out.astype(np.float64).reshape(-1)
+            return out * self.target[1] + self.target[0] if self.target is not None else out
+        if self.task == "clustering":
+            return out.astype(np.int64)
+        return np.asarray(self.schema.classes)[out]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probabilities ``[N, C]``, columns in the order of :attr:`classes`."""
@@ -70,8 +83,15 @@ class TrainedModel:
         out.write_bytes(self.to_onnx())
         return out
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    def evaluate(self, x: np.ndarray, y: np.ndarray | None) -> dict[str, float]:
         from fedpact.data.schema import encode_labels
+        from fedpact.models.metrics import regression_metrics, regression_sums
+
+        if self.task == "regression":
+            return regression_metrics(regression_sums(np.asarray(y, dtype=np.float64), self.predict(x)))
+        if self.task == "clustering":
+            return dict(self.model.evaluate(self._prepare(x)))
+        assert y is not None
 
         return self.model.evaluate(self._prepare(x), encode_labels(np.asarray(y), self.schema.classes))
 
@@ -88,13 +108,19 @@ def load_model(path: str | Path) -> TrainedModel:
     if meta_raw is None:
         raise FedpactError(f"{path} is not a fedpact model file (no 'fedpact' metadata)")
     meta = json.loads(meta_raw)
+    if meta.get("model") is None:
+        raise FedpactError(f"{path} holds an analytics report, not a model: there is nothing to predict with")
     tensors = decode_weights(data)
     mean = tensors.pop("standardization.mean", None)
     std = tensors.pop("standardization.std", None)
+    y_mean = tensors.pop("standardization.y_mean", None)
+    y_std = tensors.pop("standardization.y_std", None)
+    target = (float(y_mean.reshape(-1)[0]), float(y_std.reshape(-1)[0])) if y_mean is not None and y_std is not None \
+        else None
     schema = DataSchema.model_validate(meta["data"])
     model = build_model(ModelSpec.model_validate(meta["model"]), schema)
     model.set_weights(tensors)
-    return TrainedModel(model, schema, meta, mean, std)
+    return TrainedModel(model, schema, meta, mean, std, target)
 
 
 def read_features(path: str | Path, schema: DataSchema) -> np.ndarray:
@@ -151,5 +177,6 @@ def write_predictions(path: str | Path, model: TrainedModel, x: np.ndarray) -> P
         w = csv.writer(fh)
         w.writerow(["prediction"] + ([f"p_{c}" for c in model.classes] if proba is not None else []))
         for i, label in enumerate(labels):
-            w.writerow([int(label)] + ([f"{v:.6g}" for v in proba[i]] if proba is not None else []))
+            shown = f"{float(label):.6g}" if model.task == "regression" else int(label)
+            w.writerow([shown] + ([f"{v:.6g}" for v in proba[i]] if proba is not None else []))
     return out

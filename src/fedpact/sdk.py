@@ -226,6 +226,18 @@ class Client:
     def models(self, task: str | int | None = None) -> list[dict[str, Any]]:
         return self.hub.list_models(task)
 
+    def analytics_report(self, task: str | int) -> dict[str, dict[str, Any]]:
+        """The per-column report of an analytics task, as its aggregator stored it on the hub.
+
+        Count, missing, mean, variance, std, min, max, the histogram and the quantiles of each
+        column (figures of an empty column are None).
+        """
+        for model in reversed(self.hub.list_models(task)):
+            report = (model.get("metadata") or {}).get("analytics")
+            if isinstance(report, dict):
+                return report
+        raise FedpactError(f"task {task!r} has no analytics report (yet): is it an analytics task, and complete?")
+
     def download_model(self, task: str | int | None = None, dest: str | Path = ".", *, model_id: int | None = None) -> Path:
         """Save a task's final model (or the model ``model_id``) as a safetensors file."""
         if model_id is None:

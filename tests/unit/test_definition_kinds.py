@@ -90,8 +90,9 @@ def test_analytics_needs_no_model_and_refuses_one() -> None:
         parse_definition(_with_data(None, task="analytics", features=["a"]) | {"analytics": {"edges": {"a": [1, 1]}}})
     with pytest.raises(ValidationError, match="belong to data.task: analytics"):
         parse_definition(_with_data({"name": "mlp"}, classes=[0, 1]) | {"analytics": {}})
-    with pytest.raises(ValidationError, match="'open' or 'secure'"):
-        parse_definition(_with_data(None, task="analytics") | {"privacy": {"mode": "encrypted"}, "min_participants": 2})
+    for mode in ("encrypted", "secure"):
+        with pytest.raises(ValidationError, match="'open' only, not '" + mode):
+            parse_definition(_with_data(None, task="analytics") | {"privacy": {"mode": mode}, "min_participants": 2})
 
 
 def test_preparation_fields() -> None:

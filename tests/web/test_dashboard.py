@@ -101,6 +101,60 @@ def test_join_requests_pending_approved_and_declined(hub: EmbeddedHub, browser: 
             c.close()
 
 
+def test_analytics_report_shows_a_table_per_column(hub: EmbeddedHub, browser: Any, artifacts: Path,
+                                                   page_errors: Any) -> None:
+    """An analytics task run through the runtime: its task page shows the stored report, one table per column."""
+    import threading
+
+    import numpy as np
+    from playwright.sync_api import expect
+
+    from fedpact.data import Dataset
+    from fedpact.runtime import Progress, run_aggregator, run_participant
+    from fedpact.runtime.kind_participant import TaskParticipant
+
+    clients = {}
+    for n in ("alice", "site-a", "site-b"):
+        c = HubClient(hub.url, retry_for_s=10)
+        c.register(n, PASSWORD, f"{n} org")
+        c.login(n, PASSWORD)
+        clients[n] = c
+    columns = ["height", "weight"]
+    definition = {"quorum": 2, "round_timeout_s": 30, "admission": "open",
+                  "data": {"task": "analytics", "features": columns}, "analytics": {"bins": 4}}
+    clients["alice"].create_task("site-stats", definition, "column summaries")
+    rng = np.random.default_rng(0)
+    errors: list[BaseException] = []
+
+    def participate(name: str) -> None:
+        try:
+            data = Dataset.unlabelled(rng.normal(170, 10, size=(40, 2)), columns)
+            run_participant(clients[name], "site-stats", TaskParticipant(data), progress=Progress(quiet=True),
+                            poll_wait=0.5)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=participate, args=(n,)) for n in ("site-a", "site-b")]
+    for t in threads:
+        t.start()
+    run_aggregator(clients["alice"], "site-stats", progress=Progress(quiet=True), poll_wait=0.5)
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    ctx, page = login(browser, page_errors, hub.url, "alice")
+    try:
+        expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+        page.goto(hub.url + "/#/task/site-stats")
+        expect(page.locator("#analytics-report h3")).to_have_text(columns, timeout=30_000)
+        expect(page.locator("#analytics-0 table.analytics")).to_contain_text("count80")
+        expect(page.locator("#analytics-1 table.analytics-histogram tbody tr")).to_have_count(6)
+        shot(page, artifacts, "22-analytics-report")
+    finally:
+        ctx.close()
+        for c in clients.values():
+            c.close()
+
+
 def test_dashboard_end_to_end(hub: EmbeddedHub, browser: Any, artifacts: Path, page_errors: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 

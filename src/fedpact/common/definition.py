@@ -599,8 +599,9 @@ class TaskDefinition(_Strict):
         if task == "analytics":
             if self.model is not None:
                 raise ValueError("an analytics task trains no model: remove 'model'")
-            if self.privacy.mode not in ("open", "secure"):
-                raise ValueError(f"analytics runs in privacy mode 'open' or 'secure' (sums), not {self.privacy.mode!r}")
+            if self.privacy.mode != "open":
+                raise ValueError(f"analytics runs in privacy mode 'open' only, not {self.privacy.mode!r}: its summaries "
+                                 "do not go through secure aggregation yet (docs/algorithms.md, Federated analytics)")
             if isinstance(self.data.features, list) and self.analytics is not None:
                 unknown = sorted(set(self.analytics.edges) - set(self.data.features))
                 if unknown:

@@ -9,6 +9,7 @@ still waiting on the other side.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -18,19 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from fedpact.algorithms.standardize import apply_standardization, combine_moments
+from fedpact.algorithms.standardize import apply_standardization, combine_moments, combine_target_moments
 from fedpact.algorithms.strategies import get_aggregator
 from fedpact.client.hub import HubClient, HubError
 from fedpact.common.definition import MAX_SAMPLES, TaskDefinition, parse_definition
 from fedpact.common.errors import FedpactError, UpdateRejected
 from fedpact.common.tensors import Weights, decode_weights, encode_weights
-from fedpact.runtime import checks
+from fedpact.runtime import checks, task_kinds
 from fedpact.runtime import messages as m
 from fedpact.runtime.checks import MessageRejected
 from fedpact.runtime.mailbox import Mailbox, Message
 from fedpact.runtime.outcomes import AggregationFailed, now_iso
 from fedpact.runtime.progress import Progress
 from fedpact.runtime.rounds import PrivacyRound, RoundFailed, RoundPlan, round_for
+from fedpact.runtime.rounds.base import pooled_val
 from fedpact.runtime.selection import select_participants
 
 
@@ -105,8 +107,14 @@ class Aggregator:
         self.resume = resume
         self.definition: TaskDefinition = parse_definition(info["definition"])
         self.algorithm = get_aggregator(self.definition.algorithm)
-        self.model = build_model(self.definition.model, self.definition.data, seed=self.definition.seed)
-        self.global_weights: Weights = self.model.get_weights()
+        # An analytics task has no model: its result is the report of its statistics exchange.
+        self.model = (build_model(self.definition.model, self.definition.data, seed=self.definition.seed)
+                      if self.definition.model is not None else None)
+        self.global_weights: Weights = self.model.get_weights() if self.model is not None else {}
+        #: Federated imputation values (``missing: impute``), broadcast with every request.
+        self.fills: dict[str, float] | None = None
+        #: Regression target mean and deviation (``standardize`` on a regression task).
+        self.target_scale: tuple[float, float] | None = None
         self.eval_data = self._prepare_eval(eval_data)
         self.ready: dict[str, dict[str, Any]] = {}
         self.refused: dict[str, list[str]] = {}
@@ -117,6 +125,9 @@ class Aggregator:
         self.since_best = 0
         self.start_round = 1
         self._collector: _Collector | None = None
+        self._stats_kind: str | None = None
+        self._stats_meta: dict[str, Any] = {}
+        self._raw_eval: Any = None
         self.rejected: dict[str, str] = {}
         self.clipped: dict[str, str] = {}
         self._weights_blob: dict[str, Any] | None = None
@@ -137,9 +148,18 @@ class Aggregator:
             return None
         from fedpact.data.schema import conform, encode_labels, ensure_fits
 
-        ensure_fits(data, self.definition.data)
-        d = conform(data, self.definition.data)
-        return d.x, encode_labels(d.y, self.definition.data.classes)
+        schema = self.definition.data
+        if schema.task == "analytics":
+            return None
+        if schema.missing == "impute":
+            self._raw_eval = data  # imputed with the federated fills once they are known
+            return None
+        if schema.task != "classification":
+            d = task_kinds.prepare(data, schema)
+            return d.x, task_kinds.targets(d, schema)
+        ensure_fits(data, schema)
+        d = conform(data, schema)
+        return d.x, encode_labels(d.y, schema.classes)
 
     def _restore(self) -> None:
         ckpt = self.client.get_checkpoint(self.task_id)
@@ -154,6 +174,11 @@ class Aggregator:
         if state.get("standardization"):
             mean, std = state["standardization"]["mean"], state["standardization"]["std"]
             self.std = (np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32))
+            target = state["standardization"].get("target")
+            if target:
+                self.target_scale = (float(target[0]), float(target[1]))
+        if state.get("fills"):
+            self._set_fills({str(k): float(v) for k, v in state["fills"].items()})
         strategy = state.get("strategy")
         if strategy:
             blob = self.client.download_blob(self.task_id, strategy["blob"]["sha256"])
@@ -243,12 +268,24 @@ class Aggregator:
     def _checked_reply(self, kind: str, meta: dict[str, Any], tensors: Weights) -> dict[str, Any]:
         """A stats or evaluation reply with every value the aggregator uses checked."""
         if kind == m.EVALUATION:
-            ms = checks.metrics(meta.get("metrics"))
+            ms = checks.kind_report(self.definition.data.task, checks.metrics(meta.get("metrics")))
             n = ms.get("num_samples", 0.0)
             return {**meta, "metrics": ms, "num_samples": int(n) if 0 <= n <= MAX_SAMPLES else 0}
-        if kind == m.STATS and not meta.get("unsupported"):
+        if kind == m.STATS and meta.get("unsupported"):
+            return meta
+        if kind == m.STATS and self._stats_kind is not None:
+            return {**meta, "statistics": self._checked_statistics(self._stats_kind, tensors)}
+        if kind == m.STATS:
             width = int(np.prod(self.definition.data.sample_shape))
-            if set(tensors) != {"sum", "sumsq", "count"}:
+            names = {"sum", "sumsq", "count"}
+            if self.definition.data.task == "regression":
+                names |= {"y_sum", "y_sumsq", "y_count"}
+                checks.statistics_reply({k: tensors[k] for k in tensors if k.startswith("y_")},
+                                        {k: (1,) for k in names if k.startswith("y_")},
+                                        counts=("y_count",), nonnegative=("y_sumsq",))
+                tensors = {k: t for k, t in tensors.items() if not k.startswith("y_")}
+                names = {"sum", "sumsq", "count"}
+            if set(tensors) != names:
                 raise MessageRejected(f"feature sums must be the tensors sum, sumsq and count, got {sorted(tensors)}")
             for k, t in tensors.items():
                 if t.shape != (width,) or t.dtype.kind != "f" or not np.isfinite(t).all():
@@ -256,6 +293,26 @@ class Aggregator:
             if (tensors["count"] < 0).any() or (tensors["sumsq"] < 0).any() or (tensors["count"] > MAX_SAMPLES).any():
                 raise MessageRejected("feature sums: count and sumsq must be >= 0 and counts at most 10**12")
         return meta
+
+    def _checked_statistics(self, kind: str, tensors: Weights) -> dict[str, np.ndarray]:
+        """One reply to a statistics request, with exactly the shapes the merge expects."""
+        d = self.definition
+        if kind == task_kinds.KMEANS_SEED:
+            assert d.model is not None
+            width = int(np.prod(d.data.sample_shape))
+            cap = int(d.model.params.get("seed_sample", task_kinds.DEFAULT_SEED_SAMPLE))
+            return checks.statistics_reply(tensors, {"points": (-1, width)}, max_rows=cap)
+        if kind in (task_kinds.IMPUTE_RANGE, task_kinds.IMPUTE_SUMMARY):
+            n = len(task_kinds.impute_columns(d))
+        else:
+            n = int(d.data.n_features or 0)
+        if kind in (task_kinds.IMPUTE_RANGE, task_kinds.ANALYTICS_RANGE):
+            return checks.statistics_reply(tensors, {"min": (n,), "max": (n,)}, infinite_ok=("min", "max"))
+        edges = self._stats_meta.get("edges") or [[0.0, 1.0]] * n
+        shapes: dict[str, tuple[int, ...]] = {k: (n,) for k in ("count", "missing", "sum", "sumsq", "min", "max")}
+        shapes |= {f"hist.{j}": (len(e) + 1,) for j, e in enumerate(edges)}
+        return checks.statistics_reply(tensors, shapes, counts=("count", "missing"), nonnegative=("sumsq",),
+                                       infinite_ok=("min", "max"))
 
     def collect(self, kind: str, key: str, expected: set[str], timeout: float) -> dict[str, tuple[dict[str, Any], Any]]:
         self._collector = _Collector(kind, key, expected)
@@ -314,8 +371,24 @@ class Aggregator:
         if self.client.get_task(self.task_id)["status"] == "CREATED":
             self.client.set_status(self.task_id, "RUNNING", f"quorum of {d.quorum} reached")
         try:
+            if d.data.task == "analytics":
+                return self._analytics()
+            plan = task_kinds.statistics_plan(d) if self.start_round == 1 else []
+            meta: dict[str, Any] = {}
+            for kind in plan:
+                if kind in (task_kinds.IMPUTE_RANGE, task_kinds.IMPUTE_SUMMARY) and self.fills is None:
+                    meta |= self._statistics(kind, meta)
+            if "fills" in meta:
+                self._set_fills(meta["fills"])
             if d.data.standardize and self.std is None:
                 self._standardize()
+            if task_kinds.KMEANS_SEED in plan:
+                # k-means++ from the participants' (imputed, standardised) seed samples
+                assert self.model is not None
+                meta |= self._statistics(task_kinds.KMEANS_SEED, meta)
+                self.model.set_centroids(meta["centroids"])  # type: ignore[attr-defined]
+                self.global_weights = self.model.get_weights()
+                self._weights_blob = None
             converged = False
             for r in range(self.start_round, d.rounds + 1):
                 if not self.rounds.budget_allows(r):
@@ -337,6 +410,73 @@ class Aggregator:
         except AggregationFailed as exc:
             self._fail(str(exc))
             raise
+
+    def _set_fills(self, fills: dict[str, float]) -> None:
+        self.fills = fills
+        if self._raw_eval is not None:
+            from fedpact.data.prepare import impute
+
+            raw = impute(self._raw_eval, fills)
+            self._raw_eval = None
+            d = task_kinds.prepare(raw, self.definition.data)
+            self.eval_data = d.x, task_kinds.targets(d, self.definition.data)
+            self.progress.info("imputed the aggregator's evaluation data with the federated fills")
+
+    def _statistics(self, kind: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """One statistics request to every ready participant, and the merge of their checked replies.
+
+        A participant whose reply is refused (a wrong shape, an impossible count) is left out of
+        this exchange; fewer than ``min_participants`` usable replies fail the task.
+        """
+        d = self.definition
+        request_id = uuid.uuid4().hex
+        self.progress.info(f"statistics exchange: {kind}")
+        request: dict[str, Any] = {"request_id": request_id, "kind": kind, "seed": d.seed}
+        if "edges" in meta:
+            request["edges"] = meta["edges"]
+        if self.fills:
+            request["fills"] = self.fills
+        self._stats_kind, self._stats_meta = kind, dict(meta)
+        try:
+            # the standardisation goes along: the k-means++ seed is drawn in the space the model sees
+            self.broadcast(m.STATS_REQUEST, request, self._std_tensors())
+            replies = self.collect(m.STATS, request_id, set(self.ready), d.round_timeout_s)
+        finally:
+            self._stats_kind, self._stats_meta = None, {}
+        usable = [r["statistics"] for r, _ in replies.values() if "statistics" in r]
+        for name, (r, _) in sorted(replies.items()):
+            if r.get("unsupported"):
+                self.progress.warning(f"{name} could not answer {kind}: {r.get('error') or 'unsupported'}")
+        if len(usable) < d.min_participants:
+            raise AggregationFailed(f"statistics exchange {kind}: {len(usable)} usable replies within "
+                                    f"{d.round_timeout_s:.0f} s, min_participants is {d.min_participants}")
+        try:
+            return task_kinds.merge(kind, usable, d, meta)
+        except ValueError as exc:
+            raise AggregationFailed(f"statistics exchange {kind}: {exc}") from exc
+
+    def _analytics(self) -> AggregatorResult:
+        """An analytics task: the summaries exchanged, the report stored as the task's result."""
+        d = self.definition
+        meta: dict[str, Any] = {}
+        plan = task_kinds.statistics_plan(d)
+        if task_kinds.ANALYTICS_RANGE not in plan:  # every column has declared edges
+            n = int(d.data.n_features or 0)
+            meta = task_kinds.merge(task_kinds.ANALYTICS_RANGE, [{"min": np.full(n, np.inf), "max": np.full(n, -np.inf)}],
+                                    d, {})
+        for kind in plan:
+            meta |= self._statistics(kind, meta)
+        report = _jsonable(meta["report"])
+        metadata = {"task": self.task_name, "model": None, "data": d.data.model_dump(), "rounds": 0,
+                    "converged": True, "standardized": False, "privacy": d.privacy.mode, "analytics": report}
+        blob = self.client.upload_blob(self.task_id, encode_weights({}, {"fedpact": json.dumps(metadata)}))
+        total = max((float(c.get("count", 0)) + float(c.get("missing", 0)) for c in report.values()), default=0.0)
+        model = self.client.register_model(self.task_id, blob=blob, metadata=metadata, contributors=sorted(self.ready),
+                                           rounds=0, metrics={"num_samples": total})
+        self.client.set_status(self.task_id, "COMPLETE", f"analytics report of {len(report)} column(s) stored")
+        self.broadcast(m.FINISHED, {"model_id": model["id"], "sha256": model["sha256"], "metrics": {}})
+        self.progress.info(f"analytics report stored on the hub as model {model['id']}")
+        return AggregatorResult(self.task_id, self.task_name, "COMPLETE", 0, model["id"], {"analytics": report})
 
     def _fail(self, reason: str) -> None:
         status = self.client.get_task(self.task_id)["status"]
@@ -365,7 +505,10 @@ class Aggregator:
         request_id = uuid.uuid4().hex
         expected = set(self.ready)
         self.progress.info("federated standardisation: collecting per-feature sums")
-        self.broadcast(m.STATS_REQUEST, {"request_id": request_id})
+        request: dict[str, Any] = {"request_id": request_id}
+        if self.fills:
+            request["fills"] = self.fills
+        self.broadcast(m.STATS_REQUEST, request)
         replies = self.collect(m.STATS, request_id, expected, self.definition.round_timeout_s)
         moments = [t for meta, t in replies.values() if not meta.get("unsupported") and t]
         if len(moments) < self.definition.min_participants:
@@ -375,6 +518,8 @@ class Aggregator:
             )
         mean, std = combine_moments(moments)
         self.std = (mean.astype(np.float32), std.astype(np.float32))
+        if self.definition.data.task == "regression":
+            self.target_scale = combine_target_moments(moments)
 
     def _select(self, r: int) -> list[str]:
         return select_participants(self.definition, self.rounds.eligible(sorted(self.ready)), r)
@@ -415,7 +560,8 @@ class Aggregator:
             self.broadcast(
                 m.ROUND_START,
                 {"round_id": plan.round_id, "rounds": d.rounds, "selected": selected, "config": config,
-                 "deadline_s": d.round_timeout_s, "weights": self._weights_ref(), "previous": self._previous},
+                 "deadline_s": d.round_timeout_s, "weights": self._weights_ref(), "previous": self._previous,
+                 **self._fills_meta()},
                 self._std_tensors(),
                 round=r,
             )
@@ -468,8 +614,13 @@ class Aggregator:
         x, y = self.eval_data
         if self.std is not None:
             x = apply_standardization(x, *self.std)
+        assert self.model is not None
         self.model.set_weights(self.global_weights)
-        return self.model.evaluate(x, y)
+        task = self.definition.data.task
+        if task == "classification":
+            return self.model.evaluate(x, y)
+        report = task_kinds.evaluation_report(self.model, x, y, task, target_scale=self.target_scale)
+        return task_kinds.combine_reports(task, [report])
 
     def _converged(self, metrics: dict[str, Any]) -> bool:
         c = self.definition.convergence
@@ -478,7 +629,7 @@ class Aggregator:
         value = metrics.get(f"eval_{c.metric}", metrics.get(f"train_{c.metric}"))
         if value is None:
             return False
-        better_is_higher = c.metric == "accuracy"
+        better_is_higher = task_kinds.better_is_higher(c.metric)
         if c.target is not None and (value >= c.target if better_is_higher else value <= c.target):
             return True
         if c.patience is not None:
@@ -501,7 +652,14 @@ class Aggregator:
         return self._weights_blob
 
     def _std_tensors(self) -> dict[str, np.ndarray]:
-        return {} if self.std is None else {"std.mean": self.std[0], "std.std": self.std[1]}
+        out = {} if self.std is None else {"std.mean": self.std[0], "std.std": self.std[1]}
+        if self.target_scale is not None:
+            out |= {"std.y_mean": np.array([self.target_scale[0]]), "std.y_std": np.array([self.target_scale[1]])}
+        return out
+
+    def _fills_meta(self) -> dict[str, Any]:
+        """The fills go out with every request, so a participant that restarted (or joined late) gets them."""
+        return {"fills": self.fills} if self.fills else {}
 
     def _checkpoint(self, r: int) -> None:
         state: dict[str, Any] = {
@@ -512,6 +670,10 @@ class Aggregator:
         }
         if self.std is not None:
             state["standardization"] = {"mean": self.std[0].tolist(), "std": self.std[1].tolist()}
+            if self.target_scale is not None:
+                state["standardization"]["target"] = list(self.target_scale)
+        if self.fills:
+            state["fills"] = self.fills
         state.update(self.rounds.checkpoint_state())
         strategy_state = self.algorithm.state()
         if strategy_state:
@@ -530,24 +692,37 @@ class Aggregator:
             request_id = uuid.uuid4().hex
             self.progress.info("final evaluation on the participants' hold-out data")
             self.broadcast(m.FINAL_EVALUATE, {"request_id": request_id, "weights": self._weights_ref(),
-                                               "previous": self._previous}, self._std_tensors())
+                                               "previous": self._previous, **self._fills_meta()},
+                           self._std_tensors())
             replies = self.collect(m.EVALUATION, request_id, set(self.ready), min(d.round_timeout_s, 120.0))
-            val = checks.weighted_means({n: (meta["num_samples"], meta["metrics"]) for n, (meta, _) in replies.items()},
-                                        "val_")
+            val = pooled_val(d.data.task, {n: ({**meta, "val": meta["metrics"]}, t) for n, (meta, t) in replies.items()})
             final_metrics.update(val)
         model_tensors: dict[str, np.ndarray] = dict(self.global_weights)
         if self.std is not None:
             model_tensors.update({"standardization.mean": self.std[0], "standardization.std": self.std[1]})
+        if self.target_scale is not None:
+            # predictions come back in the target's unit: inference applies this scale
+            model_tensors.update({"standardization.y_mean": np.array([self.target_scale[0]], dtype=np.float64),
+                                  "standardization.y_std": np.array([self.target_scale[1]], dtype=np.float64)})
         metadata: dict[str, Any] = {}
-        if self.eval_data is not None:
+        if self.eval_data is not None and self.model is not None:
             x, y = self.eval_data
             if self.std is not None:
                 x = apply_standardization(x, *self.std)
             self.model.set_weights(self.global_weights)
-            metadata["confusion_matrix"] = self.model.confusion_matrix(x, y).tolist()
+            if d.data.task == "classification":
+                metadata["confusion_matrix"] = self.model.confusion_matrix(x, y).tolist()
+            from fedpact.models.preview import build_preview
+
+            preview = build_preview(self.model, x, y, task=d.data.task, label=d.data.label,
+                                    target_scale=self.target_scale, seed=d.seed)
+            if preview is not None:
+                metadata["preview"] = preview
+        if self.target_scale is not None:
+            metadata["target_scale"] = list(self.target_scale)
         metadata |= {
             "task": self.task_name,
-            "model": d.model.model_dump(),
+            "model": d.model.model_dump() if d.model else None,
             "data": d.data.model_dump(),
             "rounds": rounds_done,
             "converged": converged,
@@ -591,3 +766,14 @@ def _prefetch(msg: Message) -> None:
 def run_aggregator(client: HubClient, task: str | int, **options: Any) -> AggregatorResult:
     """Run ``task``'s aggregator until the task completes, fails or is cancelled."""
     return Aggregator(client, task, **options).run()
+
+
+def _jsonable(value: Any) -> Any:
+    """A report with NaN and infinities (an empty column's figures) as null, which JSON can carry."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -105,3 +105,61 @@ def _show(value: Any) -> str:
     except ValueError:  # an int too long to print
         shown = f"an integer of {value.bit_length()} bits" if isinstance(value, int) else type(value).__name__
     return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def statistics_reply(tensors: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]], *,
+                     counts: tuple[str, ...] = (), nonnegative: tuple[str, ...] = (), infinite_ok: tuple[str, ...] = (),
+                     max_rows: int | None = None) -> dict[str, Any]:
+    """A reply to a statistics request (imputation, k-means seed, analytics) with exactly the
+    expected tensors, shapes and value ranges, so merging it can neither fail nor be skewed
+    by an impossible figure.
+
+    ``shapes`` maps each tensor name to its shape (``-1`` in the first place: any row count up
+    to ``max_rows``); ``counts`` are integer-valued and within [0, MAX_SAMPLES];
+    ``nonnegative`` must be >= 0; ``infinite_ok`` may hold +-inf (an empty column's range).
+    """
+    import numpy as np
+
+    if set(tensors) != set(shapes):
+        raise MessageRejected(f"statistics reply must hold the tensors {sorted(shapes)}, got {sorted(tensors)[:20]}")
+    out: dict[str, Any] = {}
+    for k, want in shapes.items():
+        t = np.asarray(tensors[k])
+        rows_ok = want[0] == -1 and t.ndim == len(want) and t.shape[1:] == want[1:] and (
+            max_rows is None or t.shape[0] <= max_rows)
+        if not (rows_ok or t.shape == want) or t.dtype.kind not in "fiu":
+            raise MessageRejected(f"statistics reply {k!r} must be numbers of shape {want}, got {t.dtype}{t.shape}")
+        v = t.astype(np.float64)
+        if np.isnan(v).any() or (k not in infinite_ok and not np.isfinite(v).all()):
+            raise MessageRejected(f"statistics reply {k!r} holds NaN or infinite values")
+        if (k in counts or k.startswith("hist.")) and ((v < 0).any() or (v > MAX_SAMPLES).any()
+                                                       or (v != np.round(v)).any()):
+            raise MessageRejected(f"statistics reply {k!r} must be whole counts in [0, {MAX_SAMPLES}]")
+        if k in nonnegative and (v < 0).any():
+            raise MessageRejected(f"statistics reply {k!r} must be >= 0")
+        out[k] = v
+    return out
+
+
+def kind_report(task: str, value: Mapping[str, float]) -> dict[str, float]:
+    """An evaluation report of a regression or clustering task: the sums its pooled figure needs.
+
+    An empty report (no hold-out rows) passes; a partial one or impossible sums are refused,
+    since one wrong sum would move the pooled MSE, R2 or inertia of everyone.
+    """
+    if not value or task not in ("regression", "clustering"):
+        return dict(value)
+    need = {"regression": ("n", "sse", "sae", "sum_y", "sum_y2", "num_samples"),
+            "clustering": ("inertia", "silhouette", "num_samples")}.get(task, ())
+    absent = [k for k in need if k not in value]
+    if absent:
+        raise MessageRejected(f"a {task} evaluation must report {', '.join(need)}; missing {', '.join(absent)}")
+    n = value.get("n", value["num_samples"])
+    if n < 0 or value["num_samples"] < 0 or n != round(n):
+        raise MessageRejected(f"{task} evaluation: the sample count must be a whole number >= 0, got {n}")
+    if task == "regression":
+        if value["sse"] < 0 or value["sae"] < 0 or value["sum_y2"] < 0 or value["n"] != value["num_samples"]:
+            raise MessageRejected("regression evaluation: sse, sae and sum_y2 must be >= 0 and n equal num_samples")
+    if task == "clustering" and (value["inertia"] < 0 or not -1.0 <= value["silhouette"] <= 1.0):
+        raise MessageRejected("clustering evaluation: inertia must be >= 0 and silhouette within [-1, 1]")
+    return dict(value)

@@ -82,6 +82,16 @@ class Participant:
     def set_standardization(self, mean: np.ndarray, std: np.ndarray) -> None:
         """Receive the global feature mean and deviation (only if the task asks for it)."""
 
+    def set_target_scale(self, mean: float, std: float) -> None:
+        """Receive the global regression target mean and deviation (standardised regression tasks)."""
+
+    def set_fills(self, fills: Mapping[str, float]) -> None:
+        """Receive the federated imputation values (``missing: impute``) before round 1."""
+
+    def answer_statistics(self, kind: str, meta: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+        """This site's reply to one statistics request (:mod:`fedpact.runtime.task_kinds`); None if unsupported."""
+        return None
+
 
 class DataParticipant(Participant):
     """Trains the task's built-in model on a local :class:`~fedpact.data.Dataset`."""
@@ -285,23 +295,39 @@ def _show_previous(msg: Message, shown: set[int], progress: Progress, rounds: in
 
 
 def _answer_stats(client: HubClient, tid: int, address: str, p: Participant, msg: Message, handled: set[str]) -> None:
-    meta, _ = msg.body()
+    meta, tensors = msg.body()
     key = f"stats:{meta.get('request_id')}"
     if key in handled:
         return
-    moments = p.local_moments()
-    if moments is None:
-        payload = m.pack({"request_id": meta.get("request_id"), "unsupported": True})
+    _apply_fills(p, meta)
+    _apply_standardization(p, tensors)
+    kind = meta.get("kind")
+    try:
+        reply = p.answer_statistics(str(kind), meta) if kind else p.local_moments()
+    except (ValueError, TypeError, KeyError) as exc:
+        # The aggregator goes on without this site; it learns why.
+        payload = m.pack({"request_id": meta.get("request_id"), "unsupported": True, "error": str(exc)[:500]})
     else:
-        payload = m.pack({"request_id": meta.get("request_id")}, moments)
+        if reply is None:
+            payload = m.pack({"request_id": meta.get("request_id"), "unsupported": True})
+        else:
+            payload = m.pack({"request_id": meta.get("request_id")}, reply)
     client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.STATS, payload=payload)
     handled.add(key)
 
 
+def _apply_fills(p: Participant, meta: Mapping[str, Any]) -> None:
+    fills = meta.get("fills")
+    if isinstance(fills, dict) and fills:
+        p.set_fills(fills)
+
+
 def _apply_standardization(p: Participant, tensors: Mapping[str, np.ndarray]) -> None:
     std = m.split_prefixed(tensors, "std.")
-    if std:
+    if "mean" in std:
         p.set_standardization(std["mean"], std["std"])
+    if "y_mean" in std:
+        p.set_target_scale(float(std["y_mean"].reshape(-1)[0]), float(std["y_std"].reshape(-1)[0]))
 
 
 def _train_round(
@@ -324,6 +350,7 @@ def _train_round(
         return
     handled.add(f"round:{round_id}")
     weights = priv.global_weights(meta)
+    _apply_fills(p, meta)
     _apply_standardization(p, tensors)
     c = meta["config"]
     cfg = TrainConfig(
@@ -365,6 +392,7 @@ def _final_evaluation(client: HubClient, tid: int, address: str, p: Participant,
     if key in handled:
         return
     handled.add(key)
+    _apply_fills(p, meta)
     _apply_standardization(p, tensors)
     metrics = p.evaluate(priv.global_weights(meta))
     client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.EVALUATION,

@@ -140,10 +140,18 @@ def moments(ds: Dataset, schema: DataSchema) -> dict[str, np.ndarray]:
     return local_moments(ds.x, ds.y if schema.task == "regression" else None)
 
 
-def evaluation_report(model: Model, x: np.ndarray, y: np.ndarray, task: str) -> dict[str, float]:
-    """A participant's evaluation, with the sums the pooled figure of its task kind needs."""
+def evaluation_report(model: Model, x: np.ndarray, y: np.ndarray, task: str,
+                      target_scale: tuple[float, float] | None = None) -> dict[str, float]:
+    """A participant's evaluation, with the sums the pooled figure of its task kind needs.
+
+    ``target_scale`` (mean, std): the model predicts the standardised target, ``y`` is in
+    the target's unit, so predictions are mapped back before the errors are summed.
+    """
     if task == "regression":
-        return regression_sums(y, model.predict(x)) | {"num_samples": float(len(x))}
+        pred = np.asarray(model.predict(x), dtype=np.float64)
+        if target_scale is not None:
+            pred = pred * target_scale[1] + target_scale[0]
+        return regression_sums(y, pred) | {"num_samples": float(len(x))}
     return dict(model.evaluate(x, y))
 
 

@@ -47,7 +47,7 @@ class SimulationResult:
     def metadata(self) -> dict[str, Any]:
         d = self.definition
         meta: dict[str, Any] = {
-            "task": "simulation", "model": d.model.model_dump(), "data": d.data.model_dump(),
+            "task": "simulation", "model": d.model.model_dump() if d.model else None, "data": d.data.model_dump(),
             "rounds": len(self.records), "converged": False, "standardized": self.standardization is not None, "privacy": d.privacy.mode,
             "simulation": self.settings,
         }

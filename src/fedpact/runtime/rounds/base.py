@@ -174,8 +174,9 @@ class PrivacyRound(ABC):
         """The reply fields every mode uses: sample count (clipped to the cap) and metrics."""
         cap = self.host.definition.max_samples_per_participant
         n, clipped = checks.num_samples(meta.get("num_samples"), cap)
+        task = self.host.definition.data.task
         out = {**meta, "num_samples": n, "train": checks.metrics(meta.get("train"), "train"),
-               "val": checks.metrics(meta.get("val"), "val")}
+               "val": checks.kind_report(task, checks.metrics(meta.get("val"), "val"))}
         if clipped:
             out["clipped"] = clipped
         return out
@@ -209,8 +210,21 @@ class PrivacyRound(ABC):
             contributors=sorted(replies),
             train=checks.weighted_means({n: (meta["num_samples"], meta["train"]) for n, (meta, _) in replies.items()},
                                         "train_"),
-            val=checks.weighted_means({n: (meta["num_samples"], meta["val"]) for n, (meta, _) in replies.items()},
-                                      "val_"),
+            val=pooled_val(self.host.definition.data.task, replies),
             num_samples=sum(int(meta["num_samples"]) for meta, _ in replies.values()),
             notes=notes,
         )
+
+
+def pooled_val(task: str, replies: Mapping[str, Reply]) -> dict[str, float]:
+    """The participants' hold-out figures pooled as their task kind pools them (``val_`` names).
+
+    Regression and clustering reports are sums (checked by :func:`checks.kind_report`), so
+    MSE, R2 and inertia come out as one evaluation on all the hold-out rows would give them.
+    """
+    if task in ("regression", "clustering"):
+        from fedpact.runtime.task_kinds import combine_reports
+
+        pooled = combine_reports(task, [meta["val"] for meta, _ in replies.values() if meta["val"]])
+        return {f"val_{k}": float(v) for k, v in pooled.items() if k != "num_samples"}
+    return checks.weighted_means({n: (meta["num_samples"], meta["val"]) for n, (meta, _) in replies.items()}, "val_")

@@ -883,6 +883,11 @@ async function pageTask(_params, ref) {
       if (task.status === "COMPLETE" && !modelBox.dataset.loaded) {
         modelBox.dataset.loaded = "1";
         const models = await api.models(name).catch(() => ({ items: [] }));
+        const report = models.items.map((m) => (m.metadata || {}).analytics).find((r) => r);
+        if (report) {
+          modelBox.replaceChildren(analyticsSection(report));
+          return;
+        }
         modelBox.replaceChildren(h("section", {}, h("h2", {}, "Model"), models.items.length
           ? h("ul", {}, models.items.map((m) => h("li", {}, h("a", { href: `#/model/${m.id}`, id: `model-link-${m.id}` }, `Model ${m.id}`), ` \u2014 ${m.rounds} rounds, ${m.contributors.length} contributors`)))
           : h("p", {}, "The final model is stored on the hub; only the creator and the contributors may see it.")));
@@ -1016,6 +1021,30 @@ async function pageModel(_params, id) {
 }
 
 const PREVIEW_COLOURS = ["#2e86de", "#e67e22", "#27ae60", "#c0392b", "#8e44ad", "#16a085", "#d35400", "#7f8c8d", "#f1c40f", "#2c3e50"];
+
+// An analytics task's report (metadata.analytics of its stored result, docs/api.md): one table
+// per column with its figures, quantiles and histogram counts.
+function analyticsSection(report) {
+  const fmt = (v) => (v === null || v === undefined ? "\u2014" : typeof v === "number" ? String(Number(v.toPrecision(6))) : String(v));
+  const tables = Object.entries(report).map(([column, r], i) => {
+    const rows = [["count", r.count], ["missing", r.missing], ["mean", r.mean], ["std", r.std], ["variance", r.variance],
+      ["min", r.min], ["max", r.max],
+      ...Object.entries(r.quantiles || {}).map(([q, v]) => [`quantile ${q}`, v])];
+    const hist = r.histogram || { edges: [], counts: [] };
+    const bins = hist.counts.map((c, j) => h("tr", {}, h("td", {}, `[${fmt(hist.edges[j])}, ${fmt(hist.edges[j + 1])})`), h("td", {}, fmt(c))));
+    return h("div", { class: "analytics-column", id: `analytics-${i}` },
+      h("h3", {}, column),
+      h("table", { class: "analytics" }, h("tbody", {}, ...rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, fmt(v)))))),
+      h("table", { class: "analytics-histogram" },
+        h("thead", {}, h("tr", {}, h("th", {}, "bin"), h("th", {}, "count"))),
+        h("tbody", {}, ...bins,
+          h("tr", {}, h("td", {}, "below the first edge"), h("td", {}, fmt(hist.below))),
+          h("tr", {}, h("td", {}, "above the last edge"), h("td", {}, fmt(hist.above))))));
+  });
+  return h("section", { id: "analytics-report" }, h("h2", {}, "Analytics report"),
+    h("p", { class: "sub" }, "Figures over all participants' rows; only per-column sums, counts and histogram counts travelled. Also: ",
+      h("code", {}, "Client.analytics_report(task)"), "."), ...tables);
+}
 
 // The final model's metadata.preview (docs/algorithms.md "Model preview"): clusters on their
 // first two principal components, or predicted against true values for regression.
