@@ -70,7 +70,7 @@ def test_participants_wait_for_approval_and_a_removed_member_is_left_out(make_us
         ["bob", "carol", "dave"], ["bob", "carol"], ["bob", "carol"], ["bob", "carol"]
     ]
     assert all(r["status"] == "complete" for r in rounds)
-    assert alice.get_task("gated-digits")["participants"] == ["bob", "carol"]
+    assert sorted(alice.get_task("gated-digits")["participants"]) == ["bob", "carol"]  # they join concurrently
     standing = {m["user"]: m["status"] for m in alice.members("gated-digits")}
     assert standing == {"bob": "ADMITTED", "carol": "ADMITTED", "dave": "REMOVED"}
     with pytest.raises(HubError) as denied:
