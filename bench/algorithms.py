@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ from _common import machine_facts, print_machine, table, write_result  # noqa: E
 import fedpact  # noqa: E402
 from fedpact.common.definition import BUILTIN_ALGORITHMS, parse_definition  # noqa: E402
 from fedpact.data import Dataset, encode_labels, load_digits_dataset, split_dirichlet  # noqa: E402
-from fedpact.runtime import DataParticipant, Progress  # noqa: E402
+from fedpact.runtime import DataParticipant, Participant, Progress  # noqa: E402
+from fedpact.runtime.kind_participant import TaskParticipant  # noqa: E402
 from fedpact.runtime.participant import TrainConfig  # noqa: E402
 
 PW = "bench-algorithms-pw"
@@ -74,8 +76,12 @@ class PoisonedParticipant(DataParticipant):
 
 
 def run_federation(definition: dict[str, Any], shards: list[Dataset], eval_data: Dataset | None,
-                   poisoned: set[int], attack: str) -> list[dict[str, Any]]:
-    """One task through an embedded hub: participants as threads, the aggregator here."""
+                   poisoned: set[int], attack: str,
+                   participant: Callable[[Dataset], Participant] | None = None) -> list[dict[str, Any]]:
+    """One task through an embedded hub: participants as threads, the aggregator here.
+
+    ``participant`` makes an honest site's participant (default: DataParticipant on the shard).
+    """
     with fedpact.Client.embedded(tempfile.mkdtemp(prefix="fedpact-bench-alg-")) as owner:
         owner.register("owner", PW, "Bench")
         owner.login("owner", PW)
@@ -84,7 +90,10 @@ def run_federation(definition: dict[str, Any], shards: list[Dataset], eval_data:
         clients = []
 
         def participate(i: int, c: fedpact.Client) -> None:
-            p = PoisonedParticipant(shards[i], attack, i) if i in poisoned else DataParticipant(shards[i], threads=1)
+            if i in poisoned:
+                p: Participant = PoisonedParticipant(shards[i], attack, i)
+            else:
+                p = participant(shards[i]) if participant else DataParticipant(shards[i], threads=1)
             try:
                 c.run_participant("bench", p, progress=Progress(quiet=True))
             except BaseException as exc:  # noqa: BLE001 - reported below
@@ -160,7 +169,12 @@ def heart_section() -> dict[str, Any]:
     sites = example.prepare_sites(example.load_sites(example.DEFAULT_DATA))
     d = parse_definition(example.DEFINITION)
     t0 = time.perf_counter()
-    history = run_federation(example.DEFINITION, list(sites.values()), None, set(), "scaled")
+    # The bench runs every site itself under its own names: the example's invitations do not apply.
+    # As in the example, each site holds its raw file (gaps included) and the runtime computes
+    # the federated medians; the centralised twin below uses the same medians (prepare_sites).
+    raw = example.load_sites(example.DEFAULT_DATA)
+    history = run_federation({**example.DEFINITION, "admission": "open"}, list(raw.values()), None, set(), "scaled",
+                             participant=TaskParticipant)
     fed_seconds = time.perf_counter() - t0
     fed_acc = float(history[-1]["metrics"].get("val_accuracy", float("nan")))
     # the centralised twin: each site's own hold-out split, exactly as DataParticipant.setup makes it
