@@ -169,6 +169,8 @@ def test_dashboard_end_to_end(hub: EmbeddedHub, browser: Any, artifacts: Path, p
         expect(page.get_by_role("heading", name="Log in")).to_be_visible()
         shot(page, artifacts, "01-login")
         page.get_by_role("link", name="Register").first.click()
+        # The login form has a "User name" field too: type only once the register form is there.
+        expect(page.get_by_role("heading", name="Create an account")).to_be_visible()
         page.get_by_label("User name").fill("alice")
         page.get_by_label("Organisation").fill("Acme Robotics")
         page.get_by_label("Password", exact=True).fill(PASSWORD)
@@ -184,6 +186,8 @@ def test_dashboard_end_to_end(hub: EmbeddedHub, browser: Any, artifacts: Path, p
         page.get_by_role("button", name="Log out").click()
         expect(page.get_by_role("heading", name="Log in")).to_be_visible()
         page.get_by_role("link", name="Register").first.click()
+        # The login form has a "User name" field too: type only once the register form is there.
+        expect(page.get_by_role("heading", name="Create an account")).to_be_visible()
         page.get_by_label("User name").fill("alice")
         page.get_by_label("Organisation").fill("Elsewhere")
         page.get_by_label("Password", exact=True).fill(PASSWORD)
@@ -202,6 +206,7 @@ def test_dashboard_end_to_end(hub: EmbeddedHub, browser: Any, artifacts: Path, p
 
         # -- the task form: mistakes explained field by field, then a valid task --------------
         page.get_by_role("link", name="New task").first.click()
+        expect(page.get_by_role("heading", name="New task")).to_be_visible()
         page.get_by_label("Name", exact=True).fill("x")
         page.get_by_label("Model", exact=True).select_option("softmax_regression")
         page.get_by_label("Quorum").fill("2")
@@ -295,7 +300,7 @@ def test_dashboard_end_to_end(hub: EmbeddedHub, browser: Any, artifacts: Path, p
         page.evaluate("window.__sameDocument = true")
         page.locator("#eval-file").set_input_files(str(test_csv))
         page.get_by_role("button", name="Run the aggregator on the hub").click()
-        expect(page.locator("#hosted-notice")).to_be_visible()  # while the hub runs it, and only then
+        expect(page.locator("#hosted-notice")).to_be_visible(timeout=15_000)  # while the hub runs it, and only then
         expect(page.locator("#hosted-log")).to_contain_text("starting: aggregator of task 'digits-web'", timeout=15_000)
         expect(page.locator("tr[data-round='1']")).to_be_visible(timeout=60_000)
         shot(page, artifacts, "06-task-running")
