@@ -300,7 +300,8 @@ def test_dashboard_end_to_end(hub: EmbeddedHub, browser: Any, artifacts: Path, p
         page.evaluate("window.__sameDocument = true")
         page.locator("#eval-file").set_input_files(str(test_csv))
         page.get_by_role("button", name="Run the aggregator on the hub").click()
-        expect(page.locator("#hosted-notice")).to_be_visible(timeout=15_000)  # while the hub runs it, and only then
+        # The hosted notice shows only while the hub runs the aggregator; these four rounds can end
+        # between two of the page's polls, so only its absence on the COMPLETE task is checked below.
         expect(page.locator("#hosted-log")).to_contain_text("starting: aggregator of task 'digits-web'", timeout=15_000)
         expect(page.locator("tr[data-round='1']")).to_be_visible(timeout=60_000)
         shot(page, artifacts, "06-task-running")
