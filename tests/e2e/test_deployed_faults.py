@@ -1,10 +1,11 @@
 """Faults on the deployed shape, all real services and OS processes.
 
-Three hub replicas (``python -m fedpact.hub``) on one PostgreSQL database with RabbitMQ
-wake-ups, behind haproxy started with the shipped ``deploy/haproxy.cfg`` (the commands of
-docs/deploy.md). Blobs use the local store on a directory all three share (the S3 backend
-is another branch's work). Ten participants and the aggregator are CLI processes talking to
-the load balancer. Mid-round 2 one replica is SIGKILLed; mid-round 4 the broker
+Three stateless hub replicas (``python -m fedpact.hub``), each with its own data directory,
+on one PostgreSQL database with RabbitMQ wake-ups and one S3 bucket (a SeaweedFS server the
+test starts), behind haproxy started with the shipped ``deploy/haproxy.cfg`` (the commands
+of docs/deploy.md). Nothing is shared between the replicas but those three services, so a
+request may land on any of them. Ten participants and the aggregator are CLI processes
+talking to the load balancer. Mid-round 2 one replica is SIGKILLed; mid-round 4 the broker
 connection of every live replica is cut on the RabbitMQ server (it reconnects by itself);
 the killed replica comes back. The task must complete with every round and the model
 intact, and no participant process may exit before the end or with an error.
@@ -28,6 +29,7 @@ from test_hosted_aggregator import People, digits_definition, finish
 from fedpact.client.hub import HubClient
 from fedpact.hub.server import HubProcess, free_port
 from hub_fixtures import fast_config
+from seaweedfs import start_seaweedfs
 from services import RABBITMQ_URL, close_broker_connections, postgres_database
 from support import wait_for
 
@@ -47,9 +49,13 @@ def _haproxy(port: int, hubs: list[HubProcess], log: Path) -> subprocess.Popen[b
 
 
 def test_three_replicas_survive_a_killed_replica_and_a_broker_cut_mid_round(tmp_path: Path) -> None:
+    s3 = start_seaweedfs(tmp_path / "seaweedfs")
     with postgres_database() as url:
-        config = fast_config(tmp_path / "shared", database_url=url, broker_url=RABBITMQ_URL)
-        hubs = [HubProcess(config=config) for _ in range(3)]
+        hubs = [
+            HubProcess(config=fast_config(tmp_path / f"replica{i}", database_url=url, broker_url=RABBITMQ_URL,
+                                          blob_store=s3.url("fedpact-deployed")))
+            for i in (1, 2, 3)
+        ]
         for h in hubs:
             h.start()
         lb_port = free_port()
@@ -91,13 +97,19 @@ def test_three_replicas_survive_a_killed_replica_and_a_broker_cut_mid_round(tmp_
             data = alice.download_model(model["id"], tmp_path / "model").read_bytes()
             assert hashlib.sha256(data).hexdigest() == model["sha256"]
             with HubClient(f"http://127.0.0.1:{killed.port}") as direct:
-                assert direct.health()["backends"]["database"]["status"] == "ok"
+                backends = direct.health()["backends"]
+                assert backends["database"]["status"] == "ok"
+                assert (backends["blob_store"]["kind"], backends["blob_store"]["status"]) == ("s3", "ok")
+            for i in (1, 2, 3):
+                blobs = tmp_path / f"replica{i}" / "blobs"
+                assert not blobs.exists() or not any(blobs.iterdir()), f"replica {i} kept blob files of its own"
         finally:
             people.close()
             lb.terminate()
             lb.wait(10)
             for h in hubs:
                 h.stop()
+            s3.stop()
 
 
 def _ok(url: str) -> bool:

@@ -483,3 +483,64 @@ def test_a_large_update_resumes_after_the_connection_breaks(tmp_path: Path) -> N
         with HubClient(hub.url, alice.token) as a:
             assert a.message_payload(task["name"], msg) == payload
         api.close()
+
+
+def test_health_names_the_blob_store_backend(env: Env) -> None:
+    body = httpx.get(f"{env.hub.url}/api/v1/health").json()
+    expected = "s3" if env.config.blob_store else "local"
+    assert body["backends"]["blob_store"] == {"kind": expected, "status": "ok", "detail": ""}
+    assert body["status"] == "ok"
+
+
+def test_health_says_degraded_when_the_object_store_goes_away(tmp_path: Path) -> None:
+    from seaweedfs import start_seaweedfs
+
+    server = start_seaweedfs(tmp_path / "weed")
+    try:
+        config = fast_config(tmp_path / "hub", blob_store=server.url("fedpact-health"))
+        with EmbeddedHub(config=config) as hub:
+            assert httpx.get(f"{hub.url}/api/v1/health").json()["backends"]["blob_store"]["status"] == "ok"
+            server.stop()
+            body = httpx.get(f"{hub.url}/api/v1/health", timeout=30).json()
+            assert body["status"] == "degraded"
+            assert body["backends"]["blob_store"]["kind"] == "s3"
+            assert body["backends"]["blob_store"]["status"] == "down"
+            assert "bucket 'fedpact-health' unreachable" in body["backends"]["blob_store"]["detail"]
+            assert body["backends"]["database"]["status"] == "ok"
+    finally:
+        server.stop()
+
+
+def test_a_small_upload_session_may_cross_replicas_on_s3(seaweedfs: SeaweedFS, tmp_path: Path) -> None:  # noqa: F811
+    """Behind a load balancer the start, the parts and the completion may each reach another replica."""
+    from services import postgres_database
+
+    url = seaweedfs.url("fedpact-tests", f"x{os.urandom(4).hex()}")
+    with postgres_database() as db_url:
+        a_config = fast_config(tmp_path / "a", database_url=db_url, blob_store=url)
+        b_config = fast_config(tmp_path / "b", database_url=db_url, blob_store=url)
+        with EmbeddedHub(config=a_config) as a, EmbeddedHub(config=b_config) as b:
+            api = Api(a.url)
+            alice = api.user("alice")
+            auth = {"Authorization": f"Bearer {alice.token}"}
+            task = alice.create_task()["name"]
+            data = os.urandom(300_000)
+            body = {"sha256": sha(data), "size": len(data)}
+            start = httpx.post(f"{a.url}/api/v1/tasks/{task}/uploads", json=body, headers=auth).json()
+            (part,) = start["direct"]["parts"]
+            assert httpx.put(part["url"], content=data).status_code == 200
+            status = httpx.get(f"{b.url}/api/v1/tasks/{task}/uploads/{start['upload_id']}", headers=auth)
+            assert status.json()["offset"] == len(data)
+            done = httpx.post(f"{b.url}/api/v1/tasks/{task}/uploads/{start['upload_id']}/complete", headers=auth)
+            assert done.status_code == 201, done.text
+            for hub in (a, b):
+                got = httpx.get(f"{hub.url}/api/v1/tasks/{task}/blobs/{sha(data)}", headers=auth,
+                                follow_redirects=True)
+                assert got.content == data
+            assert not any((tmp_path / "a" / "uploads").iterdir()) and not any((tmp_path / "b" / "uploads").iterdir())
+
+            empty = {"sha256": sha(b""), "size": 0}
+            start = httpx.post(f"{a.url}/api/v1/tasks/{task}/uploads", json=empty, headers=auth).json()
+            done = httpx.post(f"{b.url}/api/v1/tasks/{task}/uploads/{start['upload_id']}/complete", headers=auth)
+            assert done.status_code == 201, done.text
+            api.close()

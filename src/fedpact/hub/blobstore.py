@@ -90,6 +90,13 @@ class BlobStore(ABC):
 
     # -- finished blobs (the backend) -----------------------------------------------------
     @abstractmethod
+    def problem(self) -> str | None:
+        """Why the backend cannot serve now, or None: what the health endpoint reports.
+
+        Cheap and bounded in time, because the load balancer asks every second.
+        """
+
+    @abstractmethod
     def exists(self, sha256: str) -> bool: ...
 
     @abstractmethod

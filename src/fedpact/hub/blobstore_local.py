@@ -41,6 +41,11 @@ class LocalBlobStore(BlobStore):
             raise BlobStoreError(f"a local blob store URL is file:///ABSOLUTE/PATH, not {url!r}")
         return cls(Path(parts.path), uploads_dir)
 
+    def problem(self) -> str | None:
+        if self.blobs_dir.is_dir() and os.access(self.blobs_dir, os.W_OK):
+            return None
+        return f"{self.blobs_dir} is missing or not writable"
+
     def blob_path(self, sha256: str) -> Path:
         return self.blobs_dir / check_sha(sha256)[:2] / sha256
 

@@ -79,6 +79,12 @@ class S3BlobStore(BlobStore):
         self.signer: Any = (
             session.client("s3", endpoint_url=public_endpoint, config=cfg) if public_endpoint else self.s3
         )
+        # Health checks must answer within the load balancer's check interval: no retries.
+        probe_cfg = Config(
+            signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+            connect_timeout=2, read_timeout=2,
+        )
+        self._probe: Any = session.client("s3", endpoint_url=endpoint, config=probe_cfg)
         self._ensure_bucket()
 
     @classmethod
@@ -111,6 +117,13 @@ class S3BlobStore(BlobStore):
             if not _missing(exc):
                 raise
             self.s3.create_bucket(Bucket=self.bucket)
+
+    def problem(self) -> str | None:
+        try:
+            self._probe.head_bucket(Bucket=self.bucket)
+        except Exception as exc:  # noqa: BLE001 - any failure is what health reports
+            return f"bucket {self.bucket!r} unreachable: {type(exc).__name__}: {str(exc)[:200]}"
+        return None
 
     def _key(self, sha256: str) -> str:
         return f"{self.prefix}blobs/{check_sha(sha256)}"

@@ -5,10 +5,11 @@ database, so a connection that breaks mid-chunk leaves exactly what arrived and 
 client resumes from ``GET .../uploads/{id}``. Request bodies are written as they arrive,
 in bounded pieces, never held whole in memory.
 
-When the blob store presigns (S3), uploads of at least ``DIRECT_MIN_BYTES`` are *direct*:
-the hub answers with presigned part URLs, the client PUTs the parts to the object store
-itself, and the hub only assembles and verifies them on completion. Whether an upload is
-direct follows from its size, so every replica agrees without a database column.
+When the blob store presigns (S3), every non-empty upload session is *direct*: the hub
+answers with presigned part URLs, the client PUTs the parts to the object store itself,
+and the hub only assembles and verifies them on completion. Whether an upload is direct
+follows from the store and the size, so every replica agrees without a database column,
+and no session's bytes sit on one replica's disk.
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ from fedpact.hub.tables import Blob, Task, Upload
 router = APIRouter(tags=["blobs"])
 
 WRITE_BUFFER = 1024 * 1024
-#: Uploads this large go straight to a presigning store; smaller ones are not worth a round trip.
-DIRECT_MIN_BYTES = 8 * 1024 * 1024
+#: With a presigning store every non-empty upload session is direct: its state then lives
+#: in the object store and the database only, so each of its requests may reach any
+#: replica. (Small blobs need no session: they go in one request, PUT .../blobs/{sha256}.)
+DIRECT_MIN_BYTES = 1
 #: Part size of direct uploads (S3 needs >= 5 MiB for every part but the last).
 DIRECT_PART_BYTES = 16 * 1024 * 1024
 DIRECT_URL_TTL_S = 3600
@@ -325,6 +328,8 @@ def _complete(state: HubState, target: _Target, user_id: int) -> BlobRef:
     if is_direct(state, target.size):
         return _complete_direct(state, target, user_id)
     store = state.store
+    if target.size == 0:
+        store.start(target.upload_id)  # nothing was sent: the empty partial may be on another replica
     received = store.received(target.upload_id)
     if received != target.size:
         raise HTTPException(

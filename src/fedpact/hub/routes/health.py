@@ -8,7 +8,6 @@ replicas out of rotation would not help, and the relay keeps working without the
 
 from __future__ import annotations
 
-import os
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter
@@ -33,7 +32,7 @@ async def health(state: State) -> Health:
     backends = {
         "database": await run_in_threadpool(_database, state),
         "broker": _broker(state),
-        "blob_store": _blob_store(state),
+        "blob_store": await run_in_threadpool(_blob_store, state),
     }
     down = any(b.status == "down" for b in backends.values())
     return Health(status="degraded" if down else "ok", version=hub_version(), backends=backends)
@@ -60,7 +59,7 @@ def _broker(state: State) -> BackendHealth:
 
 
 def _blob_store(state: State) -> BackendHealth:
-    where = state.config.blobs_dir
-    if where.is_dir() and os.access(where, os.W_OK):
-        return BackendHealth(kind="local", status="ok")
-    return BackendHealth(kind="local", status="down", detail=f"{where} is missing or not writable")
+    problem = state.store.problem()
+    if problem is None:
+        return BackendHealth(kind=state.store.kind, status="ok")
+    return BackendHealth(kind=state.store.kind, status="down", detail=problem)
