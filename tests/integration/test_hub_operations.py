@@ -87,3 +87,46 @@ def test_json_logs_write_one_object_per_line(tmp_path: Path) -> None:
     assert all({"time", "level", "logger", "message", "pid"} <= r.keys() for r in records)
     assert any(r["logger"].startswith("uvicorn") for r in records)
     assert not any("\x1b" in json.dumps(r) or "\\u001b" in json.dumps(r) for r in records)
+
+
+def test_metrics_answer_only_the_metrics_token_when_one_is_set(tmp_path: Path) -> None:
+    with EmbeddedHub(config=fast_config(tmp_path / "hub", metrics_token="scrape-secret-1")) as hub:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-secret-1"}):
+            r = httpx.get(f"{hub.url}/metrics", headers=headers)
+            assert r.status_code == 401
+            assert "metrics token" in r.json()["detail"] and "fedpact_" not in r.text
+        r = httpx.get(f"{hub.url}/metrics", headers={"Authorization": "Bearer scrape-secret-1"})
+        assert r.status_code == 200 and "fedpact_http_requests_total" in r.text
+        # The refused scrapes were counted like any request: refusing changed nothing else.
+        assert httpx.get(f"{hub.url}/api/v1/health").status_code == 200
+
+
+def test_a_logout_on_one_replica_revokes_the_token_on_the_others_at_once(tmp_path: Path) -> None:
+    """The replicas trust cached tokens for an hour here, so only the broker's message can revoke it in time."""
+    with postgres_database() as url:
+        hubs = [
+            HubProcess(config=fast_config(tmp_path / f"r{i}", database_url=url, broker_url=RABBITMQ_URL,
+                                          token_cache_s=3600))
+            for i in (1, 2)
+        ]
+        for h in hubs:
+            h.start()
+        try:
+            for h in hubs:
+                wait_for(lambda h=h: httpx.get(f"{h.url}/api/v1/health").json()["status"] == "ok", 30,  # type: ignore[misc]
+                         "the replica to connect to RabbitMQ")
+            api_a = Api(hubs[0].url)
+            alice = api_a.user("alice")
+            auth = {"Authorization": f"Bearer {alice.token}"}
+            assert httpx.get(f"{hubs[1].url}/api/v1/users/me", headers=auth).status_code == 200  # now cached on B
+            assert httpx.post(f"{hubs[0].url}/api/v1/auth/logout", headers=auth).status_code == 204
+
+            def refused_on_b() -> bool:
+                return httpx.get(f"{hubs[1].url}/api/v1/users/me", headers=auth).status_code == 401
+
+            wait_for(refused_on_b, 20, "replica B to refuse the revoked token")
+            assert httpx.get(f"{hubs[0].url}/api/v1/users/me", headers=auth).status_code == 401
+            api_a.close()
+        finally:
+            for h in hubs:
+                h.stop()

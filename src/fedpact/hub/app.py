@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -41,6 +42,7 @@ from fedpact.hub.routes import (
 from fedpact.hub.routes.health import hub_version
 from fedpact.hub.state import HubState
 from fedpact.hub.throttle import Throttle
+from fedpact.hub.tokens import TokenCache
 from fedpact.hub.workers import LearnUrlMiddleware, WorkerManager
 from fedpact.web import mount as mount_web
 
@@ -71,10 +73,13 @@ def create_app(config: HubConfig) -> FastAPI:
         hash_pool=HashPool(config.hash_slots, config.hash_wait_s),
         throttle=Throttle(config.throttle_window_s),
         gc=gc,
+        tokens=TokenCache(ttl_s=config.token_cache_s),
     )
 
+    notifier.on_revoke = state.tokens.forget
     workers = WorkerManager(config, state.db)
     workers.notify = notifier.notify
+    workers.revoked = notifier.revoked
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -110,8 +115,20 @@ def create_app(config: HubConfig) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        """Prometheus text format; scrape every replica (see docs/deploy.md)."""
+    def metrics(request: Request) -> Response:
+        """Prometheus text format; scrape every replica (see docs/deploy.md).
+
+        Open unless ``metrics_token`` is set: the figures name routes, not users or tasks,
+        but an operator who exposes replicas beyond the scraper can require the token.
+        """
+        wanted = config.metrics_token
+        if wanted:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {wanted}".encode()):
+                return JSONResponse(
+                    {"detail": "/metrics needs the hub's metrics token: Authorization: Bearer <metrics_token>"},
+                    status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                )
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
     mount_web(app)
 

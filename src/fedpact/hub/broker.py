@@ -4,8 +4,10 @@ Every replica binds its own exclusive queue to one fanout exchange. A replica th
 a message wakes its own waiters at once and publishes the task id; every other replica
 consumes it and wakes its waiters for that task. The database stays the record of truth:
 a wake-up only tells a waiting poll to query again, so a lost or duplicated wake-up costs
-latency, never a message. While the broker is unreachable (or before the first connection
-succeeds) :attr:`trusted` is False and waiting polls fall back to re-checking the database
+latency, never a message. The same exchange carries token revocations (a logout), so
+every replica forgets a revoked token at once instead of when its token cache expires.
+While the broker is unreachable (or before the first connection succeeds)
+:attr:`trusted` is False and waiting polls fall back to re-checking the database
 every ``recheck_interval_s``; on every disconnect and reconnect all local waiters are woken
 once, because wake-ups published meanwhile are gone.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 from typing import Any
 
@@ -24,6 +27,8 @@ log = logging.getLogger("fedpact.hub.broker")
 
 EXCHANGE = "fedpact.wakeups"
 RETRY_S = 2.0
+REVOKE = "revoke"
+TOKEN_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class BrokerNotifier(AsyncioNotifier):
@@ -80,8 +85,14 @@ class BrokerNotifier(AsyncioNotifier):
             return
 
     async def _on_message(self, message: Any) -> None:
-        """A wake-up is ``b"<task id>"`` or ``b"<task id> <recipient>"``."""
+        """A wake-up is ``b"<task id>"`` or ``b"<task id> <recipient>"``; ``b"revoke <digest>"`` revokes a token."""
         task, _, recipient = message.body.decode("utf-8", "replace").partition(" ")
+        if task == REVOKE:
+            if TOKEN_DIGEST.fullmatch(recipient):
+                self.on_revoke(recipient)
+            else:
+                log.warning("ignored a token revocation without a token digest: %r", message.body[:80])
+            return
         if not task.isdigit():
             log.warning("ignored a wake-up that does not start with a task id: %r", message.body[:40])
             return
@@ -110,19 +121,31 @@ class BrokerNotifier(AsyncioNotifier):
         except RuntimeError:
             pass  # the loop is shutting down
 
-    def _publish_soon(self, task_id: int, recipient: str | None) -> None:
-        if self.trusted:
-            asyncio.ensure_future(self._publish(task_id, recipient))
+    def revoked(self, digest: str) -> None:
+        """Publish the revocation; a replica that misses it (broker down) drops the token within its cache's TTL."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._send_soon, f"{REVOKE} {digest}")
+        except RuntimeError:
+            pass  # the loop is shutting down
 
-    async def _publish(self, task_id: int, recipient: str | None) -> None:
+    def _publish_soon(self, task_id: int, recipient: str | None) -> None:
+        self._send_soon(f"{task_id} {recipient}" if recipient else str(task_id))
+
+    def _send_soon(self, body: str) -> None:
+        if self.trusted:
+            asyncio.ensure_future(self._publish(body))
+
+    async def _publish(self, body: str) -> None:
         import aio_pika
 
-        body = f"{task_id} {recipient}" if recipient else str(task_id)
         try:
             await self._exchange.publish(aio_pika.Message(body=body.encode()), routing_key="")
             self.published += 1
         except Exception as e:  # noqa: BLE001 - a lost wake-up only delays; the database has the message
-            log.warning("could not publish a wake-up for task %d (%s)", task_id, e)
+            log.warning("could not publish %r to the other replicas (%s)", body.split(" ")[0], e)
 
     async def close(self) -> None:
         self._stopping = True

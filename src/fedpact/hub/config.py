@@ -47,9 +47,14 @@ class HubConfig:
     hosted_lease_s: float = 15.0
     #: Log one JSON object per line (for log shippers) instead of plain text.
     json_logs: bool = False
+    #: When set, ``/metrics`` answers only ``Authorization: Bearer <metrics_token>``.
+    metrics_token: str | None = None
     max_blob_bytes: int = 2 * GIB
     max_inline_bytes: int = 1 * MIB
     token_ttl_s: float = 7 * 24 * 3600.0
+    #: How long a hub process trusts a verified token without asking the database again: the
+    #: longest a revoked token may still pass on a replica that missed the revocation.
+    token_cache_s: float = 5.0
     max_wait_s: float = 60.0
     #: How often a waiting poll re-checks the database while wake-ups cannot be trusted
     #: (the broker is down): then the database check is how messages are found.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 #: Recipient of a broadcast: it wakes every participant's mailbox of the task.
 BROADCAST = "participants"
@@ -57,6 +58,13 @@ class Notifier(ABC):
         """Whether every wake-up reaches this process, so waiters need only a rare safety re-check."""
         return True
 
+    def revoked(self, digest: str) -> None:
+        """Tell the other replicas that the token with this digest no longer holds.
+
+        They drop it from their token caches at once instead of after ``TokenCache.ttl_s``;
+        one process alone has nobody to tell. Safe to call from any thread.
+        """
+
     async def close(self) -> None:
         """Release connections; the in-process notifier holds none."""
 
@@ -70,6 +78,8 @@ class AsyncioNotifier(Notifier):
     """
 
     def __init__(self) -> None:
+        #: Called with a token digest another replica revoked (the hub's token cache forgets it).
+        self.on_revoke: Callable[[str], None] = lambda digest: None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._counts: dict[int, dict[str | None, int]] = {}
         self._events: dict[int, dict[str | None, asyncio.Event]] = {}

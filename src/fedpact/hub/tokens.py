@@ -2,8 +2,10 @@
 
 Every request carries a bearer token, and looking it up was one database round trip per
 request, the largest fixed cost of a poll or a message. Verified tokens are remembered for
-``ttl_s`` seconds. Logging out forgets the token in this process at once; another hub
-process behind the same database may accept a revoked token for at most ``ttl_s`` seconds.
+``ttl_s`` seconds (``token_cache_s`` in the hub's settings). Logging out forgets the token
+in this process at once, and replicas joined by a broker tell each other (hub.broker); a
+replica that misses the message (its broker connection is down) or runs without a broker
+beside another hub process may accept a revoked token for at most ``ttl_s`` seconds.
 """
 
 from __future__ import annotations

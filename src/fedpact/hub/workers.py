@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -156,6 +157,8 @@ class WorkerManager:
         self._closing = False
         #: Wakes the pollers of a task whose status the manager changed (set by the app).
         self.notify: Any = lambda task_id: None
+        #: Tells the other replicas a token was revoked (hub.notify.Notifier.revoked).
+        self.revoked: Callable[[str], None] = lambda digest: None
         #: This replica's name in lease rows: unique per process, readable in the database.
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._leases_started = False
@@ -433,6 +436,8 @@ class WorkerManager:
                 s.commit()
         except Exception:
             log.warning("could not revoke a hosted aggregator's token", exc_info=True)
+            return
+        self.revoked(digest)
 
     # -- hub start and stop ------------------------------------------------------------
     def shutdown(self) -> None:

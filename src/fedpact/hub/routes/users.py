@@ -148,6 +148,7 @@ def logout(user: CurrentUser, state: State) -> Response:
         s.execute(delete(Token).where(Token.id == user.token_id))
         s.commit()
     state.tokens.forget(user.digest)
+    state.notifier.revoked(user.digest)
     return Response(status_code=204)
 
 
