@@ -8,10 +8,15 @@ tests never see each other's rows and leave nothing behind.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -68,3 +73,82 @@ def close_broker_connections(name_part: str) -> int:
             )
             closed += 1
     return closed
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of the test's own, on free ports, that the test may stop and restart.
+
+    The machine's RabbitMQ is shared by every test file running at the same time; restarting
+    it would disturb them. This node runs the same server (Debian's ``rabbitmq-server``)
+    under its own node name, ports and data folder, so a restart is a real broker restart
+    that only this test sees. Its data lives in a folder the ``rabbitmq`` user can write.
+    """
+
+    def __init__(self) -> None:
+        self.node = f"fedpact{uuid.uuid4().hex[:10]}@localhost"
+        self.port, self.dist_port = _free_tcp_ports(2)
+        self.base = Path(tempfile.mkdtemp(prefix="fedpact-rabbitmq-"))
+        self.base.chmod(0o777)
+        (self.base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        (self.base / "enabled_plugins").write_text("[].\n")
+        for f in self.base.iterdir():
+            f.chmod(0o644)
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        self._env = {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_CONF_ENV_FILE": "/dev/null",
+            "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.base / "log"),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    def _ctl(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["rabbitmqctl", "-n", self.node, *args], env=self._env, capture_output=True,
+                              timeout=timeout, cwd=self.base)
+
+    def start(self) -> None:
+        subprocess.run(["rabbitmq-server", "-detached"], env=self._env, check=True, capture_output=True, timeout=60,
+                       cwd=self.base)
+        deadline = time.monotonic() + 90
+        while self._ctl("await_startup", timeout=30).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the private RabbitMQ node {self.node} did not start; see {self.base / 'log'}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        self._ctl("stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _free_tcp_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@contextmanager
+def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
+    node = PrivateRabbitMQ()
+    node.start()
+    try:
+        yield node
+    finally:
+        node.close()
