@@ -127,6 +127,8 @@ class Aggregator:
         self._collector: _Collector | None = None
         self._stats_kind: str | None = None
         self._stats_meta: dict[str, Any] = {}
+        #: Whose inputs the last secure statistics sum holds (secure modes), for the analytics record.
+        self.stats_contributors: list[str] | None = None
         self._raw_eval: Any = None
         self.rejected: dict[str, str] = {}
         self.clipped: dict[str, str] = {}
@@ -438,6 +440,14 @@ class Aggregator:
             request["fills"] = self.fills
         self._stats_kind, self._stats_meta = kind, dict(meta)
         try:
+            if self.rounds.secure_statistics and kind in task_kinds.SUMMABLE:
+                plan = self.rounds.sum_plan(request_id, sorted(self.ready), task_kinds.sum_layout(kind, d, meta))
+                self.broadcast(m.STATS_REQUEST, {**request, "secure": plan.to_dict()}, self._std_tensors())
+                totals = self._secure_sum(plan, f"statistics exchange {kind}")
+                try:
+                    return task_kinds.merge(kind, [totals], d, meta)
+                except ValueError as exc:
+                    raise AggregationFailed(f"statistics exchange {kind}: {exc}") from exc
             # the standardisation goes along: the k-means++ seed is drawn in the space the model sees
             self.broadcast(m.STATS_REQUEST, request, self._std_tensors())
             replies = self.collect(m.STATS, request_id, set(self.ready), d.round_timeout_s)
@@ -455,6 +465,22 @@ class Aggregator:
         except ValueError as exc:
             raise AggregationFailed(f"statistics exchange {kind}: {exc}") from exc
 
+    def _secure_sum(self, plan: Any, what: str) -> dict[str, np.ndarray]:
+        """The totals of a secure statistics sum the request just announced; fails the task below
+        ``min_participants`` inputs or when the protocol cannot unmask."""
+        d = self.definition
+        try:
+            out = self.rounds.secure_sum(plan, time.monotonic() + d.round_timeout_s, what)
+        except RoundFailed as exc:
+            raise AggregationFailed("; ".join([exc.reason, *exc.notes])) from exc
+        if len(out.contributors) < d.min_participants:
+            raise AggregationFailed(f"{what}: the secure sum holds {len(out.contributors)} participants' statistics, "
+                                    f"min_participants is {d.min_participants}")
+        self.stats_contributors = out.contributors
+        self.progress.info(f"{what}: secure sum of {len(out.contributors)} participants' statistics "
+                           f"({', '.join(out.contributors)})")
+        return out.totals
+
     def _analytics(self) -> AggregatorResult:
         """An analytics task: the summaries exchanged, the report stored as the task's result."""
         d = self.definition
@@ -471,7 +497,8 @@ class Aggregator:
                     "converged": True, "standardized": False, "privacy": d.privacy.mode, "analytics": report}
         blob = self.client.upload_blob(self.task_id, encode_weights({}, {"fedpact": json.dumps(metadata)}))
         total = max((float(c.get("count", 0)) + float(c.get("missing", 0)) for c in report.values()), default=0.0)
-        model = self.client.register_model(self.task_id, blob=blob, metadata=metadata, contributors=sorted(self.ready),
+        contributors = self.stats_contributors if self.stats_contributors is not None else sorted(self.ready)
+        model = self.client.register_model(self.task_id, blob=blob, metadata=metadata, contributors=contributors,
                                            rounds=0, metrics={"num_samples": total})
         self.client.set_status(self.task_id, "COMPLETE", f"analytics report of {len(report)} column(s) stored")
         self.broadcast(m.FINISHED, {"model_id": model["id"], "sha256": model["sha256"], "metrics": {}})
@@ -508,6 +535,12 @@ class Aggregator:
         request: dict[str, Any] = {"request_id": request_id}
         if self.fills:
             request["fills"] = self.fills
+        if self.rounds.secure_statistics:
+            plan = self.rounds.sum_plan(request_id, sorted(expected),
+                                        task_kinds.sum_layout(task_kinds.MOMENTS, self.definition, {}))
+            self.broadcast(m.STATS_REQUEST, {**request, "secure": plan.to_dict()})
+            self._set_moments([self._secure_sum(plan, "federated standardisation")])
+            return
         self.broadcast(m.STATS_REQUEST, request)
         replies = self.collect(m.STATS, request_id, expected, self.definition.round_timeout_s)
         moments = [t for meta, t in replies.values() if not meta.get("unsupported") and t]
@@ -516,10 +549,17 @@ class Aggregator:
                 f"federated standardisation needs {self.definition.min_participants} participants' feature sums, "
                 f"got {len(moments)} within {self.definition.round_timeout_s:.0f} s"
             )
-        mean, std = combine_moments(moments)
+        self._set_moments(moments)
+
+    def _set_moments(self, moments: list[Mapping[str, np.ndarray]]) -> None:
+        try:
+            mean, std = combine_moments(moments)
+            target = combine_target_moments(moments) if self.definition.data.task == "regression" else None
+        except ValueError as exc:
+            raise AggregationFailed(f"federated standardisation: {exc}") from exc
         self.std = (mean.astype(np.float32), std.astype(np.float32))
-        if self.definition.data.task == "regression":
-            self.target_scale = combine_target_moments(moments)
+        if target is not None:
+            self.target_scale = target
 
     def _select(self, r: int) -> list[str]:
         return select_participants(self.definition, self.rounds.eligible(sorted(self.ready)), r)
