@@ -453,7 +453,8 @@ class Aggregator:
             replies = self.collect(m.STATS, request_id, set(self.ready), d.round_timeout_s)
         finally:
             self._stats_kind, self._stats_meta = None, {}
-        usable = [r["statistics"] for r, _ in replies.values() if "statistics" in r]
+        # by participant name, not arrival: the pooled k-means++ sample (and so the start) is reproducible
+        usable = [replies[n][0]["statistics"] for n in sorted(replies) if "statistics" in replies[n][0]]
         for name, (r, _) in sorted(replies.items()):
             if r.get("unsupported"):
                 self.progress.warning(f"{name} could not answer {kind}: {r.get('error') or 'unsupported'}")

@@ -172,6 +172,13 @@ class SecureRound(PrivacyRound):
                                                        denominator=len(plan.selected))
         except PrivacyModeError as exc:
             raise RoundFailed(f"round {r}: the unmasked sum is unusable: {exc}") from exc
+        notes = dropped + self._notes
+        clipped = int(agg_metrics.pop("clipped_inputs", 0))
+        if clipped:
+            note = (f"{clipped} of {len(names)} inputs exceeded privacy.clip ({secure_plan.clip:g}) in some coordinate "
+                    "and were clipped, which biases the mean: raise privacy.clip")
+            self.host.progress.warning(f"round {r}: {note}")
+            notes.append(note)
         # The mean update goes through the strategy's server step, as in every plaintext-mean mode.
         self.host.global_weights = self.host.algorithm.step_from_mean(self.host.global_weights, new)
         samples = total if secure_plan.weighted else sum(
@@ -181,8 +188,9 @@ class SecureRound(PrivacyRound):
             train={k: v for k, v in agg_metrics.items() if k.startswith("train_")},
             val={k: v for k, v in agg_metrics.items() if k.startswith("val_")},
             num_samples=samples,
-            notes=dropped + self._notes,
-            metrics={"quantization_error_bound": secure_plan.error_bound(total)},
+            notes=notes,
+            metrics={"quantization_error_bound": secure_plan.error_bound(total)}
+            | ({"clipped_inputs": clipped} if secure_plan.with_metrics else {}),
         )
 
     # -- statistics: exact secure sums of counts and sums (docs/privacy.md) -------------------
