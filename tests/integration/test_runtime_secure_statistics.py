@@ -115,7 +115,7 @@ def test_secure_analytics_equals_open_after_a_dropout_and_the_aggregator_sees_on
     kinds = {kind for kind, _ in Spy.received}
     assert m.STATS not in kinds and kinds <= {m.HELLO, m.SECAGG}, kinds
     vectors = []
-    for kind, data in Spy.received:
+    for _, data in Spy.received:
         meta, tensors = m.unpack(data)
         assert set(tensors) <= {"y"}, sorted(tensors)
         assert "min" not in meta and "max" not in meta and "sum" not in meta
@@ -203,3 +203,42 @@ def test_kmeans_under_secure_without_a_seed_sample_sends_no_plaintext_statistics
     assert all(r["reason"] == "" for r in rounds if r not in clipped)
     kinds = {kind for kind, _ in Spy.received}
     assert kinds <= {m.HELLO, m.SECAGG}, kinds
+
+
+def test_imputation_and_standardisation_under_secure_are_secure_sums(hub, make_user) -> None:
+    import sys
+
+    from fedpact.algorithms.standardize import combine_moments, local_moments
+    from fedpact.data import federated_fill_values
+    from support import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "examples"))
+    import heart_disease
+
+    raw = list(heart_disease.load_sites(heart_disease.DEFAULT_DATA).values())
+    definition = {**heart_disease.DEFINITION, "rounds": 2, "min_participants": 3, "admission": "open",
+                  "round_timeout_s": 20, "privacy": {"mode": "secure"}}
+    Spy.received = []
+    alice, run = _federate(make_user, "heart-secure", definition, raw, aggregator_cls=Spy)
+    assert not run.errors, run.errors
+    assert alice.get_task("heart-secure")["status"] == "COMPLETE"
+    # the median pass, the summaries and the moments were secure sums: no statistics in plaintext
+    kinds = {kind for kind, _ in Spy.received}
+    assert kinds <= {m.HELLO, m.SECAGG}, kinds
+    state = alice.get_checkpoint("heart-secure")["state"]
+    d = parse_definition(definition)
+    open_fills = federated_fill_values(raw, parse_definition({**definition, "privacy": {"mode": "open"}}).data)
+    assert set(state["fills"]) == set(open_fills)
+    for column, value in open_fills.items():
+        # the open run's edges span the sites' range, the secure run's the mean +- 6 deviations, each in
+        # 512 bins: both medians lie within a bin of the pooled median
+        pooled = np.concatenate([np.asarray(s.x)[:, s.feature_names.index(column)] for s in raw]).astype(float)
+        present = pooled[~np.isnan(pooled)]
+        width = max(np.ptp(present), 12 * present.std()) / 512
+        assert abs(state["fills"][column] - np.median(present)) <= width + 1e-9, column
+        assert abs(state["fills"][column] - value) <= 2 * width + 1e-9, column
+    # the standardisation is that of the pooled, imputed training rows
+    trains = [task_kinds.prepare(s.split(d.evaluation.holdout, seed=d.seed)[0], d.data, state["fills"]) for s in raw]
+    mean, std = combine_moments([local_moments(t.x) for t in trains])
+    assert state["standardization"]["mean"] == pytest.approx(mean.astype(np.float32).tolist(), rel=1e-6, abs=1e-6)
+    assert state["standardization"]["std"] == pytest.approx(std.astype(np.float32).tolist(), rel=1e-6)

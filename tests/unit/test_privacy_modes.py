@@ -98,7 +98,7 @@ def test_the_secure_sum_counts_the_inputs_that_were_clipped() -> None:
     plan = modes.make_secure_plan(d, task="t", round_id="r", selected=names, announced=dict.fromkeys(names, 10),
                                   model_values=15)
     total = np.zeros(plan.vector_length, dtype=np.uint32)
-    for u, move in zip(names, (0.1, 0.7, -2.0)):  # b and c leave [-0.5, 0.5] in one coordinate
+    for move in (0.1, 0.7, -2.0):  # b and c leave [-0.5, 0.5] in one coordinate
         trained = {k: v.copy() for k, v in g.items()}
         trained["b"][0] += np.float32(move)
         vec, _ = modes.encode_contribution(plan, g, trained, 10)

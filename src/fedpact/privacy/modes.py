@@ -215,7 +215,8 @@ def encode_contribution(plan: SecurePlan, global_weights: Mapping[str, np.ndarra
     """The ring vector a participant feeds into secure aggregation, and the weight it used.
 
     secure: ``[q(w * delta), q(w * metrics), clipped, w]`` with w its sample count (at most the
-    plan's max_weight) and ``clipped`` 1 when a coordinate of the delta exceeds the plan's clip. secure+dp: the delta is clipped to L2 norm clip_norm and this participant's
+    plan's max_weight) and ``clipped`` 1 when a coordinate of the delta exceeds the plan's clip.
+    secure+dp: the delta is clipped to L2 norm clip_norm and this participant's
     Gaussian noise share is added before quantisation; weight 1, no metrics.
     """
     from fedpact.privacy import dp

@@ -304,7 +304,7 @@ class Aggregator:
             width = int(np.prod(d.data.sample_shape))
             cap = int(d.model.params.get("seed_sample", task_kinds.DEFAULT_SEED_SAMPLE))
             return checks.statistics_reply(tensors, {"points": (-1, width)}, max_rows=cap)
-        if kind in (task_kinds.IMPUTE_RANGE, task_kinds.IMPUTE_SUMMARY):
+        if kind in task_kinds.IMPUTE_REQUESTS:
             n = len(task_kinds.impute_columns(d))
         else:
             n = int(d.data.n_features or 0)
@@ -378,7 +378,7 @@ class Aggregator:
             plan = task_kinds.statistics_plan(d) if self.start_round == 1 else []
             meta: dict[str, Any] = {}
             for kind in plan:
-                if kind in (task_kinds.IMPUTE_RANGE, task_kinds.IMPUTE_SUMMARY) and self.fills is None:
+                if kind in task_kinds.IMPUTE_REQUESTS and self.fills is None:
                     meta |= self._statistics(kind, meta)
             if "fills" in meta:
                 self._set_fills(meta["fills"])
@@ -488,9 +488,7 @@ class Aggregator:
         meta: dict[str, Any] = {}
         plan = task_kinds.statistics_plan(d)
         if task_kinds.ANALYTICS_RANGE not in plan:  # every column has declared edges
-            n = int(d.data.n_features or 0)
-            meta = task_kinds.merge(task_kinds.ANALYTICS_RANGE, [{"min": np.full(n, np.inf), "max": np.full(n, -np.inf)}],
-                                    d, {})
+            meta = task_kinds.declared_edges(d)
         for kind in plan:
             meta |= self._statistics(kind, meta)
         report = _jsonable(meta["report"])

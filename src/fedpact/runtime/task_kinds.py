@@ -59,6 +59,8 @@ IMPUTE_RANGE, IMPUTE_SUMMARY = "impute_range", "impute_summary"
 #: Under the secure modes, median imputation's first pass: a secure sum of counts and moments.
 IMPUTE_MOMENTS = "impute_moments"
 KMEANS_SEED = "kmeans_seed"
+#: The imputation exchange's requests (whichever the privacy mode uses).
+IMPUTE_REQUESTS = frozenset({IMPUTE_RANGE, IMPUTE_MOMENTS, IMPUTE_SUMMARY})
 #: Deviations either side of the mean that secure median imputation's histogram spans.
 IMPUTE_SPREAD = 6.0
 ANALYTICS_RANGE, ANALYTICS_SUMMARY = "analytics_range", "analytics_summary"
@@ -297,6 +299,12 @@ def _column_names(definition: TaskDefinition, n: int) -> list[str]:
     return list(f) if isinstance(f, list) and len(f) == n else [f"feature_{i}" for i in range(n)]
 
 
+def declared_edges(definition: TaskDefinition) -> dict[str, Any]:
+    """The ``edges`` of an analytics task whose every column declares them (no range pass)."""
+    n = int(definition.data.n_features or 0)
+    return merge(ANALYTICS_RANGE, [{"min": np.full(n, np.inf), "max": np.full(n, -np.inf)}], definition, {})
+
+
 def analytics_report(datasets: Sequence[Dataset], definition: TaskDefinition) -> dict[str, dict[str, object]]:
     """Both analytics passes over several sites' data in one process (simulations, a local dry run)."""
     plan = statistics_plan(definition)
@@ -304,9 +312,8 @@ def analytics_report(datasets: Sequence[Dataset], definition: TaskDefinition) ->
         raise ValueError("analytics_report needs an analytics task and at least one dataset")
     if ANALYTICS_RANGE in plan:
         meta = merge(ANALYTICS_RANGE, [answer(ANALYTICS_RANGE, d, definition, {}) for d in datasets], definition, {})
-    else:  # every column has declared edges: no range pass
-        n = int(np.prod(datasets[0].sample_shape))
-        meta = merge(ANALYTICS_RANGE, [{"min": np.full(n, np.inf), "max": np.full(n, -np.inf)}], definition, {})
+    else:
+        meta = declared_edges(definition)
     replies = [answer(ANALYTICS_SUMMARY, d, definition, meta) for d in datasets]
     report: dict[str, dict[str, object]] = merge(ANALYTICS_SUMMARY, replies, definition, meta)["report"]
     return report
@@ -317,6 +324,7 @@ __all__ = [
     "ANALYTICS_SUMMARY",
     "IMPUTE_MOMENTS",
     "IMPUTE_RANGE",
+    "IMPUTE_REQUESTS",
     "IMPUTE_SUMMARY",
     "MOMENTS",
     "SUMMABLE",
@@ -326,6 +334,7 @@ __all__ = [
     "answer",
     "better_is_higher",
     "combine_reports",
+    "declared_edges",
     "evaluation_report",
     "impute_columns",
     "merge",
