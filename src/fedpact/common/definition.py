@@ -614,9 +614,9 @@ class TaskDefinition(_Strict):
                 undeclared = [c for c in names if c not in declared]
                 if not names or undeclared:
                     raise ValueError(
-                        f"analytics under privacy mode {self.privacy.mode!r} needs declared analytics.edges for every "
-                        f"column (features as a list of names): agreeing edges from the data would reveal each "
-                        f"site's minimum and maximum; no edges for: {', '.join(undeclared) or 'any column'}")
+                        f"analytics under privacy mode {self.privacy.mode!r} needs analytics.edges for every column; "
+                        f"none for: {', '.join(undeclared) or 'any column (name the features)'} (agreeing edges from "
+                        "the data would reveal each site's minimum and maximum)")
             return
         refusal = TASK_KIND_CATALOG[task].refusal(self.privacy.mode)
         if refusal:

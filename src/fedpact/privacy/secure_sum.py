@@ -88,12 +88,18 @@ def _width(shape: Sequence[int], kind: Entry) -> int:
     return math.prod(shape) * (LIMBS if kind == "real" else 1)
 
 
+def sum_round_id(request_id: str) -> str:
+    """The SecAgg round id of a statistics request: its own namespace, so the masks of a
+    secure sum and of a training round never derive from the same id."""
+    return f"stats.{request_id}"
+
+
 def make_sum_plan(*, task: str, request_id: str, participants: Sequence[str], threshold: int, layout: SumLayout,
                   sparse: bool = False, degree: int | None = None) -> SumPlan:
     """The plan of one secure statistics sum among ``participants``."""
     entries = tuple((name, tuple(int(s) for s in shape), _entry(kind)) for name, shape, kind in layout)
     length = sum(_width(shape, kind) for _, shape, kind in entries)
-    params = SecAggParams(task=task, round_id=request_id, participants=tuple(participants), threshold=threshold,
+    params = SecAggParams(task=task, round_id=sum_round_id(request_id), participants=tuple(participants), threshold=threshold,
                           vector_length=max(1, length), bits=SUM_BITS, sparse=sparse, degree=degree)
     return SumPlan(params, entries)
 
@@ -160,4 +166,4 @@ def decode_sums(plan: SumPlan, ring_sum: np.ndarray) -> dict[str, np.ndarray]:
 
 
 __all__ = ["FRACTION_BITS", "LIMBS", "LIMB_BITS", "SUM_BITS", "SecureSumError", "SumLayout", "SumPlan",
-           "decode_sums", "encode_sums", "make_sum_plan"]
+           "decode_sums", "encode_sums", "make_sum_plan", "sum_round_id"]

@@ -165,18 +165,18 @@ class SecureParticipantRound(ParticipantRound):
         Only the tensors the plan lays out are encoded (never a local minimum or maximum).
         """
         from fedpact.privacy.secagg import SecAggClient
-        from fedpact.privacy.secure_sum import SumPlan, encode_sums
+        from fedpact.privacy.secure_sum import SumPlan, encode_sums, sum_round_id
 
         plan = SumPlan.from_dict(meta["secure"])
-        request_id = str(meta.get("request_id"))
-        if plan.secagg.round_id != request_id:
+        round_id = sum_round_id(str(meta.get("request_id")))
+        if plan.secagg.round_id != round_id:
             raise PrivacyRuntimeError("the secure-sum plan names another request")
-        if request_id in self._secure:
+        if round_id in self._secure:
             return  # a repeated delivery of the request
         names = {name for name, _, _ in plan.layout}
         vector = encode_sums(plan, {k: v for k, v in reply.items() if k in names})
         client = SecAggClient(plan.secagg, self.me)
-        self._secure = {request_id: {"client": client, "plan": plan, "vector": vector, "round": 0, "deferred": None}}
+        self._secure = {round_id: {"client": client, "plan": plan, "vector": vector, "round": 0, "deferred": None}}
         self.transport.send(m.SECAGG, m.pack(client.advertise_keys()), 0)
 
     def _keys_shared(self, round_id: str) -> bool:
