@@ -21,7 +21,7 @@ import fedpact
 from fedpact.common.definition import parse_definition
 from fedpact.data import Dataset
 from fedpact.privacy import secagg
-from fedpact.runtime import Progress, task_kinds
+from fedpact.runtime import Events, task_kinds
 from fedpact.runtime import messages as m
 from fedpact.runtime.aggregator import Aggregator
 from fedpact.runtime.kind_participant import TaskParticipant
@@ -69,8 +69,9 @@ def _federate(make_user, name: str, definition: dict[str, Any], parts: list[Data
     run = Runner()
     for (n, user), data in zip(users.items(), parts):
         start_participant(run, user, name, TaskParticipant(data), n)
-    run.start("aggregator", lambda: aggregator_cls(alice, name, progress=Progress(quiet=True), poll_wait=0.5,
-                                                   **kw).run())
+    events = Events()
+    run.results["events"] = events
+    run.start("aggregator", lambda: aggregator_cls(alice, name, progress=events, poll_wait=0.5, **kw).run())
     run.threads["aggregator"].join(120)
     assert not run.threads["aggregator"].is_alive()
     return alice, run
@@ -165,6 +166,9 @@ def test_kmeans_under_secure_equals_the_open_run_and_only_the_seed_sample_travel
     alice, run = _federate(make_user, "km-secure", _kmeans("secure"), parts, aggregator_cls=Spy)
     assert not run.errors, run.errors
     assert all(r["metrics"]["clipped_inputs"] == 0 for r in alice.list_rounds("km-secure"))
+    warnings = [e["text"] for e in run.results["events"].events if e["event"] == "warning"]
+    assert any("k-means++ seed sample (up to 10 rows per participant) reaches the aggregator in plaintext" in w
+               for w in warnings), warnings
     secure_received = list(Spy.received)
     other, plain = _federate(make_user, "km-open", _kmeans("open"), parts, suffix="2")
     assert not plain.errors, plain.errors

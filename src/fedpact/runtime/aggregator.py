@@ -387,6 +387,12 @@ class Aggregator:
             if task_kinds.KMEANS_SEED in plan:
                 # k-means++ from the participants' (imputed, standardised) seed samples
                 assert self.model is not None
+                if d.privacy.secure:
+                    self.progress.warning(
+                        f"privacy mode {d.privacy.mode!r}: the k-means++ seed sample (up to "
+                        f"{d.model.params.get('seed_sample', task_kinds.DEFAULT_SEED_SAMPLE) if d.model else 0} rows "
+                        "per participant) reaches the aggregator in plaintext, the one exchange secure aggregation "
+                        "does not cover; seed_sample: 0 avoids it")
                 meta |= self._statistics(task_kinds.KMEANS_SEED, meta)
                 self.model.set_centroids(meta["centroids"])  # type: ignore[attr-defined]
                 self.global_weights = self.model.get_weights()
