@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from fedpact.runtime.progress import Progress
 from fedpact.runtime.rounds import PrivacyRound, RoundFailed, RoundPlan, round_for
 from fedpact.runtime.rounds.base import pooled_val
 from fedpact.runtime.selection import select_participants
+
+if TYPE_CHECKING:
+    from fedpact.privacy.secure_sum import SumPlan
 
 
 @dataclass
@@ -472,7 +475,7 @@ class Aggregator:
         except ValueError as exc:
             raise AggregationFailed(f"statistics exchange {kind}: {exc}") from exc
 
-    def _secure_sum(self, plan: Any, what: str) -> dict[str, np.ndarray]:
+    def _secure_sum(self, plan: SumPlan, what: str) -> dict[str, np.ndarray]:
         """The totals of a secure statistics sum the request just announced; fails the task below
         ``min_participants`` inputs or when the protocol cannot unmask."""
         d = self.definition
