@@ -230,7 +230,9 @@ class Client:
         """The per-column report of an analytics task, as its aggregator stored it on the hub.
 
         Count, missing, mean, variance, std, min, max, the histogram and the quantiles of each
-        column (figures of an empty column are None).
+        column (figures of an empty column are None). Under ``secure`` min and max are the
+        bounds of the outermost non-empty bins (None beyond the declared edges) and
+        ``range_from`` is ``"histogram"`` instead of ``"data"``.
         """
         for model in reversed(self.hub.list_models(task)):
             report = (model.get("metadata") or {}).get("analytics")

@@ -213,12 +213,18 @@ def test_a_hostile_statistics_reply_drops_that_site_and_the_exchange_goes_on(hub
     assert any("site2" in t and "statistics reply" in t for t in ignored), ignored
 
 
-def test_secure_analytics_is_refused_precisely_and_creates_nothing(make_user) -> None:
+def test_analytics_in_an_unsupported_mode_or_secure_without_edges_is_refused_precisely(make_user) -> None:
     alice = make_user("alice")
+    with pytest.raises(HubError) as refused:
+        alice.create_task("stats-he", {**ANALYTICS, "privacy": {"mode": "encrypted"}})
+    assert refused.value.status == 422
+    assert "data.task 'analytics' cannot run under privacy mode 'encrypted'" in str(refused.value)
+    # secure works (tests/integration/test_runtime_secure_statistics.py), with every column's edges declared
     with pytest.raises(HubError) as refused:
         alice.create_task("stats-secure", {**ANALYTICS, "privacy": {"mode": "secure"}})
     assert refused.value.status == 422
-    assert "analytics runs in privacy mode 'open' only" in str(refused.value)
+    assert "needs analytics.edges for every column; none for: sepal_length, sepal_width, petal_length" in str(
+        refused.value)
     assert alice.list_tasks() == []
 
 

@@ -9,6 +9,7 @@ from fedpact.algorithms.analytics import (
     agree_edges,
     column_medians,
     finalize,
+    histogram_range,
     local_range,
     local_summary,
     merge_ranges,
@@ -70,7 +71,22 @@ def test_declared_edges_skip_the_range_pass_and_keep_outliers() -> None:
     assert isinstance(hist, dict)
     assert hist["below"] == 0 and hist["above"] == int((col > 2).sum())
     assert sum(hist["counts"]) + hist["above"] == col.size
-    assert report["b"]["min"] == 0.0 and report["b"]["max"] == 2.0  # outermost non-empty bins under secure
+    # without the sites' ranges (secure): the outermost non-empty bins, unbounded where values overflow
+    assert report["b"]["min"] == 0.0 and report["b"]["max"] == float("inf")
+    assert report["b"]["range_from"] == "histogram"
+    c = pooled[:, 2][~np.isnan(pooled[:, 2])]
+    assert report["c"]["min"] == 0.0 and report["c"]["max"] == 3.0 and c.max() == 3.0  # 3 sits in the last bin
+    a = pooled[:, 0][~np.isnan(pooled[:, 0])]
+    assert report["a"]["min"] == (float("-inf") if (a < 40).any() else 40.0)
+
+
+def test_histogram_range_bounds_the_true_extremes() -> None:
+    e = np.array([0.0, 1.0, 2.0, 3.0])
+    assert histogram_range(np.array([0, 0, 4, 1, 0]), e) == (1.0, 3.0)
+    assert histogram_range(np.array([2, 0, 4, 0, 0]), e) == (float("-inf"), 2.0)
+    assert histogram_range(np.array([0, 1, 0, 0, 5]), e) == (0.0, float("inf"))
+    lo, hi = histogram_range(np.zeros(5), e)
+    assert np.isnan(lo) and np.isnan(hi)
 
 
 def test_median_from_merged_histograms_is_within_one_bin() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -90,9 +91,31 @@ def test_analytics_needs_no_model_and_refuses_one() -> None:
         parse_definition(_with_data(None, task="analytics", features=["a"]) | {"analytics": {"edges": {"a": [1, 1]}}})
     with pytest.raises(ValidationError, match="belong to data.task: analytics"):
         parse_definition(_with_data({"name": "mlp"}, classes=[0, 1]) | {"analytics": {}})
-    for mode in ("encrypted", "secure"):
-        with pytest.raises(ValidationError, match="'open' only, not '" + mode):
-            parse_definition(_with_data(None, task="analytics") | {"privacy": {"mode": mode}, "min_participants": 2})
+
+
+
+def test_analytics_privacy_modes_come_from_the_task_kind_catalog() -> None:
+    from fedpact.common.algorithms import PRIVACY_MODES, TASK_KIND_CATALOG
+    from fedpact.common.definition import TASK_KINDS
+
+    assert tuple(TASK_KIND_CATALOG) == TASK_KINDS
+    declared = {"analytics": {"edges": {"a": [0, 1, 2], "b": [0, 5]}}}
+    secure = parse_definition(_with_data(None, task="analytics", features=["a", "b"]) | declared | {
+        "privacy": {"mode": "secure"}, "min_participants": 2})
+    assert secure.privacy.mode == "secure"
+    for mode in sorted(set(PRIVACY_MODES) - set(TASK_KIND_CATALOG["analytics"].privacy_modes)):
+        why = TASK_KIND_CATALOG["analytics"].refusal(mode)
+        assert why is not None and "use 'secure'" in why
+        privacy = {"mode": mode} | ({"clip_norm": 1.0, "noise_multiplier": 1.0} if "dp" in mode else {})
+        with pytest.raises(ValidationError, match=re.escape(f"data.task 'analytics' cannot run under privacy mode '{mode}'")):
+            parse_definition(_with_data(None, task="analytics", features=["a", "b"]) | declared | {
+                "privacy": privacy, "min_participants": 2})
+    # under secure the edge-agreement pass (each site's min and max) is skipped: every column declares edges
+    with pytest.raises(ValidationError, match="needs analytics.edges for every column; none for: b "):
+        parse_definition(_with_data(None, task="analytics", features=["a", "b"]) | {
+            "analytics": {"edges": {"a": [0, 1]}}, "privacy": {"mode": "secure"}, "min_participants": 2})
+    with pytest.raises(ValidationError, match="none for: any column"):
+        parse_definition(_with_data(None, task="analytics") | {"privacy": {"mode": "secure"}, "min_participants": 2})
 
 
 def test_preparation_fields() -> None:

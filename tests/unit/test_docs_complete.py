@@ -87,11 +87,23 @@ def test_every_builtin_model_and_its_parameters_are_documented(name: str) -> Non
 
 
 @pytest.mark.parametrize("kind", TASK_KINDS)
-def test_every_task_kind_and_its_metrics_are_documented(kind: str) -> None:
+def test_every_task_kind_its_metrics_and_privacy_modes_are_documented(kind: str) -> None:
+    from fedpact.common.algorithms import PRIVACY_MODES, TASK_KIND_CATALOG
+
     row = next(line for line in ALGORITHMS.splitlines() if line.startswith(f"| `{kind}`"))
     for metric in TASK_METRICS[kind]:
         assert f"`{metric}`" in row
     assert f"`{kind}`" in TASK_DEFINITION
+    modes = row.rstrip(" |").rsplit("|", 1)[1].strip()  # the table's last column
+    declared = TASK_KIND_CATALOG[kind].privacy_modes
+    if set(declared) == set(PRIVACY_MODES):
+        assert modes.startswith("all"), (kind, modes)
+    else:
+        assert modes == ", ".join(f"`{m}`" for m in declared), (kind, modes)
+        # each refused mode's reason is in the catalogue and the docs name the refusal
+        for mode in set(PRIVACY_MODES) - set(declared):
+            assert TASK_KIND_CATALOG[kind].refusal(mode)
+            assert f"`{mode}`" in ALGORITHMS[ALGORITHMS.index("## Federated analytics"):]
 
 
 def test_registries_agree_with_the_definition() -> None:

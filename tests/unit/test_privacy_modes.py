@@ -28,7 +28,8 @@ def test_secure_contributions_sum_to_weighted_fedavg_and_metrics() -> None:
     names, counts = ["a", "b", "c"], {"a": 100, "b": 300, "c": 50}
     plan = modes.make_secure_plan(d, task="t", round_id="r", selected=names, announced=counts, model_values=15)
     plan = modes.SecurePlan.from_dict(plan.to_dict())
-    assert plan.secagg.threshold == 2 and plan.vector_length == 15 + len(modes.METRIC_NAMES) + 1
+    # the model's values, the metrics, the count of clipped inputs and the weight
+    assert plan.secagg.threshold == 2 and plan.vector_length == 15 + len(modes.METRIC_NAMES) + 2
     trained = {u: {k: v + rng.normal(0, 0.1, v.shape).astype(np.float32) for k, v in g.items()} for u in names}
     total = np.zeros(plan.vector_length, dtype=np.uint32)
     for i, u in enumerate(names):
@@ -37,7 +38,7 @@ def test_secure_contributions_sum_to_weighted_fedavg_and_metrics() -> None:
         assert w == counts[u]
         total += vec
     new, metrics, tw = modes.decode_aggregate(plan, g, total)
-    assert tw == 450
+    assert tw == 450 and metrics["clipped_inputs"] == 0
     for k in g:
         expected = g[k] + sum(counts[u] * (trained[u][k] - g[k]) for u in names) / 450
         np.testing.assert_allclose(new[k], expected, atol=plan.error_bound(tw) + 1e-6)
@@ -87,3 +88,20 @@ def test_dp_noise_and_budget_follow_the_library() -> None:
     d2 = definition({"mode": "dp", "clip_norm": 1.0, "noise_multiplier": 1.0, "epsilon_budget": 3.0})
     assert modes.budget_rounds(d2, 1.0) == dp.rounds_within_budget(1.0, 1.0, 1e-5, 3.0)
     assert modes.budget_rounds(definition({"mode": "dp", "clip_norm": 1.0, "noise_multiplier": 1.0}), 1.0) is None
+
+
+def test_the_secure_sum_counts_the_inputs_that_were_clipped() -> None:
+    rng = np.random.default_rng(5)
+    d = definition({"mode": "secure", "clip": 0.5})
+    g = weights(rng)
+    names = ["a", "b", "c"]
+    plan = modes.make_secure_plan(d, task="t", round_id="r", selected=names, announced=dict.fromkeys(names, 10),
+                                  model_values=15)
+    total = np.zeros(plan.vector_length, dtype=np.uint32)
+    for move in (0.1, 0.7, -2.0):  # b and c leave [-0.5, 0.5] in one coordinate
+        trained = {k: v.copy() for k, v in g.items()}
+        trained["b"][0] += np.float32(move)
+        vec, _ = modes.encode_contribution(plan, g, trained, 10)
+        total += vec
+    _, metrics, _ = modes.decode_aggregate(plan, g, total)
+    assert metrics["clipped_inputs"] == 2

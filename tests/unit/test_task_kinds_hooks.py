@@ -105,3 +105,54 @@ def test_targets_and_directions() -> None:
     assert tk.better_is_higher("r2") and tk.better_is_higher("silhouette") and not tk.better_is_higher("mse")
     with pytest.raises(ValueError, match="unknown statistics request"):
         tk.answer("nonsense", ds, d, {})
+
+
+def _secure_exchange(definition_raw: dict, sites: list[Dataset]) -> dict:
+    """The statistics plan under secure: each summable request's replies, laid out and summed."""
+    from fedpact.privacy.secure_sum import decode_sums, encode_sums, make_sum_plan
+
+    d = parse_definition(definition_raw)
+    meta: dict = tk.declared_edges(d) if d.data.task == "analytics" else {}
+    for kind in tk.statistics_plan(d):
+        assert kind in tk.SUMMABLE, kind  # nothing goes in plaintext
+        layout = tk.sum_layout(kind, d, meta)
+        plan = make_sum_plan(task="t", request_id=kind, participants=[f"s{i}" for i in range(len(sites))],
+                             threshold=2, layout=layout)
+        names = {name for name, _, _ in layout}
+        replies = [tk.answer(kind, s, d, meta) for s in sites]
+        assert {"min", "max"} & names == set()
+        ring = np.sum([encode_sums(plan, {k: v for k, v in r.items() if k in names}) for r in replies], axis=0,
+                      dtype=np.uint64)
+        meta = meta | tk.merge(kind, [decode_sums(plan, ring)], d, meta)
+    return meta
+
+
+def test_under_secure_median_imputation_agrees_its_edges_from_sums_not_ranges() -> None:
+    raw = {**IMPUTE_DEF, "data": {**IMPUTE_DEF["data"], "impute": "median"},
+           "privacy": {"mode": "secure"}, "min_participants": 2}
+    sites = _impute_sites()
+    assert tk.statistics_plan(parse_definition(raw)) == [tk.IMPUTE_MOMENTS, tk.IMPUTE_SUMMARY]
+    meta = _secure_exchange(raw, sites)
+    pooled = np.concatenate([s.x[:, 0] for s in sites])
+    present = pooled[~np.isnan(pooled)]
+    (edges,) = meta["edges"]
+    assert edges[0] == pytest.approx(present.mean() - 6 * present.std())
+    assert abs(meta["fills"]["a"] - np.median(present)) <= (edges[-1] - edges[0]) / 512
+
+
+def test_the_secure_layouts_hold_what_the_merge_needs() -> None:
+    reg = parse_definition({"model": {"name": "linear_regression"}, "data": {"task": "regression", "features": 3}})
+    assert [(n, s) for n, s, _ in tk.sum_layout(tk.MOMENTS, reg, {})] == [
+        ("count", (3,), ), ("sum", (3,)), ("sumsq", (3,)), ("y_count", (1,)), ("y_sum", (1,)), ("y_sumsq", (1,))]
+    rng = np.random.default_rng(3)
+    sites = [Dataset.unlabelled(rng.normal(i, 1.0, (n, 2)), ["u", "v"]) for i, n in enumerate((40, 80, 25))]
+    raw = {"data": {"task": "analytics", "features": ["u", "v"]}, "privacy": {"mode": "secure"},
+           "min_participants": 2, "analytics": {"edges": {"u": [-5, 0, 5], "v": [-5, -1, 0, 1, 5]}}}
+    secure = _secure_exchange(raw, sites)["report"]
+    plain = tk.analytics_report(sites, parse_definition({**raw, "privacy": {"mode": "open"}, "min_participants": 1}))
+    for col in ("u", "v"):
+        assert secure[col]["histogram"] == plain[col]["histogram"] and secure[col]["count"] == plain[col]["count"]
+        assert secure[col]["mean"] == pytest.approx(plain[col]["mean"], rel=1e-12)
+        assert secure[col]["range_from"] == "histogram"
+    with pytest.raises(ValueError, match="not a sum"):
+        tk.sum_layout(tk.KMEANS_SEED, reg, {})

@@ -122,24 +122,29 @@ def test_analytics_report_shows_a_table_per_column(hub: EmbeddedHub, browser: An
     columns = ["height", "weight"]
     definition = {"quorum": 2, "round_timeout_s": 30, "admission": "open",
                   "data": {"task": "analytics", "features": columns}, "analytics": {"bins": 4}}
+    # under secure aggregation: every column's edges declared, min and max bound the outer bins
+    secure = {**definition, "min_participants": 2, "privacy": {"mode": "secure"},
+              "analytics": {"edges": {"height": [0, 170, 400], "weight": [0, 100, 250, 400]}}}
     clients["alice"].create_task("site-stats", definition, "column summaries")
+    clients["alice"].create_task("secure-stats", secure, "column sums under secure aggregation")
     rng = np.random.default_rng(0)
     errors: list[BaseException] = []
 
-    def participate(name: str) -> None:
+    def participate(name: str, task: str) -> None:
         try:
             data = Dataset.unlabelled(rng.normal(170, 10, size=(40, 2)), columns)
-            run_participant(clients[name], "site-stats", TaskParticipant(data), progress=Progress(quiet=True),
+            run_participant(clients[name], task, TaskParticipant(data), progress=Progress(quiet=True),
                             poll_wait=0.5)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=participate, args=(n,)) for n in ("site-a", "site-b")]
-    for t in threads:
-        t.start()
-    run_aggregator(clients["alice"], "site-stats", progress=Progress(quiet=True), poll_wait=0.5)
-    for t in threads:
-        t.join(60)
+    for task in ("site-stats", "secure-stats"):
+        threads = [threading.Thread(target=participate, args=(n, task)) for n in ("site-a", "site-b")]
+        for t in threads:
+            t.start()
+        run_aggregator(clients["alice"], task, progress=Progress(quiet=True), poll_wait=0.5)
+        for t in threads:
+            t.join(60)
     assert not errors, errors
     ctx, page = login(browser, page_errors, hub.url, "alice")
     try:
@@ -147,8 +152,16 @@ def test_analytics_report_shows_a_table_per_column(hub: EmbeddedHub, browser: An
         page.goto(hub.url + "/#/task/site-stats")
         expect(page.locator("#analytics-report h3")).to_have_text(columns, timeout=30_000)
         expect(page.locator("#analytics-0 table.analytics")).to_contain_text("count80")
+        expect(page.locator("#analytics-0 table.analytics")).not_to_contain_text("bin bound")
         expect(page.locator("#analytics-1 table.analytics-histogram tbody tr")).to_have_count(6)
         shot(page, artifacts, "22-analytics-report")
+        page.goto(hub.url + "/#/task/secure-stats")
+        expect(page.locator("#analytics-report h3")).to_have_text(columns, timeout=30_000)
+        table = page.locator("#analytics-1 table.analytics")
+        expect(table).to_contain_text("count80")
+        expect(table).to_contain_text("min (bin bound)100")  # weights near 170: all in the bin [100, 250)
+        expect(table).to_contain_text("max (bin bound)250")
+        expect(page.locator("#analytics-0 table.analytics-histogram tbody tr")).to_have_count(4)
     finally:
         ctx.close()
         for c in clients.values():

@@ -5,8 +5,10 @@ counts), so the merge is a plain sum and secure aggregation can carry it: the ag
 then learns the totals, never one site's table. Quantiles are read from the merged
 histogram, so their precision is one bin. Minimum and maximum are the exception: they are
 not sums, and they serve only to agree the bin edges in a first pass when the definition
-declares none (under ``secure``, declare the edges and that pass is skipped; the reported
-range is then the outermost non-empty bins).
+declares none. Under the secure modes the edges of every column are declared (definition
+validation), that pass is skipped, the summaries go through secure aggregation without
+the sites' ``min``/``max``, and the reported range is the outermost non-empty bins
+(:func:`histogram_range`).
 
 The flow: sites run :func:`local_range` (only when edges must be agreed), the aggregator
 :func:`merge_ranges` and :func:`agree_edges`; sites run :func:`local_summary` with those
@@ -123,6 +125,23 @@ def merge_summaries(parts: Sequence[Mapping[str, np.ndarray]]) -> Summary:
     return merged
 
 
+def histogram_range(hist: np.ndarray, edges: np.ndarray) -> tuple[float, float]:
+    """The range a merged histogram (with its outer bins) vouches for, when no site's extremes are known.
+
+    The lower edge of the first non-empty bin and the upper edge of the last: the true
+    minimum and maximum lie inside those bins. With values below the first edge (or above
+    the last) the bound on that side is -inf (+inf): unknown beyond the declared edges.
+    NaN for a column without values.
+    """
+    counts = np.asarray(hist, dtype=np.float64)
+    nonempty = np.flatnonzero(counts[1:-1])
+    if counts.sum() == 0:
+        return float("nan"), float("nan")
+    lo = float("-inf") if counts[0] > 0 else float(edges[nonempty[0]])
+    hi = float("inf") if counts[-1] > 0 else float(edges[nonempty[-1] + 1])
+    return lo, hi
+
+
 def _quantile(hist: np.ndarray, edges: np.ndarray, q: float) -> float:
     """Linear interpolation inside the bin where the cumulative count crosses ``q`` of the total."""
     inner = hist[1:-1]
@@ -144,7 +163,12 @@ def finalize(
     merged: Mapping[str, np.ndarray], edges: Sequence[np.ndarray], quantiles: Sequence[float], names: Sequence[str]
 ) -> dict[str, dict[str, object]]:
     """Per column: count, missing, mean, variance (population, as ``numpy.var``), std, min, max,
-    the histogram (edges and counts, with the counts below and above them) and the quantiles."""
+    the histogram (edges and counts, with the counts below and above them) and the quantiles.
+
+    Without the sites' ranges in ``merged`` (secure aggregation sums only), min and max are
+    the bounds of the outermost non-empty bins (:func:`histogram_range`) and ``range_from``
+    says ``histogram`` instead of ``data``.
+    """
     if len(names) != len(edges):
         raise ValueError(f"{len(names)} names for {len(edges)} columns")
     report: dict[str, dict[str, object]] = {}
@@ -157,9 +181,7 @@ def finalize(
         if "min" in merged:
             lo, hi = float(merged["min"][j]), float(merged["max"][j])
         else:
-            nonempty = np.flatnonzero(hist[1:-1])
-            lo = float(e[nonempty[0]]) if nonempty.size else float("nan")
-            hi = float(e[nonempty[-1] + 1]) if nonempty.size else float("nan")
+            lo, hi = histogram_range(hist, e)
         report[name] = {
             "count": int(n),
             "missing": int(merged["missing"][j]),
@@ -168,6 +190,7 @@ def finalize(
             "std": float(np.sqrt(var)),
             "min": lo,
             "max": hi,
+            "range_from": "data" if "min" in merged else "histogram",
             "histogram": {"edges": e.tolist(), "counts": hist[1:-1].astype(int).tolist(),
                           "below": int(hist[0]), "above": int(hist[-1])},
             "quantiles": {str(q): (_quantile(hist, e, q) if n else float("nan")) for q in quantiles},

@@ -180,6 +180,45 @@ CATALOG: dict[str, AlgorithmInfo] = {a.name: a for a in (
                   INDIVIDUAL_UPDATE_MODES, True, _BLANCHARD),
 )}
 
+@dataclass(frozen=True)
+class TaskKindInfo:
+    """The privacy modes a task kind (``data.task``) runs under, and why it refuses the others."""
+
+    name: str
+    privacy_modes: tuple[str, ...]
+    #: (mode, why) for each mode it refuses.
+    refusals: tuple[tuple[str, str], ...] = ()
+
+    def refusal(self, mode: str) -> str | None:
+        """Why a task of this kind cannot run under privacy ``mode``, or None when it can."""
+        if mode in self.privacy_modes:
+            return None
+        why = dict(self.refusals).get(mode, "it does not declare support for this mode")
+        return (f"data.task {self.name!r} cannot run under privacy mode {mode!r}: {why}; "
+                f"it supports {', '.join(self.privacy_modes)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "privacy_modes": list(self.privacy_modes), "refusals": dict(self.refusals)}
+
+
+_NO_DP_RELEASE = ("the differential privacy of fedpact is calibrated to clipped model updates over rounds; an "
+                  "analytics report is one release of counts and sums whose sensitivity depends on each column's "
+                  "range, for which no noise or accounting is implemented")
+#: Task kinds (``data.task``) and their privacy modes. Training kinds run wherever their
+#: strategy runs (the strategy's own declaration decides); analytics has no strategy.
+TASK_KIND_CATALOG: dict[str, TaskKindInfo] = {k.name: k for k in (
+    TaskKindInfo("classification", PRIVACY_MODES),
+    TaskKindInfo("regression", PRIVACY_MODES),
+    TaskKindInfo("clustering", PRIVACY_MODES),
+    TaskKindInfo("analytics", ("open", "secure"), (
+        ("dp", _NO_DP_RELEASE + "; use 'secure', which reveals only the sums across sites"),
+        ("secure+dp", _NO_DP_RELEASE + "; use 'secure', which reveals only the sums across sites"),
+        ("encrypted", "'encrypted' keeps a model encrypted under a key only the participants hold, and an "
+                      "analytics report is read by the task's creator; use 'secure', which reveals only the sums "
+                      "across sites to the aggregator"),
+    )),
+)}
+
 #: Names of the built-in strategies.
 BUILTIN_ALGORITHMS: tuple[str, ...] = tuple(CATALOG)
 

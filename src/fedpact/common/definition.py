@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fedpact.common.algorithms import BUILTIN_ALGORITHMS, CATALOG, PRIVACY_MODES
+from fedpact.common.algorithms import BUILTIN_ALGORITHMS, CATALOG, PRIVACY_MODES, TASK_KIND_CATALOG
 
 __all__ = ["BUILTIN_ALGORITHMS", "BUILTIN_MODELS", "PRIVACY_MODES", "TaskDefinition", "parse_definition"]
 
@@ -599,16 +599,28 @@ class TaskDefinition(_Strict):
         if task == "analytics":
             if self.model is not None:
                 raise ValueError("an analytics task trains no model: remove 'model'")
-            if self.privacy.mode != "open":
-                raise ValueError(f"analytics runs in privacy mode 'open' only, not {self.privacy.mode!r}: its summaries "
-                                 "do not go through secure aggregation yet (docs/algorithms.md, Federated analytics)")
+            refusal = TASK_KIND_CATALOG[task].refusal(self.privacy.mode)
+            if refusal:
+                raise ValueError(refusal)
             if isinstance(self.data.features, list) and self.analytics is not None:
                 unknown = sorted(set(self.analytics.edges) - set(self.data.features))
                 if unknown:
                     raise ValueError(f"analytics.edges names column(s) that are not features: {', '.join(unknown)}")
             elif self.analytics is not None and self.analytics.edges:
                 raise ValueError("analytics.edges are keyed by column name: give 'features' as the list of names")
+            if self.privacy.secure:
+                declared = set(self.analytics.edges) if self.analytics else set()
+                names = self.data.features if isinstance(self.data.features, list) else []
+                undeclared = [c for c in names if c not in declared]
+                if not names or undeclared:
+                    raise ValueError(
+                        f"analytics under privacy mode {self.privacy.mode!r} needs analytics.edges for every column; "
+                        f"none for: {', '.join(undeclared) or 'any column (name the features)'} (agreeing edges from "
+                        "the data would reveal each site's minimum and maximum)")
             return
+        refusal = TASK_KIND_CATALOG[task].refusal(self.privacy.mode)
+        if refusal:
+            raise ValueError(refusal)
         if self.analytics is not None:
             raise ValueError(f"'analytics' settings belong to data.task: analytics, not {task!r}")
         if self.model is None:

@@ -135,7 +135,8 @@ class SecurePlan:
 
     @property
     def vector_length(self) -> int:
-        return self.model_values + (len(METRIC_NAMES) if self.with_metrics else 0) + 1
+        # with metrics (secure): the metrics and the count of clipped inputs sit before the weight
+        return self.model_values + (len(METRIC_NAMES) + 1 if self.with_metrics else 0) + 1
 
     def error_bound(self, total_weight: float) -> float:
         """Declared quantisation error per coordinate of the averaged delta."""
@@ -158,6 +159,17 @@ class SecurePlan:
             raise PrivacyModeError(f"malformed secure-aggregation plan: {exc}") from exc
 
 
+#: The per-coordinate range of a ``secure`` update when ``privacy.clip`` is not declared: 1 suits
+#: the deltas of gradient training; k-means sends its fractions (a cluster's share of the points
+#: times their mean) and centroid moves, which reach a few units on standardised features.
+SECURE_CLIP_DEFAULTS: dict[str, float] = {"kmeans": 10.0}
+
+
+def default_secure_clip(definition: TaskDefinition) -> float:
+    """``privacy.clip``'s default under ``secure`` for the definition's model."""
+    return SECURE_CLIP_DEFAULTS.get(definition.model.name if definition.model else "", 1.0)
+
+
 def make_secure_plan(definition: TaskDefinition, *, task: str, round_id: str, selected: Sequence[str],
                      announced: Mapping[str, int], model_values: int,
                      noise_multiplier: float | None = None) -> SecurePlan:
@@ -176,9 +188,9 @@ def make_secure_plan(definition: TaskDefinition, *, task: str, round_id: str, se
         clip = p.clip if p.clip is not None else p.clip_norm + NOISE_SIGMAS * noise_std
         max_weight, weighted = 1, False
     else:
-        clip = p.clip if p.clip is not None else 1.0
+        clip = p.clip if p.clip is not None else default_secure_clip(definition)
         max_weight, weighted = max(1, max(int(announced.get(u, 1)) for u in selected)), True
-    length = model_values + (len(METRIC_NAMES) if weighted else 0) + 1
+    length = model_values + (len(METRIC_NAMES) + 1 if weighted else 0) + 1
     params = SecAggParams(task=task, round_id=round_id, participants=tuple(selected), threshold=threshold,
                           vector_length=length, bits=p.effective_bits, sparse=bool(p.sparse), degree=p.degree)
     plan = SecurePlan(params, clip, max_weight, weighted=weighted, with_metrics=weighted, noise_std=noise_std,
@@ -202,8 +214,9 @@ def encode_contribution(plan: SecurePlan, global_weights: Mapping[str, np.ndarra
                         rng: np.random.Generator | None = None) -> tuple[np.ndarray, int]:
     """The ring vector a participant feeds into secure aggregation, and the weight it used.
 
-    secure: ``[q(w * delta), q(w * metrics), w]`` with w its sample count (at most the plan's
-    max_weight). secure+dp: the delta is clipped to L2 norm clip_norm and this participant's
+    secure: ``[q(w * delta), q(w * metrics), clipped, w]`` with w its sample count (at most the
+    plan's max_weight) and ``clipped`` 1 when a coordinate of the delta exceeds the plan's clip.
+    secure+dp: the delta is clipped to L2 norm clip_norm and this participant's
     Gaussian noise share is added before quantisation; weight 1, no metrics.
     """
     from fedpact.privacy import dp
@@ -230,8 +243,11 @@ def encode_contribution(plan: SecurePlan, global_weights: Mapping[str, np.ndarra
     out = np.empty(plan.vector_length, dtype=plan.quantizer.dtype)
     out[: plan.model_values] = plan.quantizer.encode(delta, weight, rng)
     if plan.with_metrics:
-        out[plan.model_values : -1] = plan.metric_quantizer.encode(
+        out[plan.model_values : -2] = plan.metric_quantizer.encode(
             _metric_vector(train_metrics or {}, val_metrics or {}), weight, rng)
+        # 1 when this input leaves the declared range and is clipped: the sum counts them, so the
+        # aggregator can say that privacy.clip is too small (a clipped update silently biases the mean)
+        out[-2] = int(delta.size > 0 and float(np.abs(delta).max()) > plan.clip)
     out[-1] = weight
     return out, weight
 
@@ -258,7 +274,11 @@ def decode_aggregate(plan: SecurePlan, global_weights: Mapping[str, np.ndarray],
     new = unflatten(g + sums / divisor, layout)
     metrics: dict[str, float] = {}
     if plan.with_metrics:
-        m = plan.metric_quantizer.decode_sum(np.ascontiguousarray(ring_sum[plan.model_values : -1]), 1.0)
+        clipped = int(signed[-2])
+        if not 0 <= clipped <= plan.secagg.n:
+            raise PrivacyModeError(f"the unmasked count of clipped inputs is {clipped}, outside [0, {plan.secagg.n}]")
+        metrics["clipped_inputs"] = float(clipped)
+        m = plan.metric_quantizer.decode_sum(np.ascontiguousarray(ring_sum[plan.model_values : -2]), 1.0)
         metrics["train_loss"] = float(m[0] / total)
         metrics["train_accuracy"] = float(m[1] / total)
         val_weight = float(m[4])

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from fedpact.runtime.progress import Progress
 from fedpact.runtime.rounds import PrivacyRound, RoundFailed, RoundPlan, round_for
 from fedpact.runtime.rounds.base import pooled_val
 from fedpact.runtime.selection import select_participants
+
+if TYPE_CHECKING:
+    from fedpact.privacy.secure_sum import SumPlan
 
 
 @dataclass
@@ -127,6 +130,8 @@ class Aggregator:
         self._collector: _Collector | None = None
         self._stats_kind: str | None = None
         self._stats_meta: dict[str, Any] = {}
+        #: Whose inputs the last secure statistics sum holds (secure modes), for the analytics record.
+        self.stats_contributors: list[str] | None = None
         self._raw_eval: Any = None
         self.rejected: dict[str, str] = {}
         self.clipped: dict[str, str] = {}
@@ -302,7 +307,7 @@ class Aggregator:
             width = int(np.prod(d.data.sample_shape))
             cap = int(d.model.params.get("seed_sample", task_kinds.DEFAULT_SEED_SAMPLE))
             return checks.statistics_reply(tensors, {"points": (-1, width)}, max_rows=cap)
-        if kind in (task_kinds.IMPUTE_RANGE, task_kinds.IMPUTE_SUMMARY):
+        if kind in task_kinds.IMPUTE_REQUESTS:
             n = len(task_kinds.impute_columns(d))
         else:
             n = int(d.data.n_features or 0)
@@ -376,7 +381,7 @@ class Aggregator:
             plan = task_kinds.statistics_plan(d) if self.start_round == 1 else []
             meta: dict[str, Any] = {}
             for kind in plan:
-                if kind in (task_kinds.IMPUTE_RANGE, task_kinds.IMPUTE_SUMMARY) and self.fills is None:
+                if kind in task_kinds.IMPUTE_REQUESTS and self.fills is None:
                     meta |= self._statistics(kind, meta)
             if "fills" in meta:
                 self._set_fills(meta["fills"])
@@ -385,6 +390,12 @@ class Aggregator:
             if task_kinds.KMEANS_SEED in plan:
                 # k-means++ from the participants' (imputed, standardised) seed samples
                 assert self.model is not None
+                if d.privacy.secure:
+                    self.progress.warning(
+                        f"privacy mode {d.privacy.mode!r}: the k-means++ seed sample (up to "
+                        f"{d.model.params.get('seed_sample', task_kinds.DEFAULT_SEED_SAMPLE) if d.model else 0} rows "
+                        "per participant) reaches the aggregator in plaintext, the one exchange secure aggregation "
+                        "does not cover; seed_sample: 0 avoids it")
                 meta |= self._statistics(task_kinds.KMEANS_SEED, meta)
                 self.model.set_centroids(meta["centroids"])  # type: ignore[attr-defined]
                 self.global_weights = self.model.get_weights()
@@ -438,12 +449,21 @@ class Aggregator:
             request["fills"] = self.fills
         self._stats_kind, self._stats_meta = kind, dict(meta)
         try:
+            if self.rounds.secure_statistics and kind in task_kinds.SUMMABLE:
+                plan = self.rounds.sum_plan(request_id, sorted(self.ready), task_kinds.sum_layout(kind, d, meta))
+                self.broadcast(m.STATS_REQUEST, {**request, "secure": plan.to_dict()}, self._std_tensors())
+                totals = self._secure_sum(plan, f"statistics exchange {kind}")
+                try:
+                    return task_kinds.merge(kind, [totals], d, meta)
+                except ValueError as exc:
+                    raise AggregationFailed(f"statistics exchange {kind}: {exc}") from exc
             # the standardisation goes along: the k-means++ seed is drawn in the space the model sees
             self.broadcast(m.STATS_REQUEST, request, self._std_tensors())
             replies = self.collect(m.STATS, request_id, set(self.ready), d.round_timeout_s)
         finally:
             self._stats_kind, self._stats_meta = None, {}
-        usable = [r["statistics"] for r, _ in replies.values() if "statistics" in r]
+        # by participant name, not arrival: the pooled k-means++ sample (and so the start) is reproducible
+        usable = [replies[n][0]["statistics"] for n in sorted(replies) if "statistics" in replies[n][0]]
         for name, (r, _) in sorted(replies.items()):
             if r.get("unsupported"):
                 self.progress.warning(f"{name} could not answer {kind}: {r.get('error') or 'unsupported'}")
@@ -455,15 +475,29 @@ class Aggregator:
         except ValueError as exc:
             raise AggregationFailed(f"statistics exchange {kind}: {exc}") from exc
 
+    def _secure_sum(self, plan: SumPlan, what: str) -> dict[str, np.ndarray]:
+        """The totals of a secure statistics sum the request just announced; fails the task below
+        ``min_participants`` inputs or when the protocol cannot unmask."""
+        d = self.definition
+        try:
+            out = self.rounds.secure_sum(plan, time.monotonic() + d.round_timeout_s, what)
+        except RoundFailed as exc:
+            raise AggregationFailed("; ".join([exc.reason, *exc.notes])) from exc
+        if len(out.contributors) < d.min_participants:
+            raise AggregationFailed(f"{what}: the secure sum holds {len(out.contributors)} participants' statistics, "
+                                    f"min_participants is {d.min_participants}")
+        self.stats_contributors = out.contributors
+        self.progress.info(f"{what}: secure sum of {len(out.contributors)} participants' statistics "
+                           f"({', '.join(out.contributors)})")
+        return out.totals
+
     def _analytics(self) -> AggregatorResult:
         """An analytics task: the summaries exchanged, the report stored as the task's result."""
         d = self.definition
         meta: dict[str, Any] = {}
         plan = task_kinds.statistics_plan(d)
         if task_kinds.ANALYTICS_RANGE not in plan:  # every column has declared edges
-            n = int(d.data.n_features or 0)
-            meta = task_kinds.merge(task_kinds.ANALYTICS_RANGE, [{"min": np.full(n, np.inf), "max": np.full(n, -np.inf)}],
-                                    d, {})
+            meta = task_kinds.declared_edges(d)
         for kind in plan:
             meta |= self._statistics(kind, meta)
         report = _jsonable(meta["report"])
@@ -471,7 +505,8 @@ class Aggregator:
                     "converged": True, "standardized": False, "privacy": d.privacy.mode, "analytics": report}
         blob = self.client.upload_blob(self.task_id, encode_weights({}, {"fedpact": json.dumps(metadata)}))
         total = max((float(c.get("count", 0)) + float(c.get("missing", 0)) for c in report.values()), default=0.0)
-        model = self.client.register_model(self.task_id, blob=blob, metadata=metadata, contributors=sorted(self.ready),
+        contributors = self.stats_contributors if self.stats_contributors is not None else sorted(self.ready)
+        model = self.client.register_model(self.task_id, blob=blob, metadata=metadata, contributors=contributors,
                                            rounds=0, metrics={"num_samples": total})
         self.client.set_status(self.task_id, "COMPLETE", f"analytics report of {len(report)} column(s) stored")
         self.broadcast(m.FINISHED, {"model_id": model["id"], "sha256": model["sha256"], "metrics": {}})
@@ -508,6 +543,12 @@ class Aggregator:
         request: dict[str, Any] = {"request_id": request_id}
         if self.fills:
             request["fills"] = self.fills
+        if self.rounds.secure_statistics:
+            plan = self.rounds.sum_plan(request_id, sorted(expected),
+                                        task_kinds.sum_layout(task_kinds.MOMENTS, self.definition, {}))
+            self.broadcast(m.STATS_REQUEST, {**request, "secure": plan.to_dict()})
+            self._set_moments([self._secure_sum(plan, "federated standardisation")])
+            return
         self.broadcast(m.STATS_REQUEST, request)
         replies = self.collect(m.STATS, request_id, expected, self.definition.round_timeout_s)
         moments = [t for meta, t in replies.values() if not meta.get("unsupported") and t]
@@ -516,10 +557,17 @@ class Aggregator:
                 f"federated standardisation needs {self.definition.min_participants} participants' feature sums, "
                 f"got {len(moments)} within {self.definition.round_timeout_s:.0f} s"
             )
-        mean, std = combine_moments(moments)
+        self._set_moments(moments)
+
+    def _set_moments(self, moments: list[Mapping[str, np.ndarray]]) -> None:
+        try:
+            mean, std = combine_moments(moments)
+            target = combine_target_moments(moments) if self.definition.data.task == "regression" else None
+        except ValueError as exc:
+            raise AggregationFailed(f"federated standardisation: {exc}") from exc
         self.std = (mean.astype(np.float32), std.astype(np.float32))
-        if self.definition.data.task == "regression":
-            self.target_scale = combine_target_moments(moments)
+        if target is not None:
+            self.target_scale = target
 
     def _select(self, r: int) -> list[str]:
         return select_participants(self.definition, self.rounds.eligible(sorted(self.ready)), r)

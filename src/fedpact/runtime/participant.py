@@ -246,7 +246,7 @@ def run_participant(
                 hello()
                 said_hello = True
             elif msg.kind == m.STATS_REQUEST:
-                _answer_stats(client, tid, address, participant, msg, handled)
+                _answer_stats(client, tid, address, participant, msg, handled, priv)
             elif msg.kind == m.ROUND_START:
                 _train_round(client, tid, address, participant, msg, handled, progress, me, result, priv)
             elif msg.kind in (m.SECAGG, m.HE_KEY_REQUEST, m.HE_KEY):
@@ -294,7 +294,8 @@ def _show_previous(msg: Message, shown: set[int], progress: Progress, rounds: in
         progress.round_finished(int(previous["round"]), rounds, previous.get("metrics", {}))
 
 
-def _answer_stats(client: HubClient, tid: int, address: str, p: Participant, msg: Message, handled: set[str]) -> None:
+def _answer_stats(client: HubClient, tid: int, address: str, p: Participant, msg: Message, handled: set[str],
+                  priv: ParticipantRound) -> None:
     meta, tensors = msg.body()
     key = f"stats:{meta.get('request_id')}"
     if key in handled:
@@ -308,6 +309,15 @@ def _answer_stats(client: HubClient, tid: int, address: str, p: Participant, msg
         # The aggregator goes on without this site; it learns why.
         payload = m.pack({"request_id": meta.get("request_id"), "unsupported": True, "error": str(exc)[:500]})
     else:
+        if reply is not None and meta.get("secure"):
+            # secure aggregation of the statistics: only the masked sum reaches the aggregator
+            handled.add(key)
+            try:
+                priv.join_secure_sum(meta, reply)
+                return
+            except (ValueError, RuntimeError) as exc:  # a plan or statistic that cannot be summed
+                priv.progress.warning(f"cannot take part in the secure sum of {kind or 'moments'}: {exc}")
+                reply = None
         if reply is None:
             payload = m.pack({"request_id": meta.get("request_id"), "unsupported": True})
         else:

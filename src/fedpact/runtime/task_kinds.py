@@ -11,7 +11,7 @@ documented exceptions, a range or a seed sample), so the secure rounds can carry
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from fedpact.algorithms.standardize import local_moments
 from fedpact.common.definition import HIGHER_IS_BETTER, DataSchema, TaskDefinition
 from fedpact.data.dataset import Dataset
 from fedpact.data.prepare import (
+    IMPUTE_BINS,
     fill_values,
     impute,
     imputed_columns,
@@ -50,10 +51,25 @@ from fedpact.models.metrics import (
     regression_sums,
 )
 
+if TYPE_CHECKING:
+    from fedpact.privacy.secure_sum import SumLayout
+
 #: Statistics requests, in the order the aggregator makes them before round 1.
 IMPUTE_RANGE, IMPUTE_SUMMARY = "impute_range", "impute_summary"
+#: Under the secure modes, median imputation's first pass: a secure sum of counts and moments.
+IMPUTE_MOMENTS = "impute_moments"
 KMEANS_SEED = "kmeans_seed"
+#: The imputation exchange's requests (whichever the privacy mode uses).
+IMPUTE_REQUESTS = frozenset({IMPUTE_RANGE, IMPUTE_MOMENTS, IMPUTE_SUMMARY})
+#: Deviations either side of the mean that secure median imputation's histogram spans.
+IMPUTE_SPREAD = 6.0
 ANALYTICS_RANGE, ANALYTICS_SUMMARY = "analytics_range", "analytics_summary"
+
+
+#: The standardisation moments request (sent without a ``kind``), named for :func:`sum_layout`.
+MOMENTS = "moments"
+#: Requests whose replies are sums only, so secure aggregation can carry them.
+SUMMABLE = frozenset({IMPUTE_MOMENTS, IMPUTE_SUMMARY, ANALYTICS_SUMMARY, MOMENTS})
 
 
 def better_is_higher(metric: str) -> bool:
@@ -62,12 +78,19 @@ def better_is_higher(metric: str) -> bool:
 
 
 def statistics_plan(definition: TaskDefinition) -> list[str]:
-    """The requests the aggregator sends (and merges) before round 1, in order."""
+    """The requests the aggregator sends (and merges) before round 1, in order.
+
+    Under the secure modes the statistics are secure sums: median imputation then agrees
+    its histogram edges from a first secure sum (:func:`secure_impute_edges`) instead of
+    the sites' ranges, and analytics has declared edges for every column (definition
+    validation), so no request reveals a site's minimum or maximum.
+    """
     d = definition.data
+    secure = definition.privacy.secure
     plan: list[str] = []
     if d.missing == "impute":
         if (d.impute or "mean") == "median":
-            plan.append(IMPUTE_RANGE)
+            plan.append(IMPUTE_MOMENTS if secure else IMPUTE_RANGE)
         plan.append(IMPUTE_SUMMARY)
     seeded = definition.model is not None and int(definition.model.params.get("seed_sample", DEFAULT_SEED_SAMPLE)) > 0
     if d.task == "clustering" and seeded:
@@ -88,11 +111,11 @@ def answer(kind: str, ds: Dataset, definition: TaskDefinition, meta: Mapping[str
     lists) for the summaries.
     """
     schema = definition.data
-    if kind in (IMPUTE_RANGE, IMPUTE_SUMMARY):
+    if kind in (IMPUTE_RANGE, IMPUTE_SUMMARY, IMPUTE_MOMENTS):
         columns = imputed_columns(ds, schema)
         if kind == IMPUTE_RANGE:
             return site_range(ds, columns)
-        edges = _edges(meta, len(columns)) if "edges" in meta else plan_edges(None, columns)
+        edges = _edges(meta, len(columns)) if "edges" in meta and kind == IMPUTE_SUMMARY else plan_edges(None, columns)
         return site_summary(ds, columns, edges)
     if kind == KMEANS_SEED:
         assert definition.model is not None
@@ -192,6 +215,8 @@ def merge(kind: str, replies: Sequence[Mapping[str, np.ndarray]], definition: Ta
         names = _column_names(definition, len(merged["min"]))
         declared = {names.index(c): e for c, e in (spec.edges.items() if spec else []) if c in names}
         return {"edges": [e.tolist() for e in agree_edges(merged, spec.bins if spec else 20, declared)]}
+    if kind == IMPUTE_MOMENTS:
+        return {"edges": [e.tolist() for e in secure_impute_edges(merge_summaries(replies))]}
     if kind == IMPUTE_SUMMARY:
         columns = impute_columns(definition)
         edges = [np.asarray(e) for e in meta["edges"]] if "edges" in meta else plan_edges(None, columns)
@@ -206,6 +231,55 @@ def merge(kind: str, replies: Sequence[Mapping[str, np.ndarray]], definition: Ta
         return {"report": finalize(merge_summaries(replies), edges, quantiles,
                                    _column_names(definition, len(edges)))}
     raise ValueError(f"unknown statistics request {kind!r}")
+
+
+def secure_impute_edges(moments: Mapping[str, np.ndarray], bins: int = IMPUTE_BINS,
+                        spread: float = IMPUTE_SPREAD) -> list[np.ndarray]:
+    """Median imputation's histogram edges from securely summed counts and moments.
+
+    ``bins`` equal bins over the mean plus or minus ``spread`` deviations of each column:
+    values beyond them land in the outer bins, which moves the median only if more than
+    half of a column lies there. The sites' ranges, which would reveal each site's extreme
+    values, are never asked for.
+    """
+    n = np.asarray(moments["count"], dtype=np.float64)
+    out = []
+    for j, count in enumerate(n.tolist()):
+        if count <= 0:
+            out.append(np.array([0.0, 1.0]))
+            continue
+        mean = float(moments["sum"][j]) / count  # the trivial edges start at 0: no shift
+        std = float(np.sqrt(max(float(moments["sumsq"][j]) / count - mean * mean, 0.0)))
+        half = spread * std if std > 0 else 0.5
+        out.append(np.linspace(mean - half, mean + half, bins + 1))
+    return out
+
+
+def sum_layout(kind: str, definition: TaskDefinition, meta: Mapping[str, Any]) -> SumLayout:
+    """What a secure sum of the replies to ``kind`` holds: each tensor, its shape, count or real.
+
+    Exactly the additive tensors :func:`merge` uses; the sites' local ``min``/``max`` of
+    :func:`fedpact.algorithms.analytics.local_summary` are left out.
+    """
+    d = definition.data
+    if kind == MOMENTS:
+        width = int(np.prod(d.sample_shape))
+        layout: SumLayout = [("count", (width,), "count"), ("sum", (width,), "real"), ("sumsq", (width,), "real")]
+        if d.task == "regression":
+            layout += [("y_count", (1,), "count"), ("y_sum", (1,), "real"), ("y_sumsq", (1,), "real")]
+        return layout
+    if kind in (IMPUTE_MOMENTS, IMPUTE_SUMMARY):
+        columns = impute_columns(definition)
+        n = len(columns)
+        edges = ([np.asarray(e) for e in meta["edges"]] if "edges" in meta and kind == IMPUTE_SUMMARY
+                 else plan_edges(None, columns))
+    elif kind == ANALYTICS_SUMMARY:
+        n = int(d.n_features or 0)
+        edges = [np.asarray(e) for e in meta["edges"]]
+    else:
+        raise ValueError(f"statistics request {kind!r} is not a sum: it cannot go through secure aggregation")
+    layout = [("count", (n,), "count"), ("missing", (n,), "count"), ("sum", (n,), "real"), ("sumsq", (n,), "real")]
+    return layout + [(f"hist.{j}", (len(e) + 1,), "count") for j, e in enumerate(edges)]
 
 
 def impute_columns(definition: TaskDefinition) -> list[str]:
@@ -225,6 +299,12 @@ def _column_names(definition: TaskDefinition, n: int) -> list[str]:
     return list(f) if isinstance(f, list) and len(f) == n else [f"feature_{i}" for i in range(n)]
 
 
+def declared_edges(definition: TaskDefinition) -> dict[str, Any]:
+    """The ``edges`` of an analytics task whose every column declares them (no range pass)."""
+    n = int(definition.data.n_features or 0)
+    return merge(ANALYTICS_RANGE, [{"min": np.full(n, np.inf), "max": np.full(n, -np.inf)}], definition, {})
+
+
 def analytics_report(datasets: Sequence[Dataset], definition: TaskDefinition) -> dict[str, dict[str, object]]:
     """Both analytics passes over several sites' data in one process (simulations, a local dry run)."""
     plan = statistics_plan(definition)
@@ -232,9 +312,8 @@ def analytics_report(datasets: Sequence[Dataset], definition: TaskDefinition) ->
         raise ValueError("analytics_report needs an analytics task and at least one dataset")
     if ANALYTICS_RANGE in plan:
         meta = merge(ANALYTICS_RANGE, [answer(ANALYTICS_RANGE, d, definition, {}) for d in datasets], definition, {})
-    else:  # every column has declared edges: no range pass
-        n = int(np.prod(datasets[0].sample_shape))
-        meta = merge(ANALYTICS_RANGE, [{"min": np.full(n, np.inf), "max": np.full(n, -np.inf)}], definition, {})
+    else:
+        meta = declared_edges(definition)
     replies = [answer(ANALYTICS_SUMMARY, d, definition, meta) for d in datasets]
     report: dict[str, dict[str, object]] = merge(ANALYTICS_SUMMARY, replies, definition, meta)["report"]
     return report
@@ -243,19 +322,26 @@ def analytics_report(datasets: Sequence[Dataset], definition: TaskDefinition) ->
 __all__ = [
     "ANALYTICS_RANGE",
     "ANALYTICS_SUMMARY",
+    "IMPUTE_MOMENTS",
     "IMPUTE_RANGE",
+    "IMPUTE_REQUESTS",
     "IMPUTE_SUMMARY",
+    "MOMENTS",
+    "SUMMABLE",
     "KMEANS_SEED",
     "Summary",
     "analytics_report",
     "answer",
     "better_is_higher",
     "combine_reports",
+    "declared_edges",
     "evaluation_report",
     "impute_columns",
     "merge",
     "moments",
     "prepare",
+    "secure_impute_edges",
     "statistics_plan",
+    "sum_layout",
     "targets",
 ]

@@ -12,6 +12,7 @@ from fedpact.runtime.rounds.base import (
     RoundHost,
     RoundOutcome,
     RoundPlan,
+    SumOutcome,
     Transport,
 )
 from fedpact.runtime.rounds.dp import DpRound
@@ -34,4 +35,4 @@ def round_for(host: RoundHost, transport: Transport) -> PrivacyRound:
     return ROUNDS[host.definition.privacy.mode](host, transport)
 
 
-__all__ = ["ROUNDS", "PrivacyRound", "RoundFailed", "RoundHost", "RoundOutcome", "RoundPlan", "Transport", "round_for"]
+__all__ = ["ROUNDS", "PrivacyRound", "RoundFailed", "RoundHost", "RoundOutcome", "RoundPlan", "SumOutcome", "Transport", "round_for"]

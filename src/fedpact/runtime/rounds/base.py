@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from fedpact.common.definition import TaskDefinition
 from fedpact.common.tensors import Weights
 from fedpact.runtime import checks
 from fedpact.runtime.progress import Progress
+
+if TYPE_CHECKING:
+    from fedpact.privacy.secure_sum import SumLayout, SumPlan
 
 Reply = tuple[dict[str, Any], Any]
 
@@ -83,6 +86,15 @@ class RoundOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class SumOutcome:
+    """A secure statistics sum: the totals, whose inputs they hold, notes (dropouts) for the log."""
+
+    totals: dict[str, np.ndarray]
+    contributors: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
 class RoundFailed(Exception):
     """The round cannot complete; ``reason`` and ``notes`` go in the round record."""
 
@@ -98,6 +110,9 @@ class PrivacyRound(ABC):
     mode: ClassVar[str]
     #: Whether the aggregator holds the global model in plaintext (not under ``encrypted``).
     plaintext_model: ClassVar[bool] = True
+    #: Whether statistics (analytics summaries, imputation and standardisation sums) go through
+    #: secure aggregation (:meth:`sum_plan`, :meth:`secure_sum`) instead of in plaintext.
+    secure_statistics: ClassVar[bool] = False
 
     def __init__(self, host: RoundHost, transport: Transport) -> None:
         self.host = host
@@ -151,6 +166,15 @@ class PrivacyRound(ABC):
 
     def close(self) -> None:
         """Release what the round object holds (threads); called once when the run ends."""
+
+    # -- statistics under secure aggregation (modes with ``secure_statistics``) -----------------
+    def sum_plan(self, request_id: str, participants: Sequence[str], layout: SumLayout) -> SumPlan:
+        """Open a secure sum of ``layout`` among ``participants``; the plan goes out with the request."""
+        raise NotImplementedError(f"privacy mode {self.mode!r} does not sum statistics securely")
+
+    def secure_sum(self, plan: SumPlan, deadline: float, what: str) -> SumOutcome:
+        """Run the secure sum opened by :meth:`sum_plan` until ``deadline``; RoundFailed below the threshold."""
+        raise NotImplementedError(f"privacy mode {self.mode!r} does not sum statistics securely")
 
     # -- encrypted models (plaintext modes keep the defaults) -----------------------------------
     def weights_payload(self) -> bytes | None:

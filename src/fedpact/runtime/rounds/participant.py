@@ -97,6 +97,10 @@ class ParticipantRound:
         """Handle a privacy message; returns a deferred round start whose training may begin now."""
         return None
 
+    def join_secure_sum(self, meta: Mapping[str, Any], reply: Mapping[str, np.ndarray]) -> None:
+        """Feed this site's statistics into the secure sum a request announced (``meta["secure"]``)."""
+        raise PrivacyRuntimeError(f"privacy mode {self.mode!r} does not sum statistics securely")
+
 
 class DpParticipantRound(ParticipantRound):
     """``dp``: with ``placement: local`` the clipped, noised delta replaces the update."""
@@ -154,6 +158,26 @@ class SecureParticipantRound(ParticipantRound):
         client = SecAggClient(plan.secagg, self.me)
         self._secure = {round_id: {"client": client, "plan": plan, "vector": None, "round": round, "deferred": None}}
         self.transport.send(m.SECAGG, m.pack(client.advertise_keys()), round)
+
+    def join_secure_sum(self, meta: Mapping[str, Any], reply: Mapping[str, np.ndarray]) -> None:
+        """Advertise keys for the request's secure sum; the masked statistics go out when asked for.
+
+        Only the tensors the plan lays out are encoded (never a local minimum or maximum).
+        """
+        from fedpact.privacy.secagg import SecAggClient
+        from fedpact.privacy.secure_sum import SumPlan, encode_sums, sum_round_id
+
+        plan = SumPlan.from_dict(meta["secure"])
+        round_id = sum_round_id(str(meta.get("request_id")))
+        if plan.secagg.round_id != round_id:
+            raise PrivacyRuntimeError("the secure-sum plan names another request")
+        if round_id in self._secure:
+            return  # a repeated delivery of the request
+        names = {name for name, _, _ in plan.layout}
+        vector = encode_sums(plan, {k: v for k, v in reply.items() if k in names})
+        client = SecAggClient(plan.secagg, self.me)
+        self._secure = {round_id: {"client": client, "plan": plan, "vector": vector, "round": 0, "deferred": None}}
+        self.transport.send(m.SECAGG, m.pack(client.advertise_keys()), 0)
 
     def _keys_shared(self, round_id: str) -> bool:
         """Steps 0 and 1 of the protocol do not need the input, so they run while the others

@@ -8,19 +8,33 @@ and the epsilon accountant of :mod:`fedpact.runtime.rounds.dp`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedpact.common.errors import UpdateRejected
 from fedpact.common.tensors import Weights
 from fedpact.runtime import messages as m
 from fedpact.runtime.privacy import ring_from_wire
-from fedpact.runtime.rounds.base import PrivacyRound, Reply, RoundFailed, RoundHost, RoundOutcome, RoundPlan, Transport
+from fedpact.runtime.rounds.base import (
+    PrivacyRound,
+    Reply,
+    RoundFailed,
+    RoundHost,
+    RoundOutcome,
+    RoundPlan,
+    SumOutcome,
+    Transport,
+)
 from fedpact.runtime.rounds.dp import DpAccounting
+
+if TYPE_CHECKING:
+    from fedpact.privacy.secure_sum import SumLayout, SumPlan
 
 
 class SecureRound(PrivacyRound):
     mode = "secure"
+    secure_statistics = True
 
     def __init__(self, host: RoundHost, transport: Transport) -> None:
         super().__init__(host, transport)
@@ -105,13 +119,14 @@ class SecureRound(PrivacyRound):
             self.host.progress.warning(f"round {round}: {note}")
             self._notes.append(note)
 
-    def run(self, plan: RoundPlan) -> RoundOutcome:
-        from fedpact.privacy.modes import PrivacyModeError, decode_aggregate
+    def _protocol(self, server: Any, r: int, deadline: float, what: str) -> tuple[Any, list[str]]:
+        """Drive the four SecAgg steps of ``server`` through the transport; (unmasked ring sum, dropout notes).
+
+        ``what`` names the input in the notes ("round 3", "statistics exchange ...").
+        """
         from fedpact.privacy.secagg import RoundAborted
 
         d = self.host.definition
-        server, secure_plan = self._server, self._plan
-        r, deadline = plan.number, plan.deadline
         grace = max(2.0, min(30.0, d.round_timeout_s / 4))
         dropped: list[str] = []
 
@@ -122,7 +137,7 @@ class SecureRound(PrivacyRound):
             for name in sorted(before - server.received):
                 dropped.append(f"{name} dropped out during {step}")
                 self.host.ready.pop(name, None)
-                self.host.progress.warning(f"round {r}: {name} dropped out during secure aggregation ({step}); "
+                self.host.progress.warning(f"{what}: {name} dropped out during secure aggregation ({step}); "
                                            "left out until it announces itself again")
 
         try:
@@ -139,17 +154,31 @@ class SecureRound(PrivacyRound):
             self.transport.broadcast(m.SECAGG, server.unmask_request(), round=r)
             wait(max(deadline, time.monotonic() + grace))
             note_dropped(set(server.expected), "Unmasking (its input still counts)")
-            ring_sum = server.finish()
+            return server.finish(), dropped
         except RoundAborted as exc:
-            raise RoundFailed(f"round {r}: {exc}", dropped + self._notes) from exc
+            raise RoundFailed(f"{what}: {exc}", dropped + self._notes) from exc
         finally:
             self._server = None
+
+    def run(self, plan: RoundPlan) -> RoundOutcome:
+        from fedpact.privacy.modes import PrivacyModeError, decode_aggregate
+
+        server, secure_plan = self._server, self._plan
+        r = plan.number
+        ring_sum, dropped = self._protocol(server, r, plan.deadline, f"round {r}")
         names = list(server.u3)
         try:
             new, agg_metrics, total = decode_aggregate(secure_plan, self.host.global_weights, ring_sum,
                                                        denominator=len(plan.selected))
         except PrivacyModeError as exc:
             raise RoundFailed(f"round {r}: the unmasked sum is unusable: {exc}") from exc
+        notes = dropped + self._notes
+        clipped = int(agg_metrics.pop("clipped_inputs", 0))
+        if clipped:
+            note = (f"{clipped} of {len(names)} inputs exceeded privacy.clip ({secure_plan.clip:g}) in some coordinate "
+                    "and were clipped, which biases the mean: raise privacy.clip")
+            self.host.progress.warning(f"round {r}: {note}")
+            notes.append(note)
         # The mean update goes through the strategy's server step, as in every plaintext-mean mode.
         self.host.global_weights = self.host.algorithm.step_from_mean(self.host.global_weights, new)
         samples = total if secure_plan.weighted else sum(
@@ -159,9 +188,36 @@ class SecureRound(PrivacyRound):
             train={k: v for k, v in agg_metrics.items() if k.startswith("train_")},
             val={k: v for k, v in agg_metrics.items() if k.startswith("val_")},
             num_samples=samples,
-            notes=dropped + self._notes,
-            metrics={"quantization_error_bound": secure_plan.error_bound(total)},
+            notes=notes,
+            metrics={"quantization_error_bound": secure_plan.error_bound(total)}
+            | ({"clipped_inputs": clipped} if secure_plan.with_metrics else {}),
         )
+
+    # -- statistics: exact secure sums of counts and sums (docs/privacy.md) -------------------
+    def sum_plan(self, request_id: str, participants: Sequence[str], layout: SumLayout) -> SumPlan:
+        from fedpact.privacy.secagg import SecAggServer
+        from fedpact.privacy.secure_sum import make_sum_plan
+
+        p = self.host.definition.privacy
+        plan = make_sum_plan(task=self.host.task_name, request_id=request_id, participants=participants,
+                             threshold=p.threshold_for(len(participants)), layout=layout, sparse=bool(p.sparse),
+                             degree=p.degree)
+        self._notes = []
+        self._server = SecAggServer(plan.secagg)
+        return plan
+
+    def secure_sum(self, plan: SumPlan, deadline: float, what: str) -> SumOutcome:
+        from fedpact.privacy.secure_sum import SecureSumError, decode_sums
+
+        server = self._server
+        if server is None or server.params != plan.secagg:
+            raise RoundFailed(f"{what}: no secure sum of this plan is in progress")
+        ring_sum, dropped = self._protocol(server, 0, deadline, what)
+        try:
+            totals = decode_sums(plan, ring_sum)
+        except SecureSumError as exc:
+            raise RoundFailed(f"{what}: the unmasked sum is unusable: {exc}", dropped + self._notes) from exc
+        return SumOutcome(totals, sorted(server.u3), dropped + self._notes)
 
     def close(self) -> None:
         self._sends.shutdown(wait=False)

@@ -1027,8 +1027,10 @@ const PREVIEW_COLOURS = ["#2e86de", "#e67e22", "#27ae60", "#c0392b", "#8e44ad", 
 function analyticsSection(report) {
   const fmt = (v) => (v === null || v === undefined ? "\u2014" : typeof v === "number" ? String(Number(v.toPrecision(6))) : String(v));
   const tables = Object.entries(report).map(([column, r], i) => {
+    // Under secure aggregation no site's extremes are known: min and max bound the outermost non-empty bins.
+    const bound = r.range_from === "histogram" ? " (bin bound)" : "";
     const rows = [["count", r.count], ["missing", r.missing], ["mean", r.mean], ["std", r.std], ["variance", r.variance],
-      ["min", r.min], ["max", r.max],
+      ["min" + bound, r.min], ["max" + bound, r.max],
       ...Object.entries(r.quantiles || {}).map(([q, v]) => [`quantile ${q}`, v])];
     const hist = r.histogram || { edges: [], counts: [] };
     const bins = hist.counts.map((c, j) => h("tr", {}, h("td", {}, `[${fmt(hist.edges[j])}, ${fmt(hist.edges[j + 1])})`), h("td", {}, fmt(c))));
