@@ -429,13 +429,31 @@ class HubClient:
         ack: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
         """Messages after the cursor; ``ack`` also acknowledges ``after`` (everything before it was handled)."""
+        out = self.read_mailbox(task, address, after=after, wait=wait, limit=limit, ack=ack)
+        return out["messages"], out["cursor"]
+
+    def read_mailbox(
+        self,
+        task: str | int,
+        address: str,
+        *,
+        after: int | None = None,
+        wait: float = 0,
+        limit: int = 500,
+        ack: bool = False,
+    ) -> dict[str, Any]:
+        """The whole poll answer: ``messages``, ``cursor``, ``task_status`` and ``more``.
+
+        A reader waiting for work learns from ``task_status`` that its task ended, without
+        a ``GET /tasks/{task}`` (whose answer grows with the number of members).
+        """
         params: dict[str, Any] = {"wait": wait, "limit": limit}
         if after is not None:
             params["after"] = after
             if ack:
                 params["ack"] = "true"
-        out = self._call("GET", f"/tasks/{task}/mailbox/{address}", params=params, timeout=wait + 30)
-        return out["messages"], out["cursor"]
+        out: dict[str, Any] = self._call("GET", f"/tasks/{task}/mailbox/{address}", params=params, timeout=wait + 30)
+        return out
 
     def ack(self, task: str | int, address: str, cursor: int) -> int:
         return self._call("POST", f"/tasks/{task}/mailbox/{address}/ack", json={"cursor": cursor})["cursor"]

@@ -23,7 +23,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from fedpact.hub.access import TERMINAL, find_task, is_joined, require_member, require_participant
+from fedpact.hub.access import (
+    TERMINAL,
+    TaskLike,
+    find_task,
+    find_task_ref,
+    is_joined,
+    require_member,
+    require_participant,
+)
 from fedpact.hub.auth import CurrentUser, Principal, State
 from fedpact.hub.db import lock_task_messages
 from fedpact.hub.notify import BROADCAST, PARTICIPANT_PREFIX
@@ -39,7 +47,6 @@ from fedpact.hub.schemas import (
     MessageIn,
     MessageOut,
 )
-from fedpact.hub.state import HubState
 from fedpact.hub.tables import Blob, Cursor, Message, Task, User, utcnow
 from fedpact.hub.views import message_out
 
@@ -67,7 +74,7 @@ def _recipients(address: str) -> tuple[str, ...]:
     return (address, BROADCAST) if _participant_name(address) else (address,)
 
 
-def _authorize_read(s: Session, task: Task, user: Principal, address: str) -> None:
+def _authorize_read(s: Session, task: TaskLike, user: Principal, address: str) -> None:
     if address == AGGREGATOR:
         if task.creator_id != user.id:
             raise HTTPException(403, f"only the creator of task {task.name!r} may read the aggregator's mailbox")
@@ -82,7 +89,7 @@ def _authorize_read(s: Session, task: Task, user: Principal, address: str) -> No
     require_participant(s, task, user, "read their mailbox")
 
 
-def _authorize_send(s: Session, task: Task, user: Principal, sender: str, recipient: str) -> None:
+def _authorize_send(s: Session, task: TaskLike, user: Principal, sender: str, recipient: str) -> None:
     check_address(sender, "sender")
     check_address(recipient, "recipient")
     if sender == AGGREGATOR:
@@ -130,7 +137,7 @@ def _decode_payload(payload: str | None, limit: int) -> bytes | None:
 
 
 @router.post("/tasks/{task}/messages", status_code=201, response_model=MessageOut)
-def post_message(
+async def post_message(
     task: str,
     body: MessageIn,
     user: CurrentUser,
@@ -138,15 +145,16 @@ def post_message(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> MessageOut:
+    """Store one message. The checks and the insert are one write (a group commit on SQLite)."""
     payload = _decode_payload(body.payload, state.config.max_inline_bytes)
-    with state.db.session() as s:
-        row = find_task(s, task)
+
+    def store(s: Session) -> tuple[MessageOut, bool]:
+        row = find_task_ref(s, task)
         _authorize_send(s, row, user, body.sender, body.recipient)
         if idempotency_key is not None:
             earlier = _by_key(s, row.id, body.sender, idempotency_key)
             if earlier is not None:
-                response.headers["Idempotent-Replayed"] = "true"
-                return message_out(earlier)
+                return message_out(earlier), True
         check_mailbox(s, state.config, row.id, body.recipient)
         check_free_space(state.config, len(payload or b""))
         if body.blob is not None:
@@ -171,17 +179,22 @@ def post_message(
             idempotency_key=idempotency_key,
         )
         lock_task_messages(s, row.id)
-        s.add(msg)
         try:
-            s.commit()
+            with s.begin_nested():
+                s.add(msg)
+                s.flush()
         except IntegrityError:
-            s.rollback()
+            # The same key raced in from another request: that one is the message.
             earlier = _by_key(s, row.id, body.sender, idempotency_key) if idempotency_key else None
             if earlier is None:
                 raise
-            response.headers["Idempotent-Replayed"] = "true"
-            return message_out(earlier)
-        out = message_out(msg)
+            return message_out(earlier), True
+        return message_out(msg), False
+
+    out, replayed = await state.db.write(store)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+        return out
     state.metrics.messages.inc()
     state.notifier.notify(out.task_id, out.recipient)
     return out
@@ -305,51 +318,68 @@ async def read_mailbox(
     if ack and after is None:
         raise HTTPException(422, "ack=true acknowledges the cursor given as `after`; pass after=<cursor> too")
 
-    def open_reader() -> _Reader:
+    recipients = _recipients(address)
+    page_bytes = state.config.max_poll_bytes
+
+    def page_after(s: Session, task_id: int, start: int) -> tuple[list[MessageOut], bool]:
+        rows = s.scalars(
+            select(Message)
+            .where(Message.task_id == task_id, Message.recipient.in_(recipients), Message.id > start)
+            .order_by(Message.id)
+            .limit(limit + 1)
+        )
+        page: list[MessageOut] = []
+        used = 0
+        for m in rows:
+            size = len(m.payload or b"")
+            # The first message always fits, so a reader can never get stuck behind one.
+            if len(page) == limit or (page and page_bytes > 0 and used + size > page_bytes):
+                return page, True
+            page.append(message_out(m))
+            used += size
+        return page, False
+
+    def open_reader() -> tuple[_Reader, int, list[MessageOut], bool]:
+        """Authorise, read the stored cursor and the first page in one read transaction."""
         with state.db.reading() as s:
-            row = find_task(s, task)
+            row = find_task_ref(s, task)
             _authorize_read(s, row, user, address)
             acked = s.scalars(
                 select(Cursor.cursor).where(
                     Cursor.task_id == row.id, Cursor.address == address, Cursor.user_id == user.id
                 )
             ).first()
-            return _Reader(task_id=row.id, user_id=user.id, status=row.status, acked=acked or 0)
-
-    reader = await run_in_threadpool(open_reader)
-    if ack and after is not None and after > reader.acked:
-        await run_in_threadpool(_acknowledge, state, task, address, user, after)
-    start = reader.acked if after is None else after
-    recipients = _recipients(address)
-
-    page_bytes = state.config.max_poll_bytes
+            reader = _Reader(task_id=row.id, user_id=user.id, status=row.status, acked=acked or 0)
+            if ack and after is not None and after > reader.acked:
+                _check_ack_cursor(s, row.id, address, after)
+            start = reader.acked if after is None else after
+            page, more = page_after(s, row.id, start)
+            return reader, start, page, more
 
     def fetch() -> tuple[list[MessageOut], str, bool]:
         with state.db.reading() as s:
             status = s.scalars(select(Task.status).where(Task.id == reader.task_id)).first()
             if status is None:
                 raise HTTPException(404, f"task {task!r} was deleted")
-            rows = s.scalars(
-                select(Message)
-                .where(Message.task_id == reader.task_id, Message.recipient.in_(recipients), Message.id > start)
-                .order_by(Message.id)
-                .limit(limit + 1)
-            )
-            page: list[MessageOut] = []
-            used = 0
-            for m in rows:
-                size = len(m.payload or b"")
-                # The first message always fits, so a reader can never get stuck behind one.
-                if len(page) == limit or (page and page_bytes > 0 and used + size > page_bytes):
-                    return page, status, True
-                page.append(message_out(m))
-                used += size
-            return page, status, False
+            page, more = page_after(s, reader.task_id, start)
+            return page, status, more
 
+    # A wait's mark must come before the query it follows, so that a message committed in
+    # between wakes it. Clients poll by task id, which gives the mark before the first query;
+    # a poll by name takes it after, and queries once more before it waits.
+    known_id = int(task) if task.isascii() and task.isdigit() and len(task) <= 18 else None
+    mark = state.notifier.mark(known_id, address) if known_id is not None else None
+    reader, start, messages, more = await run_in_threadpool(open_reader)
+    if ack and after is not None and after > reader.acked:
+        done = after
+        await state.db.write(lambda s: _store_cursor(s, reader.task_id, address, user.id, done))
+    status = reader.status
+    if mark is None:
+        mark = state.notifier.mark(reader.task_id, address)
+        if not messages and wait > 0:
+            messages, status, more = await run_in_threadpool(fetch)
     deadline = time.monotonic() + wait
     while True:
-        mark = state.notifier.mark(reader.task_id, address)
-        messages, status, more = await run_in_threadpool(fetch)
         remaining = deadline - time.monotonic()
         ended = status in TERMINAL and status != reader.status
         if messages or remaining <= 0 or ended:
@@ -361,41 +391,46 @@ async def read_mailbox(
             await state.notifier.wait(reader.task_id, min(recheck, remaining), since=mark, address=address)
         finally:
             state.metrics.waiting_polls.dec()
+        mark = state.notifier.mark(reader.task_id, address)
+        messages, status, more = await run_in_threadpool(fetch)
 
 
 @router.post("/tasks/{task}/mailbox/{address:path}/ack", response_model=AckOut)
-def ack(task: str, address: str, body: AckIn, user: CurrentUser, state: State) -> AckOut:
+async def ack(task: str, address: str, body: AckIn, user: CurrentUser, state: State) -> AckOut:
     check_address(address, "address")
-    return AckOut(cursor=_acknowledge(state, task, address, user, body.cursor))
+    return AckOut(cursor=await state.db.write(lambda s: _acknowledge(s, task, address, user, body.cursor)))
 
 
-def _acknowledge(state: HubState, task: str, address: str, user: Principal, cursor: int) -> int:
-    """Record that ``user`` handled ``address`` up to ``cursor``; the stored cursor never moves back."""
-    with state.db.session() as s:
-        row = find_task(s, task)
-        _authorize_read(s, row, user, address)
-        newest = (
-            s.scalar(
-                select(func.max(Message.id)).where(
-                    Message.task_id == row.id, Message.recipient.in_(_recipients(address))
-                )
-            )
-            or 0
+def _check_ack_cursor(s: Session, task_id: int, address: str, cursor: int) -> None:
+    """Only ids the reader can have read may be acknowledged."""
+    newest = (
+        s.scalar(select(func.max(Message.id)).where(Message.task_id == task_id, Message.recipient.in_(_recipients(address))))
+        or 0
+    )
+    if cursor > newest:
+        raise HTTPException(
+            422,
+            f"cursor {cursor} is beyond the newest message in {address!r} ({newest}): acknowledge only ids you have read",
         )
-        if cursor > newest:
-            raise HTTPException(
-                422,
-                f"cursor {cursor} is beyond the newest message in {address!r} ({newest}): acknowledge only ids you have read",
-            )
-        stored = s.scalars(
-            select(Cursor).where(Cursor.task_id == row.id, Cursor.address == address, Cursor.user_id == user.id)
-        ).first()
-        if stored is None:
-            stored = Cursor(task_id=row.id, address=address, user_id=user.id, cursor=cursor)
-            s.add(stored)
-        elif cursor > stored.cursor:
-            stored.cursor = cursor
-            stored.updated_at = utcnow()
-        value = stored.cursor
-        s.commit()
-        return value
+
+
+def _store_cursor(s: Session, task_id: int, address: str, user_id: int, cursor: int) -> int:
+    """Move the stored cursor forward to ``cursor`` (never back); the stored value."""
+    stored = s.scalars(
+        select(Cursor).where(Cursor.task_id == task_id, Cursor.address == address, Cursor.user_id == user_id)
+    ).first()
+    if stored is None:
+        s.add(Cursor(task_id=task_id, address=address, user_id=user_id, cursor=cursor))
+        return cursor
+    if cursor > stored.cursor:
+        stored.cursor = cursor
+        stored.updated_at = utcnow()
+    return stored.cursor
+
+
+def _acknowledge(s: Session, task: str, address: str, user: Principal, cursor: int) -> int:
+    """Record that ``user`` handled ``address`` up to ``cursor``; the stored cursor never moves back."""
+    row = find_task_ref(s, task)
+    _authorize_read(s, row, user, address)
+    _check_ack_cursor(s, row.id, address, cursor)
+    return _store_cursor(s, row.id, address, user.id, cursor)
