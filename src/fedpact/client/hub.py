@@ -20,6 +20,7 @@ import functools
 import hashlib
 import io
 import os
+import random
 import ssl
 import sys
 import time
@@ -141,6 +142,15 @@ def _certificate_problem(exc: BaseException) -> str | None:
     return None
 
 
+def _hub_was_there(exc: httpx.TransportError) -> bool:
+    """Whether a failed request reached a listening hub (it timed out or was cut after connecting).
+
+    Only a refused or unroutable connection says nothing is listening at the URL; a read
+    that timed out, or a connection the hub closed mid-answer, means it is there but busy.
+    """
+    return not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol))
+
+
 def _format_detail(detail: Any) -> str:
     if isinstance(detail, list):
         parts = []
@@ -227,8 +237,9 @@ class HubClient:
         self.on_notice(f"hub reachable again at {self.url} after {waited_s:.0f} s; carrying on")
 
     def _send(self, method: str, path: str, *, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+        started = time.monotonic()
         budget = self._budget()
-        deadline = time.monotonic() + budget
+        deadline = started + budget
         delay = 0.2
         waited = 0.0
         announced = False
@@ -242,15 +253,22 @@ class HubClient:
                         f"the hub at {self.url} presented a certificate this client does not trust ({problem}); "
                         f"if the hub uses its own CA, pass --ca-file or set ${CA_ENV} to that CA's PEM file"
                     ) from exc
+                if not self._contacted and _hub_was_there(exc):
+                    # The hub accepted the connection and then was slow (a queue of a thousand
+                    # hellos): it exists, so this is an outage to sit out, not a wrong URL.
+                    self._contacted = True
+                    budget = self._budget()
+                    deadline = started + budget
                 if time.monotonic() >= deadline or waited >= budget:
                     raise self.unreachable(exc, waited) from exc
                 if not announced:
                     self._outage_started(exc.__class__.__name__)
                     announced = True
-                delay = min(delay, max(0.0, budget - waited))
-                time.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 2.0) or 0.2
+                # Jitter: a thousand clients cut off together must not come back together.
+                pause = min(delay * random.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic()))
+                time.sleep(pause)
+                waited += pause
+                delay = min(delay * 2, 5.0)
                 continue
             # A hub that is restarting answers 503, or 500 for a long-poll it cut short while
             # shutting down; a read is safe to repeat, so wait for the hub to come back.
@@ -259,9 +277,10 @@ class HubClient:
                 if not announced:
                     self._outage_started(f"HTTP {resp.status_code}")
                     announced = True
-                time.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 2.0)
+                pause = delay * random.uniform(0.5, 1.5)
+                time.sleep(pause)
+                waited += pause
+                delay = min(delay * 2, 5.0)
                 continue
             if announced and self._contacted:
                 self._outage_ended(waited)
