@@ -74,7 +74,7 @@ def pending_messages(s: Session, task_id: int, recipient: str) -> int:
         )
     else:
         seen = select(func.max(Cursor.cursor)).where(Cursor.task_id == task_id, Cursor.address == recipient)
-    acked = s.scalar(seen) or 0
+    acked = func.coalesce(seen.scalar_subquery(), 0)
     return (
         s.scalar(
             select(func.count())
