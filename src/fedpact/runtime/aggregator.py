@@ -12,7 +12,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -497,11 +497,11 @@ class Aggregator:
             if self.quorum_timeout_s is not None and time.monotonic() - started > self.quorum_timeout_s:
                 raise FedpactError(
                     f"quorum not reached within {self.quorum_timeout_s:.0f} s: {len(self.ready)} of {need} "
-                    f"participants ready ({', '.join(sorted(self.ready)) or 'none'}); nothing was changed, "
+                    f"participants ready ({_some(self.ready)}); nothing was changed, "
                     "start the aggregator again when participants are running"
                 )
             self._pump(wait=self.poll_wait)
-        self.progress.info(f"quorum reached: {', '.join(sorted(self.ready))}")
+        self.progress.info(f"quorum reached: {_some(self.ready)}")
 
     def _standardize(self) -> None:
         request_id = uuid.uuid4().hex
@@ -771,6 +771,15 @@ class Aggregator:
         self.progress.info(f"model {model['id']} stored on the hub (sha256 {model['sha256'][:12]}...)")
         return AggregatorResult(self.task_id, self.task_name, "COMPLETE", rounds_done, model["id"], final_metrics,
                                 self.history)
+
+
+def _some(names: Collection[str], shown: int = 10) -> str:
+    """A few names and how many more: at a thousand participants the whole list is noise."""
+    ordered = sorted(names)
+    if not ordered:
+        return "none"
+    text = ", ".join(ordered[:shown])
+    return text + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
 
 
 def _prefetch(msg: Message) -> None:
