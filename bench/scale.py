@@ -133,8 +133,10 @@ def hubs(n_replicas: int, work: Path) -> Iterator[tuple[str, list[int]]]:
         url = stack.enter_context(postgres_database("fedpact_bench_scale"))
         weed = start_seaweedfs(work / "seaweedfs")
         stack.callback(weed.stop)
+        # 3 x 2 x 10 connections: under PostgreSQL's default max_connections (100) with room
+        # for other clients of the same server (docs/deploy.md).
         config = HubConfig(data_dir=work / "hub", database_url=url, broker_url=RABBITMQ_URL,
-                           blob_store=weed.url("fedpact-bench"), **BENCH_SETTINGS)
+                           blob_store=weed.url("fedpact-bench"), database_pool_size=10, **BENCH_SETTINGS)
         procs = [HubProcess(config=config) for _ in range(n_replicas)]
         for h in procs:
             h.start()
@@ -189,7 +191,6 @@ def register_all(url: str, task: str, n: int, threads: int = 8) -> list[str]:
 
 def run_one(n: int, rounds: int, workers: int, replicas: int, py_spy: bool) -> dict[str, Any]:
     from fedpact.client.hub import HubClient
-    from fedpact.runtime import Events, run_aggregator
 
     work = Path(tempfile.mkdtemp(prefix=f"fedpact-scale-{n}-"))
     with hubs(replicas, work) as (url, pids):
@@ -213,60 +214,73 @@ def run_one(n: int, rounds: int, workers: int, replicas: int, py_spy: bool) -> d
             proc.stdin.write(json.dumps({"url": url, "task": task, "total": n, "participants": mine}) + "\n")
             proc.stdin.flush()
             procs.append(proc)
-        ends: list[float] = []
-        hub_cpu: list[float] = []
-        worker_cpu: list[float] = []
-        own_cpu: list[float] = []
-        ready_at: list[float] = []
-
-        def own() -> float:
-            ru = resource.getrusage(resource.RUSAGE_SELF)
-            return ru.ru_utime + ru.ru_stime
-
-        class Timing(Events):
-            def round_started(self, round: int, rounds: int, selected: list[str]) -> None:
-                if not ready_at:
-                    ready_at.append(time.monotonic())
-                super().round_started(round, rounds, selected)
-
-            def round_finished(self, round: int, rounds: int, metrics: dict[str, Any]) -> None:
-                ends.append(time.monotonic())
-                hub_cpu.append(sum(_cpu_seconds(p) for p in pids))
-                worker_cpu.append(sum(_cpu_seconds(p.pid) for p in procs))
-                own_cpu.append(own())
-                super().round_finished(round, rounds, metrics)
-
-        spies = []
-        if py_spy:
-            for pid in pids:
-                spies.append(subprocess.Popen(
-                    [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-p", str(pid), "-o",
-                     str(work / f"py-spy-{pid}.txt"), "-f", "raw", "-r", "100", "--gil", "--nonblocking"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        start_cpu = sum(_cpu_seconds(p) for p in pids)
-        t0 = time.monotonic()
-        status = "error"
-        failure = None
         try:
-            status = run_aggregator(admin, task, progress=Timing(), poll_wait=10.0,
-                                    quorum_timeout_s=max(300.0, n * 0.6)).status
-        except Exception as exc:  # noqa: BLE001 - reported in the result
-            failure = f"{type(exc).__name__}: {exc}"
-        wall = time.monotonic() - t0
-        errors: list[str] = []
-        for proc in procs:
-            try:
-                out_line, _ = proc.communicate(timeout=300 if failure is None else 5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out_line, _ = proc.communicate()
-            lines = out_line.strip().splitlines() if out_line else []
-            errors += json.loads(lines[-1])["errors"] if lines else ["worker died or was stopped"]
-        for spy in spies:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT, not on SIGTERM
-            spy.wait()
-        records = admin.list_rounds(task)
-        admin.close()
+            return _measure(n, rounds, replicas, pids, procs, admin, task, work, py_spy, register_s)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()  # a run cut short (Ctrl-C) must not leave participants behind
+                    proc.wait()
+
+
+def _measure(n: int, rounds: int, replicas: int, pids: list[int], procs: list[subprocess.Popen[str]], admin: Any, task: str,
+             work: Path, py_spy: bool, register_s: float) -> dict[str, Any]:
+    from fedpact.runtime import Events, run_aggregator
+
+    ends: list[float] = []
+    hub_cpu: list[float] = []
+    worker_cpu: list[float] = []
+    own_cpu: list[float] = []
+    ready_at: list[float] = []
+
+    def own() -> float:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+
+    class Timing(Events):
+        def round_started(self, round: int, rounds: int, selected: list[str]) -> None:
+            if not ready_at:
+                ready_at.append(time.monotonic())
+            super().round_started(round, rounds, selected)
+
+        def round_finished(self, round: int, rounds: int, metrics: dict[str, Any]) -> None:
+            ends.append(time.monotonic())
+            hub_cpu.append(sum(_cpu_seconds(p) for p in pids))
+            worker_cpu.append(sum(_cpu_seconds(p.pid) for p in procs))
+            own_cpu.append(own())
+            super().round_finished(round, rounds, metrics)
+
+    spies = []
+    if py_spy:
+        for pid in pids:
+            spies.append(subprocess.Popen(
+                [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-p", str(pid), "-o",
+                 str(work / f"py-spy-{pid}.txt"), "-f", "raw", "-r", "100", "--gil", "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    start_cpu = sum(_cpu_seconds(p) for p in pids)
+    t0 = time.monotonic()
+    status = "error"
+    failure = None
+    try:
+        status = run_aggregator(admin, task, progress=Timing(), poll_wait=10.0,
+                                quorum_timeout_s=max(300.0, n * 0.6)).status
+    except Exception as exc:  # noqa: BLE001 - reported in the result
+        failure = f"{type(exc).__name__}: {exc}"
+    wall = time.monotonic() - t0
+    errors: list[str] = []
+    for proc in procs:
+        try:
+            out_line, _ = proc.communicate(timeout=300 if failure is None else 5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out_line, _ = proc.communicate()
+        lines = out_line.strip().splitlines() if out_line else []
+        errors += json.loads(lines[-1])["errors"] if lines else ["worker died or was stopped"]
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT, not on SIGTERM
+        spy.wait()
+    records = admin.list_rounds(task)
+    admin.close()
     cycles = [b - a for a, b in pairwise(ends)]
     cpu_rounds = [b - a for a, b in pairwise(hub_cpu)]
     cpu_per_round = sum(cpu_rounds) / len(cpu_rounds) if cpu_rounds else (hub_cpu[-1] - start_cpu if hub_cpu else 0.0)

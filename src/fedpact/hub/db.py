@@ -39,18 +39,18 @@ GROUP_COMMIT_MAX = 256
 T = TypeVar("T")
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for ``url`` and the tables it lacks."""
+def make_engine(url: str, pool_size: int = 20) -> Engine:
+    """Create the engine for ``url`` and the tables it lacks; up to ``2 * pool_size`` connections."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            pool_size=20,
-            max_overflow=20,
+            pool_size=pool_size,
+            max_overflow=pool_size,
         )
         _configure_sqlite(engine)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
     upgrade_schema(engine)
     return engine
 
@@ -112,8 +112,8 @@ def _configure_sqlite(engine: Engine) -> None:
 class Database:
     """The engine and its session factory, owned by one app."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, pool_size: int = 20) -> None:
+        self.engine = make_engine(url, pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time; a second one waits in SQLite's busy handler,
         # which sleeps in steps of up to 100 ms. Queueing writers on a lock in this process
