@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from fastapi import HTTPException
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from fedpact.hub.config import HubConfig
@@ -98,12 +98,18 @@ def _pending_bound(s: Session, task_id: int, recipient: str) -> int:
     """
     if recipient == BROADCAST:
         return INT_UNBOUNDED  # a broadcast's reader is every participant: count (the aggregator sends few)
-    acked = s.scalar(select(func.max(Cursor.cursor)).where(Cursor.task_id == task_id, Cursor.address == recipient)) or 0
-    newest = s.scalar(select(func.max(Message.id))) or 0
+    conn = s.connection()
+    acked = conn.execute(_READER_CURSOR, {"task_id": task_id, "address": recipient}).scalar() or 0
+    newest = conn.execute(_NEWEST_ID).scalar() or 0
     return max(0, newest - acked)
 
 
 INT_UNBOUNDED = 2**63
+# Built once: the relay's every message runs them.
+_READER_CURSOR = select(func.max(Cursor.cursor)).where(
+    Cursor.task_id == bindparam("task_id"), Cursor.address == bindparam("address")
+)
+_NEWEST_ID = select(func.max(Message.id))
 
 
 def check_mailbox(s: Session, config: HubConfig, task_id: int, recipient: str) -> None:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from pydantic import ValidationError
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -43,6 +43,7 @@ from fedpact.hub.schemas import (
     NAME_CHARS,
     AckIn,
     AckOut,
+    BlobRef,
     MailboxOut,
     MessageIn,
     MessageOut,
@@ -54,6 +55,48 @@ router = APIRouter(tags=["relay"])
 
 AGGREGATOR = "aggregator"
 ADDRESS_HELP = "addresses are 'aggregator', 'participants' or 'participant/<user name>'"
+
+# The hot routes' statements, built once with bound parameters: at a thousand participants
+# building a statement per request (and the ORM around it) cost more than running it.
+_KEYED = select(Message.id).where(
+    Message.task_id == bindparam("task_id"), Message.sender == bindparam("sender"),
+    Message.idempotency_key == bindparam("key"),
+)
+_INSERT = insert(Message).returning(Message.id)
+_PAGE_COLUMNS = (
+    Message.id, Message.task_id, Message.sender, Message.recipient, Message.kind, Message.round, Message.headers,
+    Message.payload, Message.blob_sha256, Message.blob_size, Message.created_at,
+)
+_PAGE = (
+    select(*_PAGE_COLUMNS)
+    .where(Message.task_id == bindparam("task_id"), Message.recipient.in_(bindparam("recipients", expanding=True)),
+           Message.id > bindparam("start"))
+    .order_by(Message.id)
+    .limit(bindparam("limit"))
+)
+_STATUS = select(Task.status).where(Task.id == bindparam("task_id"))
+# Not named like the columns: an UPDATE reserves those names for its SET clause.
+_MINE = (Cursor.task_id == bindparam("b_task")) & (Cursor.address == bindparam("b_address")) & (
+    Cursor.user_id == bindparam("b_user")
+)
+_STORED_CURSOR = select(Cursor.cursor).where(_MINE)
+_ADVANCE = (
+    update(Cursor).where(_MINE, Cursor.cursor < bindparam("b_cursor"))
+    .values(cursor=bindparam("b_cursor"), updated_at=bindparam("b_now"))
+)
+_NEWEST_FOR = select(func.max(Message.id)).where(
+    Message.task_id == bindparam("task_id"), Message.recipient.in_(bindparam("recipients", expanding=True))
+)
+
+
+def _page_out(row: Any) -> MessageOut:
+    """A message of a page, from its row (no ORM object: this runs for every reader of a broadcast)."""
+    return MessageOut(
+        id=row.id, task_id=row.task_id, sender=row.sender, recipient=row.recipient, kind=row.kind, round=row.round,
+        headers=row.headers, payload=None if row.payload is None else base64.b64encode(row.payload).decode("ascii"),
+        blob=None if row.blob_sha256 is None else BlobRef(sha256=row.blob_sha256, size=row.blob_size or 0),
+        created_at=row.created_at,
+    )
 
 
 def _participant_name(address: str) -> str | None:
@@ -151,9 +194,12 @@ async def post_message(
     def store(s: Session) -> tuple[MessageOut, bool]:
         row = find_task_ref(s, task, user.id)
         _authorize_send(s, row, user, body.sender, body.recipient)
+        conn = s.connection()
         if idempotency_key is not None:
-            earlier = _by_key(s, row.id, body.sender, idempotency_key)
-            if earlier is not None:
+            keyed = {"task_id": row.id, "sender": body.sender, "key": idempotency_key}
+            if conn.execute(_KEYED, keyed).first() is not None:
+                earlier = _by_key(s, row.id, body.sender, idempotency_key)
+                assert earlier is not None
                 return message_out(earlier), True
         check_mailbox(s, state.config, row.id, body.recipient)
         check_free_space(state.config, len(payload or b""))
@@ -183,13 +229,12 @@ async def post_message(
         # A Core INSERT: the ORM's unit of work costs more than the rest of the route. On
         # SQLite the group commit's one writer already checked the key above, so the insert
         # cannot collide and needs no savepoint of its own.
-        statement = insert(Message).values(**values).returning(Message.id)
         try:
-            if s.get_bind().dialect.name == "sqlite":
-                new_id = s.execute(statement).scalar_one()
+            if conn.dialect.name == "sqlite":
+                new_id = conn.execute(_INSERT, values).scalar_one()
             else:
                 with s.begin_nested():
-                    new_id = s.execute(statement).scalar_one()
+                    new_id = conn.execute(_INSERT, values).scalar_one()
         except IntegrityError:
             # The same key raced in from another request: that one is the message.
             earlier = _by_key(s, row.id, body.sender, idempotency_key) if idempotency_key else None
@@ -334,11 +379,8 @@ async def read_mailbox(
     page_bytes = state.config.max_poll_bytes
 
     def page_after(s: Session, task_id: int, start: int) -> tuple[list[MessageOut], bool]:
-        rows = s.scalars(
-            select(Message)
-            .where(Message.task_id == task_id, Message.recipient.in_(recipients), Message.id > start)
-            .order_by(Message.id)
-            .limit(limit + 1)
+        rows = s.connection().execute(
+            _PAGE, {"task_id": task_id, "recipients": list(recipients), "start": start, "limit": limit + 1}
         )
         page: list[MessageOut] = []
         used = 0
@@ -347,7 +389,7 @@ async def read_mailbox(
             # The first message always fits, so a reader can never get stuck behind one.
             if len(page) == limit or (page and page_bytes > 0 and used + size > page_bytes):
                 return page, True
-            page.append(message_out(m))
+            page.append(_page_out(m))
             used += size
         return page, False
 
@@ -356,11 +398,8 @@ async def read_mailbox(
         with state.db.reading() as s:
             row = find_task_ref(s, task, user.id)
             _authorize_read(s, row, user, address)
-            acked = s.scalars(
-                select(Cursor.cursor).where(
-                    Cursor.task_id == row.id, Cursor.address == address, Cursor.user_id == user.id
-                )
-            ).first()
+            mine = {"b_task": row.id, "b_address": address, "b_user": user.id}
+            acked = s.connection().execute(_STORED_CURSOR, mine).scalar()
             reader = _Reader(task_id=row.id, user_id=user.id, status=row.status, acked=acked or 0)
             if ack and after is not None and after > reader.acked:
                 _check_ack_cursor(s, row.id, address, after)
@@ -370,7 +409,7 @@ async def read_mailbox(
 
     def fetch() -> tuple[list[MessageOut], str, bool]:
         with state.db.reading() as s:
-            status = s.scalars(select(Task.status).where(Task.id == reader.task_id)).first()
+            status = s.connection().execute(_STATUS, {"task_id": reader.task_id}).scalar()
             if status is None:
                 raise HTTPException(404, f"task {task!r} was deleted")
             page, more = page_after(s, reader.task_id, start)
@@ -415,10 +454,7 @@ async def ack(task: str, address: str, body: AckIn, user: CurrentUser, state: St
 
 def _check_ack_cursor(s: Session, task_id: int, address: str, cursor: int) -> None:
     """Only ids the reader can have read may be acknowledged."""
-    newest = (
-        s.scalar(select(func.max(Message.id)).where(Message.task_id == task_id, Message.recipient.in_(_recipients(address))))
-        or 0
-    )
+    newest = s.connection().execute(_NEWEST_FOR, {"task_id": task_id, "recipients": list(_recipients(address))}).scalar() or 0
     if cursor > newest:
         raise HTTPException(
             422,
@@ -432,11 +468,11 @@ def _store_cursor(s: Session, task_id: int, address: str, user_id: int, cursor: 
     One UPDATE in the usual case (the reader's cursor exists and moves on): this runs once
     per poll of every participant.
     """
-    mine = (Cursor.task_id == task_id) & (Cursor.address == address) & (Cursor.user_id == user_id)
-    moved = s.execute(update(Cursor).where(mine, Cursor.cursor < cursor).values(cursor=cursor, updated_at=utcnow()))
-    if moved.rowcount:  # type: ignore[attr-defined]
+    conn = s.connection()
+    mine = {"b_task": task_id, "b_address": address, "b_user": user_id}
+    if conn.execute(_ADVANCE, {**mine, "b_cursor": cursor, "b_now": utcnow()}).rowcount:
         return cursor
-    stored = s.scalars(select(Cursor.cursor).where(mine)).first()
+    stored: int | None = conn.execute(_STORED_CURSOR, mine).scalar()
     if stored is None:
         s.add(Cursor(task_id=task_id, address=address, user_id=user_id, cursor=cursor))
         return cursor
