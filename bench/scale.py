@@ -86,7 +86,7 @@ def definition(n: int, rounds: int) -> dict[str, Any]:
 
 
 def worker_main() -> int:
-    """Run the participants named on stdin as threads; print one JSON line with the errors."""
+    """Run the participants named on stdin as threads; one JSON line per failure as it happens, then "done"."""
     from fedpact.client.hub import HubClient
     from fedpact.data.builtin import load_digits_dataset
     from fedpact.data.partition import split_iid
@@ -95,8 +95,8 @@ def worker_main() -> int:
 
     job = json.loads(sys.stdin.readline())
     shards = split_iid(load_digits_dataset(), job["total"], seed=0)
-    errors: list[str] = []
     model_dir = Path(tempfile.mkdtemp(prefix="fedpact-scale-"))
+    lock = threading.Lock()
 
     def one(index: int, token: str) -> None:
         try:
@@ -104,14 +104,16 @@ def worker_main() -> int:
                 run_participant(client, job["task"], DataParticipant(shards[index]), progress=Progress(quiet=True),
                                 poll_wait=30.0, model_dir=model_dir / str(index))
         except BaseException as e:  # noqa: BLE001 - counted and reported
-            errors.append(f"participant {index}: {type(e).__name__}: {e}")
+            # Reported at once: a worker stopped after a failed run has still told.
+            with lock:
+                print(json.dumps({"error": f"participant {index}: {type(e).__name__}: {e}"}), flush=True)
 
     threads = [threading.Thread(target=one, args=(i, t), daemon=True, name=f"p{i}") for i, t in job["participants"]]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    print(json.dumps({"errors": errors}), flush=True)
+    print(json.dumps({"done": True}), flush=True)
     return 0
 
 
@@ -268,14 +270,16 @@ def _measure(n: int, rounds: int, replicas: int, pids: list[int], procs: list[su
         failure = f"{type(exc).__name__}: {exc}"
     wall = time.monotonic() - t0
     errors: list[str] = []
+    stopped = 0  # workers stopped before all their participants finished (after a failed run)
     for proc in procs:
         try:
             out_line, _ = proc.communicate(timeout=300 if failure is None else 5)
         except subprocess.TimeoutExpired:
             proc.kill()
             out_line, _ = proc.communicate()
-        lines = out_line.strip().splitlines() if out_line else []
-        errors += json.loads(lines[-1])["errors"] if lines else ["worker died or was stopped"]
+        reports = [json.loads(line) for line in (out_line or "").splitlines() if line.startswith("{")]
+        errors += [r["error"] for r in reports if "error" in r]
+        stopped += not any(r.get("done") for r in reports)
     for spy in spies:
         spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT, not on SIGTERM
         spy.wait()
@@ -296,7 +300,7 @@ def _measure(n: int, rounds: int, replicas: int, pids: list[int], procs: list[su
         "hub_cpu_per_round_s": cpu_per_round, "hub_cpu_per_participant_round_ms": 1000 * cpu_per_round / n,
         "participants_cpu_per_round_s": sum(worker_rounds) / len(worker_rounds) if worker_rounds else None,
         "aggregator_cpu_per_round_s": sum(own_rounds) / len(own_rounds) if own_rounds else None,
-        "errors": errors, "gave_up": len(errors),
+        "errors": errors, "gave_up": len(errors), "workers_stopped": stopped,
         "incomplete_rounds": rounds - sum(r["status"] == "complete" for r in records),
         "py_spy": [str(work / f"py-spy-{p}.txt") for p in pids] if py_spy else None,
     }
@@ -324,10 +328,10 @@ def main() -> int:
         results.append(r)
         print(json.dumps({k: v for k, v in r.items() if k != "errors"} | {"errors": r["errors"][:5]}), flush=True)
     print(table(["N", "replicas", "status", "s/round", "hub CPU s/round", "hub CPU ms/participant/round",
-                 "gave up", "incomplete rounds"],
+                 "gave up", "incomplete rounds", "workers stopped"],
                 [[r["participants"], r["replicas"], r["status"], f"{r['cycle_median_s'] or 0:.2f}",
                   f"{r['hub_cpu_per_round_s']:.2f}", f"{r['hub_cpu_per_participant_round_ms']:.2f}", r["gave_up"],
-                  r["incomplete_rounds"]] for r in results]))
+                  r["incomplete_rounds"], r["workers_stopped"]] for r in results]))
     path = write_result("scale" + (f"-{a.tag}" if a.tag else ""), {"machine": facts, "results": results})
     print(f"result: {path}")
     return 0

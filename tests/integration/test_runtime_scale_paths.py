@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -233,3 +234,43 @@ def test_an_aggregator_waiting_for_hellos_gives_up_after_its_bound_and_says_how_
     alice.cancel_task("short")
     run.threads["bob"].join(30)
     assert isinstance(run.errors.get("bob"), TaskEnded)
+
+
+class _BusyThenReady(BaseHTTPRequestHandler):
+    """A load balancer in front of a hub that is still starting: 503 until ``ready_at``."""
+
+    ready_at = 0.0
+    answered_503 = 0
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        if time.monotonic() < type(self).ready_at:
+            type(self).answered_503 += 1
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b'{"status": "ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server API
+        pass
+
+
+def test_a_first_request_answered_503_for_longer_than_the_first_contact_budget_is_retried() -> None:
+    _BusyThenReady.ready_at = time.monotonic() + 5.0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BusyThenReady)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = HubClient(f"http://127.0.0.1:{server.server_address[1]}", on_notice=lambda _t: None)
+        assert client.first_contact_s == 3.0
+        # Something answered at the URL: the right address, busy; the outage budget applies.
+        assert client.health() == {"status": "ok"}
+        assert _BusyThenReady.answered_503 >= 3
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -142,13 +142,18 @@ def _certificate_problem(exc: BaseException) -> str | None:
     return None
 
 
-def _hub_was_there(exc: httpx.TransportError) -> bool:
+def _hub_was_there(exc: httpx.TransportError, has_token: bool) -> bool:
     """Whether a failed request reached a listening hub (it timed out or was cut after connecting).
 
-    Only a refused or unroutable connection says nothing is listening at the URL; a read
-    that timed out, or a connection the hub closed mid-answer, means it is there but busy.
+    A refused or unroutable connection says nothing is listening at the URL; a read that
+    timed out, or a connection the hub closed mid-answer, means it is there but busy. A
+    connection that timed out is ambiguous (a black-holed address, or a load balancer too
+    busy to accept); a client holding a token got it from this hub, so for it that too is
+    a busy hub, not a wrong URL.
     """
-    return not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol))
+    if isinstance(exc, httpx.ConnectTimeout):
+        return has_token
+    return not isinstance(exc, (httpx.ConnectError, httpx.UnsupportedProtocol))
 
 
 def _format_detail(detail: Any) -> str:
@@ -253,7 +258,7 @@ class HubClient:
                         f"the hub at {self.url} presented a certificate this client does not trust ({problem}); "
                         f"if the hub uses its own CA, pass --ca-file or set ${CA_ENV} to that CA's PEM file"
                     ) from exc
-                if not self._contacted and _hub_was_there(exc):
+                if not self._contacted and _hub_was_there(exc, self.token is not None):
                     # The hub accepted the connection and then was slow (a queue of a thousand
                     # hellos): it exists, so this is an outage to sit out, not a wrong URL.
                     self._contacted = True
@@ -273,6 +278,12 @@ class HubClient:
             # A hub that is restarting answers 503, or 500 for a long-poll it cut short while
             # shutting down; a read is safe to repeat, so wait for the hub to come back.
             transient = resp.status_code in (502, 503, 504) or (resp.status_code == 500 and method == "GET")
+            if transient and not self._contacted:
+                # Something answered at the URL (the hub, or its load balancer): the right
+                # address, busy or restarting, so the outage budget applies, not the first contact's.
+                self._contacted = True
+                budget = self._budget()
+                deadline = started + budget
             if transient and time.monotonic() < deadline:
                 if not announced:
                     self._outage_started(f"HTTP {resp.status_code}")
