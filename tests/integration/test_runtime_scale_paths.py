@@ -8,6 +8,7 @@ waiting for hellos gives up after its bound and says how far it got.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import threading
@@ -271,6 +272,44 @@ def test_a_first_request_answered_503_for_longer_than_the_first_contact_budget_i
         assert client.health() == {"status": "ok"}
         assert _BusyThenReady.answered_503 >= 3
         client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+BLOB = b"the final model, as a participant downloads it"
+
+
+class _BlobBehindBusyBalancer(BaseHTTPRequestHandler):
+    """haproxy with every replica marked down for a moment ("No server is available"), then the blob."""
+
+    ready_at = 0.0
+    answered_503 = 0
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        if time.monotonic() < type(self).ready_at:
+            type(self).answered_503 += 1
+            body = b"<html><body><h1>503 Service Unavailable</h1>No server is available.</body></html>"
+            self.send_response(503)
+        else:
+            body = BLOB
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server API
+        pass
+
+
+def test_a_download_answered_503_by_the_load_balancer_is_retried() -> None:
+    _BlobBehindBusyBalancer.ready_at = time.monotonic() + 2.0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BlobBehindBusyBalancer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with HubClient(f"http://127.0.0.1:{server.server_address[1]}", "token", on_notice=lambda _t: None) as client:
+            assert client.download_blob("task", hashlib.sha256(BLOB).hexdigest()) == BLOB
+        assert _BlobBehindBusyBalancer.answered_503 >= 2
     finally:
         server.shutdown()
         server.server_close()

@@ -633,6 +633,14 @@ class HubClient:
                         if direct is not None and resp.status_code == 403:
                             direct = None  # the presigned URL expired: ask the hub for a new one
                             continue
+                        if resp.status_code in (502, 503, 504) and time.monotonic() < deadline:
+                            # A restarting hub, or a load balancer with no replica up right now.
+                            if not waited:
+                                self._outage_started(f"HTTP {resp.status_code}")
+                            pause = random.uniform(0.25, 0.75)
+                            time.sleep(pause)
+                            waited += pause
+                            continue
                         self._result(resp, "GET", path)
                     if received and resp.status_code != 206:
                         raise HubError(resp.status_code, "the server ignored the Range request", "GET", path)
