@@ -20,6 +20,7 @@ import functools
 import hashlib
 import io
 import os
+import random
 import ssl
 import sys
 import time
@@ -141,6 +142,20 @@ def _certificate_problem(exc: BaseException) -> str | None:
     return None
 
 
+def _hub_was_there(exc: httpx.TransportError, has_token: bool) -> bool:
+    """Whether a failed request reached a listening hub (it timed out or was cut after connecting).
+
+    A refused or unroutable connection says nothing is listening at the URL; a read that
+    timed out, or a connection the hub closed mid-answer, means it is there but busy. A
+    connection that timed out is ambiguous (a black-holed address, or a load balancer too
+    busy to accept); a client holding a token got it from this hub, so for it that too is
+    a busy hub, not a wrong URL.
+    """
+    if isinstance(exc, httpx.ConnectTimeout):
+        return has_token
+    return not isinstance(exc, (httpx.ConnectError, httpx.UnsupportedProtocol))
+
+
 def _format_detail(detail: Any) -> str:
     if isinstance(detail, list):
         parts = []
@@ -227,8 +242,9 @@ class HubClient:
         self.on_notice(f"hub reachable again at {self.url} after {waited_s:.0f} s; carrying on")
 
     def _send(self, method: str, path: str, *, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+        started = time.monotonic()
         budget = self._budget()
-        deadline = time.monotonic() + budget
+        deadline = started + budget
         delay = 0.2
         waited = 0.0
         announced = False
@@ -242,26 +258,40 @@ class HubClient:
                         f"the hub at {self.url} presented a certificate this client does not trust ({problem}); "
                         f"if the hub uses its own CA, pass --ca-file or set ${CA_ENV} to that CA's PEM file"
                     ) from exc
+                if not self._contacted and _hub_was_there(exc, self.token is not None):
+                    # The hub accepted the connection and then was slow (a queue of a thousand
+                    # hellos): it exists, so this is an outage to sit out, not a wrong URL.
+                    self._contacted = True
+                    budget = self._budget()
+                    deadline = started + budget
                 if time.monotonic() >= deadline or waited >= budget:
                     raise self.unreachable(exc, waited) from exc
                 if not announced:
                     self._outage_started(exc.__class__.__name__)
                     announced = True
-                delay = min(delay, max(0.0, budget - waited))
-                time.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 2.0) or 0.2
+                # Jitter: a thousand clients cut off together must not come back together.
+                pause = min(delay * random.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic()))
+                time.sleep(pause)
+                waited += pause
+                delay = min(delay * 2, 5.0)
                 continue
             # A hub that is restarting answers 503, or 500 for a long-poll it cut short while
             # shutting down; a read is safe to repeat, so wait for the hub to come back.
             transient = resp.status_code in (502, 503, 504) or (resp.status_code == 500 and method == "GET")
+            if transient and not self._contacted:
+                # Something answered at the URL (the hub, or its load balancer): the right
+                # address, busy or restarting, so the outage budget applies, not the first contact's.
+                self._contacted = True
+                budget = self._budget()
+                deadline = started + budget
             if transient and time.monotonic() < deadline:
                 if not announced:
                     self._outage_started(f"HTTP {resp.status_code}")
                     announced = True
-                time.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 2.0)
+                pause = delay * random.uniform(0.5, 1.5)
+                time.sleep(pause)
+                waited += pause
+                delay = min(delay * 2, 5.0)
                 continue
             if announced and self._contacted:
                 self._outage_ended(waited)
@@ -429,13 +459,31 @@ class HubClient:
         ack: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
         """Messages after the cursor; ``ack`` also acknowledges ``after`` (everything before it was handled)."""
+        out = self.read_mailbox(task, address, after=after, wait=wait, limit=limit, ack=ack)
+        return out["messages"], out["cursor"]
+
+    def read_mailbox(
+        self,
+        task: str | int,
+        address: str,
+        *,
+        after: int | None = None,
+        wait: float = 0,
+        limit: int = 500,
+        ack: bool = False,
+    ) -> dict[str, Any]:
+        """The whole poll answer: ``messages``, ``cursor``, ``task_status`` and ``more``.
+
+        A reader waiting for work learns from ``task_status`` that its task ended, without
+        a ``GET /tasks/{task}`` (whose answer grows with the number of members).
+        """
         params: dict[str, Any] = {"wait": wait, "limit": limit}
         if after is not None:
             params["after"] = after
             if ack:
                 params["ack"] = "true"
-        out = self._call("GET", f"/tasks/{task}/mailbox/{address}", params=params, timeout=wait + 30)
-        return out["messages"], out["cursor"]
+        out: dict[str, Any] = self._call("GET", f"/tasks/{task}/mailbox/{address}", params=params, timeout=wait + 30)
+        return out
 
     def ack(self, task: str | int, address: str, cursor: int) -> int:
         return self._call("POST", f"/tasks/{task}/mailbox/{address}/ack", json={"cursor": cursor})["cursor"]
@@ -584,6 +632,14 @@ class HubClient:
                         resp.read()
                         if direct is not None and resp.status_code == 403:
                             direct = None  # the presigned URL expired: ask the hub for a new one
+                            continue
+                        if resp.status_code in (502, 503, 504) and time.monotonic() < deadline:
+                            # A restarting hub, or a load balancer with no replica up right now.
+                            if not waited:
+                                self._outage_started(f"HTTP {resp.status_code}")
+                            pause = random.uniform(0.25, 0.75)
+                            time.sleep(pause)
+                            waited += pause
                             continue
                         self._result(resp, "GET", path)
                     if received and resp.status_code != 206:

@@ -59,7 +59,7 @@ def create_app(config: HubConfig) -> FastAPI:
         from fedpact.hub.broker import BrokerNotifier
 
         notifier = BrokerNotifier(config.broker_url, reconnect_s=config.broker_reconnect_s)
-    db = Database(config.database_url)
+    db = Database(config.database_url, config.database_pool_size)
     store = open_blob_store(config.blob_store, config.data_dir)
     gc = Collector(
         db, store, interval_s=config.gc_interval_s, grace_s=config.gc_grace_s, upload_ttl_s=config.upload_ttl_s

@@ -17,6 +17,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import delete, select
+from starlette.concurrency import run_in_threadpool
 
 from fedpact.hub.config import HubConfig
 from fedpact.hub.state import HubState, get_state
@@ -71,7 +72,12 @@ def unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers=_BEARER_HINT)
 
 
-def current_user(request: Request, state: Annotated[HubState, Depends(get_state)]) -> Principal:
+async def current_user(request: Request, state: Annotated[HubState, Depends(get_state)]) -> Principal:
+    """The caller, from the token cache on the event loop; the database (in the thread pool) only on a miss.
+
+    Async because FastAPI runs a plain ``def`` dependency in the thread pool: one thread hop
+    per request for what is, for a token seen in the last seconds, a dictionary look-up.
+    """
     header = request.headers.get("authorization")
     if not header:
         raise unauthorized(
@@ -87,6 +93,10 @@ def current_user(request: Request, state: Annotated[HubState, Depends(get_state)
     cached = state.tokens.get(digest, now)
     if cached is not None:
         return cached
+    return await run_in_threadpool(_verify_token, state, digest, now)
+
+
+def _verify_token(state: HubState, digest: str, now: datetime) -> Principal:
     with state.db.reading() as s:
         row = s.execute(
             select(Token.id, Token.expires_at, User.id, User.name, User.organisation)

@@ -34,6 +34,9 @@ class HubConfig:
 
     data_dir: Path
     database_url: str | None = None
+    #: Database connections this process keeps open (and as many more under load): replicas
+    #: times twice this must stay under PostgreSQL's ``max_connections`` (docs/deploy.md).
+    database_pool_size: int = 20
     #: RabbitMQ URL carrying wake-ups between replicas; None: in-process wake-ups only.
     broker_url: str | None = None
     #: Seconds between attempts to reach the broker after it went away.

@@ -14,10 +14,12 @@ other and with the writer.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,20 +34,23 @@ MIGRATION_LOCK_SPACE = 0x666D
 #: First key of the PostgreSQL advisory locks that order a task's messages ("fp" in ASCII).
 MESSAGE_LOCK_SPACE = 0x6670
 _READ_ONLY = "fedpact_read_only"
+#: Most writes one group commit carries (see :class:`GroupCommit`).
+GROUP_COMMIT_MAX = 256
+T = TypeVar("T")
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for ``url`` and the tables it lacks."""
+def make_engine(url: str, pool_size: int = 20) -> Engine:
+    """Create the engine for ``url`` and the tables it lacks; up to ``2 * pool_size`` connections."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            pool_size=20,
-            max_overflow=20,
+            pool_size=pool_size,
+            max_overflow=pool_size,
         )
         _configure_sqlite(engine)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
     upgrade_schema(engine)
     return engine
 
@@ -107,8 +112,8 @@ def _configure_sqlite(engine: Engine) -> None:
 class Database:
     """The engine and its session factory, owned by one app."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, pool_size: int = 20) -> None:
+        self.engine = make_engine(url, pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time; a second one waits in SQLite's busy handler,
         # which sleeps in steps of up to 100 ms. Queueing writers on a lock in this process
@@ -116,6 +121,7 @@ class Database:
         self._write_lock: AbstractContextManager[Any] = (
             threading.RLock() if url.startswith("sqlite") else nullcontext()
         )
+        self._group = GroupCommit(self) if url.startswith("sqlite") else None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -137,8 +143,111 @@ class Database:
             finally:
                 s.rollback()
 
+    async def write(self, job: Callable[[Session], T]) -> T:
+        """Run ``job`` in a write transaction from the event loop, holding no request thread.
+
+        On SQLite the job joins a group commit (:class:`GroupCommit`); on PostgreSQL, whose
+        writers run in parallel, it runs in a session of its own in the thread pool. The
+        job must not commit; what it returns must not need the session (plain values).
+        An exception it raises undoes its own writes only.
+        """
+        if self._group is not None:
+            return await asyncio.wrap_future(self._group.submit(job))
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(self._run_alone, job)
+
+    def _run_alone(self, job: Callable[[Session], T]) -> T:
+        with self.session() as s:
+            out = job(s)
+            s.commit()
+            return out
+
     def dispose(self) -> None:
+        if self._group is not None:
+            self._group.stop()
         self.engine.dispose()
+
+
+class GroupCommit:
+    """One writer thread that commits the writes waiting for SQLite's lock together.
+
+    SQLite has one writer at a time and each commit waits for the disk (WAL fsync). With a
+    thousand participants posting updates and acknowledging polls, writes one by one queue
+    behind that lock, each holding a request thread while it waits. Here a request hands
+    its write (a function of a session) over and awaits the result without a thread; the
+    writer takes every write that is waiting, runs each in a SAVEPOINT (a write that fails
+    is undone alone and its caller gets the error), and commits them all at once: one
+    fsync for the batch. Commit order is still the order of the ids (one writer), which
+    the relay's cursors rely on (``tables.Message``).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._jobs: list[tuple[Callable[[Session], Any], Future[Any]]] = []
+        self._cv = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Callable[[Session], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._cv:
+            if self._stopped:
+                raise RuntimeError("the hub's database is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fedpact-group-commit", daemon=True)
+                self._thread.start()
+            self._jobs.append((job, future))
+            self._cv.notify()
+        return future
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs and not self._stopped:
+                    self._cv.wait()
+                if not self._jobs:
+                    return
+                batch, self._jobs = self._jobs[:GROUP_COMMIT_MAX], self._jobs[GROUP_COMMIT_MAX:]
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[Callable[[Session], Any], Future[Any]]]) -> None:
+        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            with self._db.session() as s:
+                for job, future in batch:
+                    if not future.set_running_or_notify_cancel():
+                        continue
+                    nested = s.begin_nested()
+                    try:
+                        out = job(s)
+                        nested.commit()
+                    except BaseException as exc:  # noqa: BLE001 - handed to the job's caller
+                        if nested.is_active:
+                            nested.rollback()
+                        results.append((future, None, exc))
+                    else:
+                        results.append((future, out, None))
+                s.commit()
+        except BaseException as exc:  # noqa: BLE001 - the commit failed: every write of the batch is lost
+            for _job, future in batch:
+                if not future.done():
+                    if future.running() or future.set_running_or_notify_cancel():
+                        future.set_exception(exc)
+            return
+        for future, out, error in results:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(out)
 
 
 def lock_task_messages(s: Session, task_id: int) -> None:

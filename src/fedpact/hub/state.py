@@ -38,6 +38,7 @@ class HubState:
     tokens: TokenCache[Any] = field(default_factory=TokenCache)
 
 
-def get_state(request: Request) -> HubState:
+async def get_state(request: Request) -> HubState:
+    """Async on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, one hop per request."""
     state: HubState = request.app.state.hub
     return state

@@ -12,7 +12,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -136,6 +136,8 @@ class Aggregator:
         self.rejected: dict[str, str] = {}
         self.clipped: dict[str, str] = {}
         self._weights_blob: dict[str, Any] | None = None
+        #: The bytes of the last weights blob this run uploaded, when small enough to inline.
+        self._weights_bytes: tuple[str, bytes] | None = None
         self._previous: dict[str, Any] | None = None
         self._downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fedpact-download")
         self.mailbox = Mailbox(client, self.task_id, m.AGGREGATOR, from_start=not resume)
@@ -530,11 +532,11 @@ class Aggregator:
             if self.quorum_timeout_s is not None and time.monotonic() - started > self.quorum_timeout_s:
                 raise FedpactError(
                     f"quorum not reached within {self.quorum_timeout_s:.0f} s: {len(self.ready)} of {need} "
-                    f"participants ready ({', '.join(sorted(self.ready)) or 'none'}); nothing was changed, "
+                    f"participants ready ({_some(self.ready)}); nothing was changed, "
                     "start the aggregator again when participants are running"
                 )
             self._pump(wait=self.poll_wait)
-        self.progress.info(f"quorum reached: {', '.join(sorted(self.ready))}")
+        self.progress.info(f"quorum reached: {_some(self.ready)}")
 
     def _standardize(self) -> None:
         request_id = uuid.uuid4().hex
@@ -610,7 +612,7 @@ class Aggregator:
                 {"round_id": plan.round_id, "rounds": d.rounds, "selected": selected, "config": config,
                  "deadline_s": d.round_timeout_s, "weights": self._weights_ref(), "previous": self._previous,
                  **self._fills_meta()},
-                self._std_tensors(),
+                self._std_tensors() | self._inline_weights(),
                 round=r,
             )
             outcome = self.rounds.run(plan)
@@ -697,7 +699,22 @@ class Aggregator:
         if self._weights_blob is None:
             payload = self.rounds.weights_payload() or encode_weights(self.global_weights)
             self._weights_blob = self.client.upload_blob(self.task_id, payload)
+            small = len(payload) <= m.INLINE_WEIGHTS_LIMIT
+            self._weights_bytes = (self._weights_blob["sha256"], bytes(payload)) if small else None
         return self._weights_blob
+
+    def _inline_weights(self) -> dict[str, np.ndarray]:
+        """The weights blob's exact bytes as a tensor of the request, when small (messages.INLINE_WEIGHTS).
+
+        Every participant then has the model in the poll answer that wakes it, instead of
+        downloading the blob in a request of its own: at 1,000 participants that is 1,000
+        requests per round the hub does not serve. The blob is still uploaded (the checkpoint
+        names it, and a participant that misses the inline copy downloads it).
+        """
+        ref = self._weights_ref()
+        if self._weights_bytes is None or self._weights_bytes[0] != ref["sha256"]:
+            return {}
+        return {m.INLINE_WEIGHTS: np.frombuffer(self._weights_bytes[1], dtype=np.uint8)}
 
     def _std_tensors(self) -> dict[str, np.ndarray]:
         out = {} if self.std is None else {"std.mean": self.std[0], "std.std": self.std[1]}
@@ -741,7 +758,7 @@ class Aggregator:
             self.progress.info("final evaluation on the participants' hold-out data")
             self.broadcast(m.FINAL_EVALUATE, {"request_id": request_id, "weights": self._weights_ref(),
                                                "previous": self._previous, **self._fills_meta()},
-                           self._std_tensors())
+                           self._std_tensors() | self._inline_weights())
             replies = self.collect(m.EVALUATION, request_id, set(self.ready), min(d.round_timeout_s, 120.0))
             val = pooled_val(d.data.task, {n: ({**meta, "val": meta["metrics"]}, t) for n, (meta, t) in replies.items()})
             final_metrics.update(val)
@@ -802,6 +819,15 @@ class Aggregator:
         self.progress.info(f"model {model['id']} stored on the hub (sha256 {model['sha256'][:12]}...)")
         return AggregatorResult(self.task_id, self.task_name, "COMPLETE", rounds_done, model["id"], final_metrics,
                                 self.history)
+
+
+def _some(names: Collection[str], shown: int = 10) -> str:
+    """A few names and how many more: at a thousand participants the whole list is noise."""
+    ordered = sorted(names)
+    if not ordered:
+        return "none"
+    text = ", ".join(ordered[:shown])
+    return text + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
 
 
 def _prefetch(msg: Message) -> None:

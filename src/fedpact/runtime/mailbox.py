@@ -60,14 +60,17 @@ class Mailbox:
         self.task_id = task_id
         self.address = address
         self.cursor: int | None = 0 if from_start else None
+        #: The task's status as of the last fetch (the poll answer carries it).
+        self.task_status: str | None = None
 
     def fetch(self, wait: float) -> list[Message]:
         """The next batch; fetching acknowledges the previous one, which the caller has handled."""
-        raw, cursor = self.client.poll(
+        out = self.client.read_mailbox(
             self.task_id, self.address, after=self.cursor, wait=wait, ack=bool(self.cursor)
         )
-        self.cursor = cursor
-        return [Message(m, self.client, self.task_id) for m in raw]
+        self.cursor = out["cursor"]
+        self.task_status = out.get("task_status")
+        return [Message(m, self.client, self.task_id) for m in out["messages"]]
 
     def ack(self) -> None:
         if self.cursor:

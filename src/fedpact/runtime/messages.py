@@ -34,6 +34,11 @@ FINISHED = "finished"
 STOPPED = "stopped"  # failed or cancelled: {"status", "reason"}
 
 _META_KEY = "fedpact"
+#: Tensor of a round start or final evaluation request carrying the bytes of the weights blob
+#: its ``weights`` names (uint8, byte for byte), so participants need not download it.
+INLINE_WEIGHTS = "inline.weights"
+#: Weights blobs up to this size travel inline; larger ones only as the blob.
+INLINE_WEIGHTS_LIMIT = 128 * 1024
 
 
 def participant_address(name: str) -> str:

@@ -216,7 +216,8 @@ def run_participant(
     result = ParticipantResult(tid, tname, "RUNNING")
     handled: set[str] = set()
     last_activity = time.monotonic()
-    priv = participant_round_for(HubParticipantTransport(client, tid, address), tid, me, definition, progress)
+    transport = HubParticipantTransport(client, tid, address)
+    priv = participant_round_for(transport, tid, me, definition, progress)
 
     def hello() -> None:
         client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.HELLO,
@@ -228,7 +229,9 @@ def run_participant(
     while True:
         batch = mailbox.fetch(wait=poll_wait)
         if not batch:
-            status = client.get_task(tid)["status"]
+            # The poll answer carries the task's status: no GET /tasks (whose answer lists
+            # every member) per empty poll, which cost the hub O(N^2) per poll period.
+            status = mailbox.task_status or ""
             if status in TERMINAL:
                 return _ended_without_notice(client, tid, status, result, model_dir, progress, priv)
             if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
@@ -248,6 +251,7 @@ def run_participant(
             elif msg.kind == m.STATS_REQUEST:
                 _answer_stats(client, tid, address, participant, msg, handled, priv)
             elif msg.kind == m.ROUND_START:
+                _take_inline_weights(transport, msg)
                 _train_round(client, tid, address, participant, msg, handled, progress, me, result, priv)
             elif msg.kind in (m.SECAGG, m.HE_KEY_REQUEST, m.HE_KEY):
                 deferred = priv.on_message(msg)
@@ -257,6 +261,7 @@ def run_participant(
                 meta, _ = msg.body()
                 progress.warning(f"round {msg.round}: the aggregator rejected this update: {meta.get('reason')}")
             elif msg.kind == m.FINAL_EVALUATE:
+                _take_inline_weights(transport, msg)
                 _final_evaluation(client, tid, address, participant, msg, handled, priv)
             elif msg.kind == m.FINISHED:
                 mailbox.ack()
@@ -266,6 +271,22 @@ def run_participant(
                 mailbox.ack()
                 meta, _ = msg.body()
                 raise TaskEnded(meta.get("status", "FAILED"), meta.get("reason", ""))
+
+
+def _take_inline_weights(transport: HubParticipantTransport, msg: Message) -> None:
+    """Hand the transport the model a request carries inline, so it is not downloaded again.
+
+    Bytes that do not hash to the blob the request names are ignored (the blob is then
+    downloaded): the inline copy is a shortcut, never a second source of truth.
+    """
+    try:
+        meta, tensors = msg.body()
+    except ValueError:
+        return  # the handler reports the malformed request
+    inline = tensors.get(m.INLINE_WEIGHTS)
+    ref = meta.get("weights")
+    if inline is not None and isinstance(ref, dict) and isinstance(ref.get("sha256"), str):
+        transport.offer(ref["sha256"], np.ascontiguousarray(inline, dtype=np.uint8).tobytes())
 
 
 def _wait_for_admission(client: HubClient, tid: int, tname: str, poll_wait: float, idle_timeout_s: float | None) -> None:

@@ -14,16 +14,24 @@ import base64
 import binascii
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from fedpact.hub.access import TERMINAL, find_task, is_joined, require_member, require_participant
+from fedpact.hub.access import (
+    TERMINAL,
+    TaskLike,
+    find_task,
+    find_task_ref,
+    is_joined,
+    require_member,
+    require_participant,
+)
 from fedpact.hub.auth import CurrentUser, Principal, State
 from fedpact.hub.db import lock_task_messages
 from fedpact.hub.notify import BROADCAST, PARTICIPANT_PREFIX
@@ -35,11 +43,11 @@ from fedpact.hub.schemas import (
     NAME_CHARS,
     AckIn,
     AckOut,
+    BlobRef,
     MailboxOut,
     MessageIn,
     MessageOut,
 )
-from fedpact.hub.state import HubState
 from fedpact.hub.tables import Blob, Cursor, Message, Task, User, utcnow
 from fedpact.hub.views import message_out
 
@@ -47,6 +55,48 @@ router = APIRouter(tags=["relay"])
 
 AGGREGATOR = "aggregator"
 ADDRESS_HELP = "addresses are 'aggregator', 'participants' or 'participant/<user name>'"
+
+# The hot routes' statements, built once with bound parameters: at a thousand participants
+# building a statement per request (and the ORM around it) cost more than running it.
+_KEYED = select(Message.id).where(
+    Message.task_id == bindparam("task_id"), Message.sender == bindparam("sender"),
+    Message.idempotency_key == bindparam("key"),
+)
+_INSERT = insert(Message).returning(Message.id)
+_PAGE_COLUMNS = (
+    Message.id, Message.task_id, Message.sender, Message.recipient, Message.kind, Message.round, Message.headers,
+    Message.payload, Message.blob_sha256, Message.blob_size, Message.created_at,
+)
+_PAGE = (
+    select(*_PAGE_COLUMNS)
+    .where(Message.task_id == bindparam("task_id"), Message.recipient.in_(bindparam("recipients", expanding=True)),
+           Message.id > bindparam("start"))
+    .order_by(Message.id)
+    .limit(bindparam("limit"))
+)
+_STATUS = select(Task.status).where(Task.id == bindparam("task_id"))
+# Not named like the columns: an UPDATE reserves those names for its SET clause.
+_MINE = (Cursor.task_id == bindparam("b_task")) & (Cursor.address == bindparam("b_address")) & (
+    Cursor.user_id == bindparam("b_user")
+)
+_STORED_CURSOR = select(Cursor.cursor).where(_MINE)
+_ADVANCE = (
+    update(Cursor).where(_MINE, Cursor.cursor < bindparam("b_cursor"))
+    .values(cursor=bindparam("b_cursor"), updated_at=bindparam("b_now"))
+)
+_NEWEST_FOR = select(func.max(Message.id)).where(
+    Message.task_id == bindparam("task_id"), Message.recipient.in_(bindparam("recipients", expanding=True))
+)
+
+
+def _page_out(row: Any) -> MessageOut:
+    """A message of a page, from its row (no ORM object: this runs for every reader of a broadcast)."""
+    return MessageOut(
+        id=row.id, task_id=row.task_id, sender=row.sender, recipient=row.recipient, kind=row.kind, round=row.round,
+        headers=row.headers, payload=None if row.payload is None else base64.b64encode(row.payload).decode("ascii"),
+        blob=None if row.blob_sha256 is None else BlobRef(sha256=row.blob_sha256, size=row.blob_size or 0),
+        created_at=row.created_at,
+    )
 
 
 def _participant_name(address: str) -> str | None:
@@ -67,7 +117,7 @@ def _recipients(address: str) -> tuple[str, ...]:
     return (address, BROADCAST) if _participant_name(address) else (address,)
 
 
-def _authorize_read(s: Session, task: Task, user: Principal, address: str) -> None:
+def _authorize_read(s: Session, task: TaskLike, user: Principal, address: str) -> None:
     if address == AGGREGATOR:
         if task.creator_id != user.id:
             raise HTTPException(403, f"only the creator of task {task.name!r} may read the aggregator's mailbox")
@@ -82,7 +132,7 @@ def _authorize_read(s: Session, task: Task, user: Principal, address: str) -> No
     require_participant(s, task, user, "read their mailbox")
 
 
-def _authorize_send(s: Session, task: Task, user: Principal, sender: str, recipient: str) -> None:
+def _authorize_send(s: Session, task: TaskLike, user: Principal, sender: str, recipient: str) -> None:
     check_address(sender, "sender")
     check_address(recipient, "recipient")
     if sender == AGGREGATOR:
@@ -130,7 +180,7 @@ def _decode_payload(payload: str | None, limit: int) -> bytes | None:
 
 
 @router.post("/tasks/{task}/messages", status_code=201, response_model=MessageOut)
-def post_message(
+async def post_message(
     task: str,
     body: MessageIn,
     user: CurrentUser,
@@ -138,15 +188,19 @@ def post_message(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> MessageOut:
+    """Store one message. The checks and the insert are one write (a group commit on SQLite)."""
     payload = _decode_payload(body.payload, state.config.max_inline_bytes)
-    with state.db.session() as s:
-        row = find_task(s, task)
+
+    def store(s: Session) -> tuple[MessageOut, bool]:
+        row = find_task_ref(s, task, user.id)
         _authorize_send(s, row, user, body.sender, body.recipient)
+        conn = s.connection()
         if idempotency_key is not None:
-            earlier = _by_key(s, row.id, body.sender, idempotency_key)
-            if earlier is not None:
-                response.headers["Idempotent-Replayed"] = "true"
-                return message_out(earlier)
+            keyed = {"task_id": row.id, "sender": body.sender, "key": idempotency_key}
+            if conn.execute(_KEYED, keyed).first() is not None:
+                earlier = _by_key(s, row.id, body.sender, idempotency_key)
+                assert earlier is not None
+                return message_out(earlier), True
         check_mailbox(s, state.config, row.id, body.recipient)
         check_free_space(state.config, len(payload or b""))
         if body.blob is not None:
@@ -158,30 +212,46 @@ def post_message(
                 )
             if blob.size != body.blob.size:
                 raise HTTPException(422, f"blob {body.blob.sha256} has {blob.size} bytes, not {body.blob.size}")
-        msg = Message(
-            task_id=row.id,
-            sender=body.sender,
-            recipient=body.recipient,
-            kind=body.kind,
-            round=body.round,
-            headers=body.headers,
-            payload=payload,
-            blob_sha256=body.blob.sha256 if body.blob else None,
-            blob_size=body.blob.size if body.blob else None,
-            idempotency_key=idempotency_key,
-        )
+        values: dict[str, Any] = {
+            "task_id": row.id,
+            "sender": body.sender,
+            "recipient": body.recipient,
+            "kind": body.kind,
+            "round": body.round,
+            "headers": body.headers,
+            "payload": payload,
+            "blob_sha256": body.blob.sha256 if body.blob else None,
+            "blob_size": body.blob.size if body.blob else None,
+            "idempotency_key": idempotency_key,
+            "created_at": utcnow(),
+        }
         lock_task_messages(s, row.id)
-        s.add(msg)
+        # A Core INSERT: the ORM's unit of work costs more than the rest of the route. On
+        # SQLite the group commit's one writer already checked the key above, so the insert
+        # cannot collide and needs no savepoint of its own.
         try:
-            s.commit()
+            if conn.dialect.name == "sqlite":
+                new_id = conn.execute(_INSERT, values).scalar_one()
+            else:
+                with s.begin_nested():
+                    new_id = conn.execute(_INSERT, values).scalar_one()
         except IntegrityError:
-            s.rollback()
+            # The same key raced in from another request: that one is the message.
             earlier = _by_key(s, row.id, body.sender, idempotency_key) if idempotency_key else None
             if earlier is None:
                 raise
-            response.headers["Idempotent-Replayed"] = "true"
-            return message_out(earlier)
-        out = message_out(msg)
+            return message_out(earlier), True
+        return MessageOut(
+            id=new_id, task_id=row.id, sender=body.sender, recipient=body.recipient, kind=body.kind,
+            round=body.round, headers=body.headers,
+            payload=None if payload is None else base64.b64encode(payload).decode("ascii"),
+            blob=body.blob, created_at=values["created_at"],
+        ), False
+
+    out, replayed = await state.db.write(store)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+        return out
     state.metrics.messages.inc()
     state.notifier.notify(out.task_id, out.recipient)
     return out
@@ -305,51 +375,62 @@ async def read_mailbox(
     if ack and after is None:
         raise HTTPException(422, "ack=true acknowledges the cursor given as `after`; pass after=<cursor> too")
 
-    def open_reader() -> _Reader:
-        with state.db.reading() as s:
-            row = find_task(s, task)
-            _authorize_read(s, row, user, address)
-            acked = s.scalars(
-                select(Cursor.cursor).where(
-                    Cursor.task_id == row.id, Cursor.address == address, Cursor.user_id == user.id
-                )
-            ).first()
-            return _Reader(task_id=row.id, user_id=user.id, status=row.status, acked=acked or 0)
-
-    reader = await run_in_threadpool(open_reader)
-    if ack and after is not None and after > reader.acked:
-        await run_in_threadpool(_acknowledge, state, task, address, user, after)
-    start = reader.acked if after is None else after
     recipients = _recipients(address)
-
     page_bytes = state.config.max_poll_bytes
+
+    def page_after(s: Session, task_id: int, start: int) -> tuple[list[MessageOut], bool]:
+        rows = s.connection().execute(
+            _PAGE, {"task_id": task_id, "recipients": list(recipients), "start": start, "limit": limit + 1}
+        )
+        page: list[MessageOut] = []
+        used = 0
+        for m in rows:
+            size = len(m.payload or b"")
+            # The first message always fits, so a reader can never get stuck behind one.
+            if len(page) == limit or (page and page_bytes > 0 and used + size > page_bytes):
+                return page, True
+            page.append(_page_out(m))
+            used += size
+        return page, False
+
+    def open_reader() -> tuple[_Reader, int, list[MessageOut], bool]:
+        """Authorise, read the stored cursor and the first page in one read transaction."""
+        with state.db.reading() as s:
+            row = find_task_ref(s, task, user.id)
+            _authorize_read(s, row, user, address)
+            mine = {"b_task": row.id, "b_address": address, "b_user": user.id}
+            acked = s.connection().execute(_STORED_CURSOR, mine).scalar()
+            reader = _Reader(task_id=row.id, user_id=user.id, status=row.status, acked=acked or 0)
+            if ack and after is not None and after > reader.acked:
+                _check_ack_cursor(s, row.id, address, after)
+            start = reader.acked if after is None else after
+            page, more = page_after(s, row.id, start)
+            return reader, start, page, more
 
     def fetch() -> tuple[list[MessageOut], str, bool]:
         with state.db.reading() as s:
-            status = s.scalars(select(Task.status).where(Task.id == reader.task_id)).first()
+            status = s.connection().execute(_STATUS, {"task_id": reader.task_id}).scalar()
             if status is None:
                 raise HTTPException(404, f"task {task!r} was deleted")
-            rows = s.scalars(
-                select(Message)
-                .where(Message.task_id == reader.task_id, Message.recipient.in_(recipients), Message.id > start)
-                .order_by(Message.id)
-                .limit(limit + 1)
-            )
-            page: list[MessageOut] = []
-            used = 0
-            for m in rows:
-                size = len(m.payload or b"")
-                # The first message always fits, so a reader can never get stuck behind one.
-                if len(page) == limit or (page and page_bytes > 0 and used + size > page_bytes):
-                    return page, status, True
-                page.append(message_out(m))
-                used += size
-            return page, status, False
+            page, more = page_after(s, reader.task_id, start)
+            return page, status, more
 
+    # A wait's mark must come before the query it follows, so that a message committed in
+    # between wakes it. Clients poll by task id, which gives the mark before the first query;
+    # a poll by name takes it after, and queries once more before it waits.
+    known_id = int(task) if task.isascii() and task.isdigit() and len(task) <= 18 else None
+    mark = state.notifier.mark(known_id, address) if known_id is not None else None
+    reader, start, messages, more = await run_in_threadpool(open_reader)
+    if ack and after is not None and after > reader.acked:
+        done = after
+        await state.db.write(lambda s: _store_cursor(s, reader.task_id, address, user.id, done))
+    status = reader.status
+    if mark is None:
+        mark = state.notifier.mark(reader.task_id, address)
+        if not messages and wait > 0:
+            messages, status, more = await run_in_threadpool(fetch)
     deadline = time.monotonic() + wait
     while True:
-        mark = state.notifier.mark(reader.task_id, address)
-        messages, status, more = await run_in_threadpool(fetch)
         remaining = deadline - time.monotonic()
         ended = status in TERMINAL and status != reader.status
         if messages or remaining <= 0 or ended:
@@ -361,41 +442,46 @@ async def read_mailbox(
             await state.notifier.wait(reader.task_id, min(recheck, remaining), since=mark, address=address)
         finally:
             state.metrics.waiting_polls.dec()
+        mark = state.notifier.mark(reader.task_id, address)
+        messages, status, more = await run_in_threadpool(fetch)
 
 
 @router.post("/tasks/{task}/mailbox/{address:path}/ack", response_model=AckOut)
-def ack(task: str, address: str, body: AckIn, user: CurrentUser, state: State) -> AckOut:
+async def ack(task: str, address: str, body: AckIn, user: CurrentUser, state: State) -> AckOut:
     check_address(address, "address")
-    return AckOut(cursor=_acknowledge(state, task, address, user, body.cursor))
+    return AckOut(cursor=await state.db.write(lambda s: _acknowledge(s, task, address, user, body.cursor)))
 
 
-def _acknowledge(state: HubState, task: str, address: str, user: Principal, cursor: int) -> int:
-    """Record that ``user`` handled ``address`` up to ``cursor``; the stored cursor never moves back."""
-    with state.db.session() as s:
-        row = find_task(s, task)
-        _authorize_read(s, row, user, address)
-        newest = (
-            s.scalar(
-                select(func.max(Message.id)).where(
-                    Message.task_id == row.id, Message.recipient.in_(_recipients(address))
-                )
-            )
-            or 0
+def _check_ack_cursor(s: Session, task_id: int, address: str, cursor: int) -> None:
+    """Only ids the reader can have read may be acknowledged."""
+    newest = s.connection().execute(_NEWEST_FOR, {"task_id": task_id, "recipients": list(_recipients(address))}).scalar() or 0
+    if cursor > newest:
+        raise HTTPException(
+            422,
+            f"cursor {cursor} is beyond the newest message in {address!r} ({newest}): acknowledge only ids you have read",
         )
-        if cursor > newest:
-            raise HTTPException(
-                422,
-                f"cursor {cursor} is beyond the newest message in {address!r} ({newest}): acknowledge only ids you have read",
-            )
-        stored = s.scalars(
-            select(Cursor).where(Cursor.task_id == row.id, Cursor.address == address, Cursor.user_id == user.id)
-        ).first()
-        if stored is None:
-            stored = Cursor(task_id=row.id, address=address, user_id=user.id, cursor=cursor)
-            s.add(stored)
-        elif cursor > stored.cursor:
-            stored.cursor = cursor
-            stored.updated_at = utcnow()
-        value = stored.cursor
-        s.commit()
-        return value
+
+
+def _store_cursor(s: Session, task_id: int, address: str, user_id: int, cursor: int) -> int:
+    """Move the stored cursor forward to ``cursor`` (never back); the stored value.
+
+    One UPDATE in the usual case (the reader's cursor exists and moves on): this runs once
+    per poll of every participant.
+    """
+    conn = s.connection()
+    mine = {"b_task": task_id, "b_address": address, "b_user": user_id}
+    if conn.execute(_ADVANCE, {**mine, "b_cursor": cursor, "b_now": utcnow()}).rowcount:
+        return cursor
+    stored: int | None = conn.execute(_STORED_CURSOR, mine).scalar()
+    if stored is None:
+        s.add(Cursor(task_id=task_id, address=address, user_id=user_id, cursor=cursor))
+        return cursor
+    return stored
+
+
+def _acknowledge(s: Session, task: str, address: str, user: Principal, cursor: int) -> int:
+    """Record that ``user`` handled ``address`` up to ``cursor``; the stored cursor never moves back."""
+    row = find_task_ref(s, task, user.id)
+    _authorize_read(s, row, user, address)
+    _check_ack_cursor(s, row.id, address, cursor)
+    return _store_cursor(s, row.id, address, user.id, cursor)

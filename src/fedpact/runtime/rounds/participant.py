@@ -12,6 +12,7 @@ instead of the plain update) and for each privacy message. It talks to a
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
@@ -52,12 +53,25 @@ class HubParticipantTransport:
         self.client = client
         self.task_id = task_id
         self.address = address
+        self._offered: tuple[str, bytes] | None = None
+
+    def offer(self, sha256: str, data: bytes) -> bool:
+        """Keep the bytes of blob ``sha256`` that arrived inline, if they are that blob; True if kept.
+
+        Only the latest one is kept: it is the model of the request being handled.
+        """
+        if hashlib.sha256(data).hexdigest() != sha256:
+            return False
+        self._offered = (sha256, data)
+        return True
 
     def send(self, kind: str, payload: bytes, round: int = 0) -> None:
         self.client.send(self.task_id, sender=self.address, recipient=m.AGGREGATOR, kind=kind, round=round,
                          payload=payload)
 
     def download(self, sha256: str) -> bytes:
+        if self._offered is not None and self._offered[0] == sha256:
+            return self._offered[1]
         data: bytes = self.client.download_blob(self.task_id, sha256)
         return data
 
