@@ -44,21 +44,25 @@ def tasks_out(s: Session, tasks: list[Task], viewer: Principal) -> list[TaskOut]
         return []
     ids = [t.id for t in tasks]
     creators = dict(s.execute(select(User.id, User.name).where(User.id.in_({t.creator_id for t in tasks}))).all())
+    mine: dict[int, str] = dict(
+        s.execute(
+            select(Membership.task_id, Membership.status)
+            .where(Membership.task_id.in_(ids), Membership.user_id == viewer.id)
+        ).all()
+    )
+    # Member lists only where the viewer may see them: a pending participant waiting for
+    # approval reads its task every second, and must not cost the hub its N members each time.
+    visible = [t.id for t in tasks if t.creator_id == viewer.id or mine.get(t.id) == ADMITTED]
     members: dict[int, list[str]] = defaultdict(list)
     pending: dict[int, list[str]] = defaultdict(list)
-    mine: dict[int, str] = {}
-    for task_id, user_id, name, status in s.execute(
-        select(Membership.task_id, Membership.user_id, User.name, Membership.status)
-        .join(User, User.id == Membership.user_id)
-        .where(Membership.task_id.in_(ids))
-        .order_by(Membership.joined_at, Membership.id)
-    ):
-        if status == ADMITTED:
-            members[task_id].append(name)
-        elif status == PENDING:
-            pending[task_id].append(name)
-        if user_id == viewer.id:
-            mine[task_id] = status
+    if visible:
+        for task_id, name, status in s.execute(
+            select(Membership.task_id, User.name, Membership.status)
+            .join(User, User.id == Membership.user_id)
+            .where(Membership.task_id.in_(visible), Membership.status.in_((ADMITTED, PENDING)))
+            .order_by(Membership.joined_at, Membership.id)
+        ):
+            (members if status == ADMITTED else pending)[task_id].append(name)
     events: dict[int, list[EventOut]] = defaultdict(list)
     for e in s.scalars(select(TaskEvent).where(TaskEvent.task_id.in_(ids)).order_by(TaskEvent.id)):
         events[e.task_id].append(EventOut(status=e.status, at=e.at, reason=e.reason))
