@@ -52,13 +52,13 @@ def test_status_log_and_stop_of_a_hosted_aggregator_go_through_any_replica(
             assert alice_b.hosted_aggregator_status("everywhere")["state"] == "none"
             started = alice_a.start_hosted_aggregator("everywhere")
             assert started["running"] and started["state"] == "running"
-            assert _aggregator_pids(task["id"]) == [started["pid"]], "A runs the only aggregator"
+            assert _aggregator_pids(task["id"], a, b) == [started["pid"]], "A runs the only aggregator"
 
             # Status: the same answer from both replicas.
             assert alice_b.hosted_aggregator_status("everywhere") == alice_a.hosted_aggregator_status("everywhere")
             r = alice_b._send("POST", "/tasks/everywhere/aggregator", json={})
             assert r.status_code == 409 and "already running" in r.text
-            assert _aggregator_pids(task["id"]) == [started["pid"]], "the refused start started nothing"
+            assert _aggregator_pids(task["id"], a, b) == [started["pid"]], "the refused start started nothing"
 
             # Log: what B serves is A's process's output, at the same offsets.
             wait_for(lambda: "waiting for participants" in alice_b.hosted_aggregator_log("everywhere")["text"], 60,
@@ -77,7 +77,7 @@ def test_status_log_and_stop_of_a_hosted_aggregator_go_through_any_replica(
             assert r.status_code == 200, r.text
             stopped = r.json()
             assert stopped["state"] == "stopped" and not stopped["running"] and stopped["reason"] == "stopped by alice"
-            assert _aggregator_pids(task["id"]) == []
+            assert _aggregator_pids(task["id"], a, b) == []
             assert alice_a.hosted_aggregator_status("everywhere") == stopped
             assert "stopped: stopped by alice" in alice_b.hosted_aggregator_log("everywhere")["text"]
             r = alice_a._send("DELETE", "/tasks/everywhere/aggregator")
@@ -127,7 +127,7 @@ def test_a_replica_adopting_a_dead_replicas_aggregator_keeps_its_eval_data_resta
                 60, "replica B to adopt the aggregator",
             )
             assert adopted["restarts"] == 1 and adopted["resume"] is True and "(adopted)" in adopted["started_by"]
-            assert _aggregator_pids(task["id"]) == [adopted["pid"]], "exactly one aggregator runs"
+            assert _aggregator_pids(task["id"], a, b) == [adopted["pid"]], "exactly one aggregator runs"
             after = alice_b.hosted_aggregator_log("adopted", offset=0, limit=1024 * 1024)
             assert after["text"].startswith(before["text"]), "the log written on A is kept, at the same offsets"
             assert "took over from" in after["text"]

@@ -388,6 +388,10 @@ class WorkerManager:
                 env[CA_ENV] = str(self.config.tls_cert)
             mode = "resuming after the last checkpointed round" if resume else "starting"
             w.log_append(f"{mode}: aggregator of task {task.name!r} for {creator_name}, asked by {started_by}")
+            # The record becomes ours before the process starts, so what led to this start is
+            # in the shipped log by the time any replica reports the new process running.
+            self._write_row(task.id, {"owner": self.owner})
+            self._ship(w)
             with open(w.log_path, "ab") as out:
                 proc = subprocess.Popen(
                     argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -446,14 +450,15 @@ class WorkerManager:
             alive = w.running
             if alive:
                 w.stopping = True
-            values: dict[str, Any] = {"wanted": wanted, "reason": reason, "stop_requested": None}
-            if alive:
-                values["state"] = "stopped"
-            self._write_row(task_id, values, owned=True)
         if alive and pid:
             self._terminate(w, int(pid))
             w.log_append(f"stopped: {reason}")
+        # The log first, then the state: a reader that sees the worker stopped has its last lines.
         self._ship(w)
+        values: dict[str, Any] = {"wanted": wanted, "reason": reason, "stop_requested": None}
+        if alive:
+            values["state"] = "stopped"
+        self._write_row(task_id, values, owned=True)
         self._release(task_id, keep=wanted)
         return self.status(task_id)
 
@@ -524,10 +529,10 @@ class WorkerManager:
             )
             values.update(state="finished" if code == 0 else "failed" if code is not None else "exited",
                           reason=reason, wanted=False)
-        mine = self._write_row(w.task_id, values, pid=pid)
         if not stopping:
             w.log_append(reason)
         self._ship(w)
+        mine = self._write_row(w.task_id, values, pid=pid)
         if digest and not self._closing:
             self._revoke(digest)
         if not mine or stopping:
@@ -702,7 +707,7 @@ class WorkerManager:
                     return bool(cast(CursorResult[Any], done).rowcount)
                 row = s.get(HostedWorker, task_id)
                 if row is None:
-                    row = HostedWorker(task_id=task_id, log_start=0, log_size=0, log_file_pos=0)
+                    row = HostedWorker(task_id=task_id, state="none", log_start=0, log_size=0, log_file_pos=0)
                     s.add(row)
                 for key, value in values.items():
                     setattr(row, key, value)

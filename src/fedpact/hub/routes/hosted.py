@@ -83,7 +83,14 @@ def start_hosted(task: str, body: HostedStart, request: Request, user: CurrentUs
         require_creator(row, user, "run its aggregator on the hub")
         if row.status in TERMINAL:
             raise HTTPException(409, f"task {row.name!r} is {row.status}; there is nothing to aggregate")
-        if manager.status(row.id)["running"]:
+        current = manager.status(row.id)
+        if current["state"] == "lost":
+            raise HTTPException(
+                409,
+                f"the hub replica that ran the aggregator of task {row.name!r} stopped renewing its lease; another "
+                f"replica takes it over within {state.config.hosted_lease_s:g} s: retry then",
+            )
+        if current["running"]:
             raise HTTPException(
                 409,
                 f"the hub is already running the aggregator of task {row.name!r}; "
