@@ -149,3 +149,38 @@ def test_a_replica_adopting_a_dead_replicas_aggregator_keeps_its_eval_data_resta
         finally:
             people.close()
             a.stop(), b.stop()
+
+
+def test_a_stop_asked_while_the_running_replica_is_dead_is_answered_202_then_honoured_by_its_successor(
+    tmp_path: Path, seaweedfs: SeaweedFS  # noqa: F811
+) -> None:
+    with postgres_database() as url:
+        # No broker: the owner would see stop requests by polling the database; here it is dead.
+        a, b = _replicas(tmp_path, url, seaweedfs.url("fedpact-tests", "hosted-replicas-c"), hosted_lease_s=15.0)
+        people = People(b.url, tmp_path)
+        try:
+            alice_b = people.user("alice")
+            task = alice_b.create_task("orphaned", digits_definition())
+            alice_a = HubClient(a.url, alice_b.token)
+            started = alice_a.start_hosted_aggregator("orphaned")
+            wait_for(lambda: "waiting for participants" in alice_b.hosted_aggregator_log("orphaned")["text"], 60,
+                     "the aggregator to wait for its quorum")
+            a.kill()
+            # A's lease is still valid for longer than the stop waits: nobody can confirm it yet.
+            r = alice_b._send("DELETE", "/tasks/orphaned/aggregator")
+            assert r.status_code == 202, r.text
+            assert r.json()["state"] == "stopping" and r.json()["running"] and r.json()["pid"] == started["pid"]
+            # B takes the lease over once it expires, finds the request and does not restart it.
+            st = wait_for(lambda: (s := alice_b.hosted_aggregator_status("orphaned"))["state"] == "stopped" and s, 60,
+                          "the replica taking over to honour the stop")
+            assert st["reason"] == "stopped by alice" and not st["running"]
+            assert _aggregator_pids(task["id"], a, b) == [], "the orphan of the dead replica was stopped"
+            log = alice_b.hosted_aggregator_log("orphaned")["text"]
+            assert "did not restart it: stopped by alice" in log and "waiting for participants" in log
+            assert alice_b.get_task("orphaned")["status"] == "CREATED"
+            r = alice_b._send("DELETE", "/tasks/orphaned/aggregator")
+            assert r.status_code == 409 and "not running" in r.text
+            alice_a.close()
+        finally:
+            people.close()
+            a.stop(), b.stop()

@@ -787,21 +787,25 @@ class WorkerManager:
             self._revoke(old_token)  # fences an aggregator that outlived its replica
         if row is not None and row.token_hash and row.token_hash != old_token:
             self._revoke(row.token_hash)
+        pid = row.pid if row is not None else None
+        with self._lock:
+            w = self.worker(task_id)
+            if pid and w.proc is None and _here(old_owner) and _pid_alive(pid) and _is_our_worker(pid, task_id):
+                try:
+                    os.killpg(pid, signal.SIGKILL)  # an orphan on this machine: stop it outright
+                except ProcessLookupError:
+                    pass
         if task is None or task.status in TERMINAL or creator is None or (row is not None and row.stop_requested):
             if row is not None and self._take_row(task_id, row.owner):
                 ended = row.stop_requested or "not restarted: the task is gone or finished"
+                w.own_log()
+                w.log_append(f"hub replica {self.owner} took over from {old_owner} and did not restart it: {ended}")
+                self._ship(w)
                 self._write_row(task_id, {"state": "stopped", "wanted": False, "reason": ended,
                                           "stop_requested": None}, owned=True)
             self._release(task_id, keep=False)
             return
         with self._lock:
-            w = self.worker(task_id)
-            pid = row.pid if row is not None else None
-            if (pid and w.proc is None and _here(old_owner) and _pid_alive(pid) and _is_our_worker(pid, task_id)):
-                try:
-                    os.killpg(pid, signal.SIGKILL)  # an orphan on this machine: stop it outright
-                except ProcessLookupError:
-                    pass
             w.own_log()
             if note:
                 w.log_append(note)
