@@ -450,14 +450,15 @@ class WorkerManager:
             alive = w.running
             if alive:
                 w.stopping = True
+        values: dict[str, Any] = {"wanted": wanted, "reason": reason, "stop_requested": None}
         if alive and pid:
+            proc = w.proc
             self._terminate(w, int(pid))
             w.log_append(f"stopped: {reason}")
+            # One write records the whole end (the watcher leaves a stopped process to us).
+            values.update(state="stopped", finished_at=_now(), exit_code=proc.poll() if proc is not None else None)
         # The log first, then the state: a reader that sees the worker stopped has its last lines.
         self._ship(w)
-        values: dict[str, Any] = {"wanted": wanted, "reason": reason, "stop_requested": None}
-        if alive:
-            values["state"] = "stopped"
         self._write_row(task_id, values, owned=True)
         self._release(task_id, keep=wanted)
         return self.status(task_id)
@@ -519,23 +520,23 @@ class WorkerManager:
             stopping, w.stopping = w.stopping, False
             w.proc, w.pid = None, None
             digest, w.token_hash = w.token_hash, None
-        values: dict[str, Any] = {"exit_code": code, "finished_at": _now()}
-        reason = ""
-        if not stopping:
-            reason = (
-                "the aggregator finished" if code == 0
-                else f"the aggregator exited with status {code}: see its log" if code is not None
-                else "the aggregator exited"
-            )
-            values.update(state="finished" if code == 0 else "failed" if code is not None else "exited",
-                          reason=reason, wanted=False)
-        if not stopping:
-            w.log_append(reason)
+        if stopping:  # stop() records the end
+            if digest and not self._closing:
+                self._revoke(digest)
+            return
+        reason = (
+            "the aggregator finished" if code == 0
+            else f"the aggregator exited with status {code}: see its log" if code is not None
+            else "the aggregator exited"
+        )
+        values = {"exit_code": code, "finished_at": _now(), "reason": reason, "wanted": False,
+                  "state": "finished" if code == 0 else "failed" if code is not None else "exited"}
+        w.log_append(reason)
         self._ship(w)
         mine = self._write_row(w.task_id, values, pid=pid)
         if digest and not self._closing:
             self._revoke(digest)
-        if not mine or stopping:
+        if not mine:
             return
         if code != 0 and not self._closing:
             self._after_death(w, code)
