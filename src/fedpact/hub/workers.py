@@ -829,10 +829,9 @@ class WorkerManager:
             try:
                 st = json.loads(path.read_text())
                 self._import_one(int(child.name), st if isinstance(st, dict) else {}, child)
-            except Exception:
+                path.rename(path.with_name("worker.json.imported"))
+            except Exception:  # noqa: BLE001 - one unreadable file must not keep the others from recovering
                 log.warning("could not import %s", path, exc_info=True)
-                continue
-            path.rename(path.with_name("worker.json.imported"))
 
     def _import_one(self, task_id: int, st: dict[str, Any], folder: Path) -> None:
         def when(key: str) -> datetime | None:
@@ -909,7 +908,8 @@ class WorkerManager:
         """Give the lease up: delete it, or (``keep``: still wanted) let it expire now for another replica."""
         w = self._workers.get(task_id)
         if w is not None and not w.running:
-            w.ship_pos = None
+            with w.ship_lock:
+                w.ship_pos = None
         try:
             with self.db.session() as s:
                 mine = (HostedLease.task_id == task_id) & (HostedLease.owner == self.owner)
