@@ -594,13 +594,15 @@ class WorkerManager:
                     fh.seek(w.ship_pos)
                     data = fh.read(min(size - w.ship_pos, 16 * LOG_CHUNK_BYTES))
             try:
+                if not data:  # nothing to write: a read, which takes no write lock on SQLite
+                    with self.db.reading() as s:
+                        row = s.get(HostedWorker, w.task_id)
+                        return "lost" if row is None or row.owner != self.owner else row.stop_requested
                 with self.db.session() as s:
                     row = s.get(HostedWorker, w.task_id)
                     if row is None or row.owner != self.owner:
                         return "lost"
                     stop = row.stop_requested
-                    if not data:
-                        return stop
                     pos = row.log_size
                     done = s.execute(
                         update(HostedWorker)
