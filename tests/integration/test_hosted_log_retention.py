@@ -1,7 +1,7 @@
 """The hosted aggregator's log in the database: stable offsets, the newest bytes kept, writes fenced.
 
 A real database (SQLite file) and real log files; the owner's shipping and any replica's
-reads are the code the hub runs (``hub.workers``), with a small retention so the test
+reads are the code the hub runs (``hub.workers``, ``hub.hosted_log``), with a small retention so the test
 writes kilobytes instead of megabytes.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fedpact.hub import workers
+from fedpact.hub import hosted_log
 from fedpact.hub.db import Database
 from fedpact.hub.tables import HostedWorker, Task, User
 from fedpact.hub.workers import WorkerManager
@@ -23,8 +23,8 @@ from hub_fixtures import fast_config
 def test_the_log_keeps_its_newest_bytes_at_stable_offsets_and_only_its_owner_writes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(workers, "LOG_KEEP_BYTES", 4096)
-    monkeypatch.setattr(workers, "LOG_CHUNK_BYTES", 512)
+    monkeypatch.setattr(hosted_log, "LOG_KEEP_BYTES", 4096)
+    monkeypatch.setattr(hosted_log, "LOG_CHUNK_BYTES", 512)
     db = Database(f"sqlite:///{tmp_path / 'hub.db'}")
     try:
         with db.session() as s:

@@ -17,7 +17,7 @@ The database is the record of truth, so every replica answers alike:
 - the log: the process writes to ``<data_dir>/workers/<task id>/aggregator.log`` on its
   replica, and that replica ships the new bytes to ``tables.HostedLogChunk`` every
   ``LOG_SHIP_S`` and when the process ends. Offsets are positions in that shipped
-  stream, the same on every replica and across take-overs; the last ``LOG_KEEP_BYTES``
+  stream, the same on every replica and across take-overs (``hub.hosted_log``); the last ``LOG_KEEP_BYTES``
   are kept, and a read from an older offset starts at the oldest byte still kept;
 - stopping: a replica that does not run the worker sets ``stop_requested`` and wakes the
   owner through the notifier (through RabbitMQ between replicas); the owner also checks
@@ -51,8 +51,6 @@ aggregators reach any replica.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
 import signal
@@ -67,15 +65,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from fedpact.hub import hosted_log
 from fedpact.hub.auth import new_token
 from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
+from fedpact.hub.hosted_import import import_worker_files
 from fedpact.hub.lifecycle import record
-from fedpact.hub.tables import Blob, HostedLease, HostedLogChunk, HostedWorker, Task, Token, User
+from fedpact.hub.tables import HostedLease, HostedWorker, Task, Token, User
 
 log = logging.getLogger("fedpact.hub.workers")
 
@@ -91,10 +91,6 @@ INTERNAL_URL_ENV = "FEDPACT_HUB_INTERNAL_URL"
 CA_ENV = "FEDPACT_CA"
 #: The owner ships new log bytes to the database at least this often (and at once at exit).
 LOG_SHIP_S = 1.0
-#: Rows of the log table are at most this long.
-LOG_CHUNK_BYTES = 256 * 1024
-#: The database keeps this much of each log (the newest bytes); older chunks are deleted.
-LOG_KEEP_BYTES = 8 * 1024 * 1024
 #: The notifier address of stop requests (no mailbox has it): wakes the owner's monitor.
 STOP_WAKE = "hosted/stop"
 
@@ -298,35 +294,9 @@ class WorkerManager:
         }
 
     def read_log(self, task_id: int, offset: int | None, limit: int) -> dict[str, Any]:
-        """Bytes ``offset``.. of the shipped log (``None``: the last ``limit`` bytes), as text.
-
-        Offsets older than the oldest byte kept start at that byte: the answer's ``offset``
-        says where it starts.
-        """
+        """Bytes ``offset``.. of the shipped log (``None``: the tail), the same on every replica (``hub.hosted_log``)."""
         with self.db.reading() as s:
-            row = s.get(HostedWorker, task_id)
-            size, first = (row.log_size, row.log_start) if row is not None else (0, 0)
-            start = max(first, size - limit) if offset is None else max(first, min(offset, size))
-            end = min(size, start + limit)
-            chunks = list(s.execute(
-                select(HostedLogChunk.pos, HostedLogChunk.data)
-                .where(HostedLogChunk.task_id == task_id, HostedLogChunk.pos < end,
-                       HostedLogChunk.pos + HostedLogChunk.size > start)
-                .order_by(HostedLogChunk.pos)
-            )) if end > start else []
-        if chunks and chunks[0][0] > start:
-            start = chunks[0][0]  # trimmed between the two reads
-        data = b"".join(bytes(c[1]) for c in chunks)
-        if chunks:
-            data = data[start - chunks[0][0]:end - chunks[0][0]]
-        else:
-            start = end = min(start, size)
-        if offset is None and start > first:
-            cut = data.find(b"\n")
-            if 0 <= cut < len(data) - 1:
-                start, data = start + cut + 1, data[cut + 1:]
-        return {"offset": start, "next_offset": start + len(data), "size": size,
-                "text": data.decode("utf-8", errors="replace")}
+            return hosted_log.read(s, task_id, offset, limit)
 
     # -- starting and stopping ---------------------------------------------------------
     def start(
@@ -592,7 +562,7 @@ class WorkerManager:
             if size > w.ship_pos:
                 with open(w.log_path, "rb") as fh:
                     fh.seek(w.ship_pos)
-                    data = fh.read(min(size - w.ship_pos, 16 * LOG_CHUNK_BYTES))
+                    data = fh.read(min(size - w.ship_pos, 16 * hosted_log.LOG_CHUNK_BYTES))
             try:
                 if not data:  # nothing to write: a read, which takes no write lock on SQLite
                     with self.db.reading() as s:
@@ -603,27 +573,9 @@ class WorkerManager:
                     if row is None or row.owner != self.owner:
                         return "lost"
                     stop = row.stop_requested
-                    pos = row.log_size
-                    done = s.execute(
-                        update(HostedWorker)
-                        .where(HostedWorker.task_id == w.task_id, HostedWorker.owner == self.owner,
-                               HostedWorker.log_size == pos)
-                        .values(log_size=pos + len(data), log_file_pos=w.ship_pos + len(data))
-                    )
-                    if not cast(CursorResult[Any], done).rowcount:
+                    if not hosted_log.append(s, row, self.owner, data, w.ship_pos + len(data)):
                         s.rollback()
                         return "lost"
-                    for i in range(0, len(data), LOG_CHUNK_BYTES):
-                        piece = data[i:i + LOG_CHUNK_BYTES]
-                        s.add(HostedLogChunk(task_id=w.task_id, pos=pos + i, size=len(piece), data=piece))
-                    keep_from = pos + len(data) - LOG_KEEP_BYTES
-                    if keep_from > row.log_start + LOG_CHUNK_BYTES:
-                        s.flush()
-                        s.execute(delete(HostedLogChunk).where(
-                            HostedLogChunk.task_id == w.task_id, HostedLogChunk.pos + HostedLogChunk.size <= keep_from))
-                        first = s.scalar(select(func.min(HostedLogChunk.pos)).where(HostedLogChunk.task_id == w.task_id))
-                        s.execute(update(HostedWorker).where(HostedWorker.task_id == w.task_id)
-                                  .values(log_start=first if first is not None else pos + len(data)))
                     s.commit()
             except Exception:
                 log.warning("could not ship the log of task %s", w.task_id, exc_info=True)
@@ -734,7 +686,7 @@ class WorkerManager:
 
     def _recover_safely(self) -> None:
         try:
-            self._import_files()
+            import_worker_files(self.db, self.root)
             self.recover()
         except Exception:
             log.exception("restarting hosted aggregators failed")
@@ -819,59 +771,6 @@ class WorkerManager:
                            mlflow_uri=row.mlflow_uri if row is not None else None)
             except RuntimeError:
                 log.warning("could not start the hosted aggregator of task %s", task_id, exc_info=True)
-
-    def _import_files(self) -> None:
-        """Move the state files of hubs from before the database kept it (``worker.json``) into the database."""
-        if not self.root.is_dir():
-            return
-        for child in sorted(self.root.iterdir()):
-            path = child / "worker.json"
-            if not child.name.isdigit() or not path.is_file():
-                continue
-            try:
-                st = json.loads(path.read_text())
-                self._import_one(int(child.name), st if isinstance(st, dict) else {}, child)
-                path.rename(path.with_name("worker.json.imported"))
-            except Exception:  # noqa: BLE001 - one unreadable file must not keep the others from recovering
-                log.warning("could not import %s", path, exc_info=True)
-
-    def _import_one(self, task_id: int, st: dict[str, Any], folder: Path) -> None:
-        def when(key: str) -> datetime | None:
-            try:
-                return datetime.fromisoformat(str(st[key])) if st.get(key) else None
-            except ValueError:
-                return None
-
-        log_path = folder / "aggregator.log"
-        size = log_path.stat().st_size if log_path.is_file() else 0
-        tail = b""
-        if size:
-            with open(log_path, "rb") as fh:
-                fh.seek(max(0, size - LOG_KEEP_BYTES))
-                tail = fh.read()
-        eval_sha = eval_format = None
-        eval_file = Path(st["eval_file"]) if st.get("eval_file") else None
-        if eval_file is not None and eval_file.is_file():
-            eval_sha = hashlib.sha256(eval_file.read_bytes()).hexdigest()
-            eval_format = "npz" if eval_file.suffix == ".npz" else "csv"
-        with self.db.session() as s:
-            if s.get(Task, task_id) is None or s.get(HostedWorker, task_id) is not None:
-                return
-            if eval_sha and s.scalars(select(Blob.id).where(Blob.task_id == task_id, Blob.sha256 == eval_sha)).first() is None:
-                eval_sha = eval_format = None
-            s.add(HostedWorker(
-                task_id=task_id, state=str(st.get("state") or "stopped")[:16], wanted=bool(st.get("wanted")), owner=None,
-                pid=st.get("pid") if isinstance(st.get("pid"), int) else None, started_at=when("started_at"),
-                finished_at=when("finished_at"), exit_code=st.get("exit_code") if isinstance(st.get("exit_code"), int) else None,
-                resume=bool(st.get("resume")), restarts=int(st.get("restarts") or 0), started_by=st.get("started_by"),
-                reason=st.get("reason"), token_hash=st.get("token_hash"), eval_sha256=eval_sha, eval_format=eval_format,
-                eval_label=st.get("label") if eval_sha else None, mlflow_uri=st.get("mlflow_uri"),
-                log_start=0, log_size=len(tail), log_file_pos=size,
-            ))
-            for i in range(0, len(tail), LOG_CHUNK_BYTES):
-                piece = tail[i:i + LOG_CHUNK_BYTES]
-                s.add(HostedLogChunk(task_id=task_id, pos=i, size=len(piece), data=piece))
-            s.commit()
 
     # -- leases across replicas ---------------------------------------------------------
     def _claim(self, task_id: int) -> str | None:
