@@ -499,7 +499,9 @@ class WorkerManager:
             else f"the aggregator exited with status {code}: see its log" if code is not None
             else "the aggregator exited"
         )
-        values = {"exit_code": code, "finished_at": _now(), "reason": reason, "wanted": False,
+        # A failure stays wanted until _after_death decides: a replica adopting the task during
+        # the restart backoff (this one died meanwhile) restarts it.
+        values = {"exit_code": code, "finished_at": _now(), "reason": reason, "wanted": code != 0,
                   "state": "finished" if code == 0 else "failed" if code is not None else "exited"}
         w.log_append(reason)
         self._ship(w)
@@ -610,6 +612,7 @@ class WorkerManager:
                 log.warning("task %s FAILED: %s", task.name, failed)
                 self.notify(task.id)
             self._ship(w)
+            self._write_row(w.task_id, {"wanted": False}, owned=True)
             self._release(w.task_id, keep=False)
             return
         delay = self.config.hosted_restart_backoff_s * 2**restarts
@@ -750,8 +753,9 @@ class WorkerManager:
                     os.killpg(pid, signal.SIGKILL)  # an orphan on this machine: stop it outright
                 except ProcessLookupError:
                     pass
-        if task is None or task.status in TERMINAL or creator is None or (row is not None and row.stop_requested):
-            if row is not None and self._take_row(task_id, row.owner):
+        unwanted = row is not None and not row.wanted  # e.g. a start that never got its process going
+        if task is None or task.status in TERMINAL or creator is None or unwanted or (row is not None and row.stop_requested):
+            if row is not None and not unwanted and self._take_row(task_id, row.owner):
                 ended = row.stop_requested or "not restarted: the task is gone or finished"
                 w.own_log()
                 w.log_append(f"hub replica {self.owner} took over from {old_owner} and did not restart it: {ended}")
