@@ -21,7 +21,9 @@ from services import postgres_database
 from support import wait_for
 
 
-def _aggregator_pids(task_id: int) -> list[int]:
+def _aggregator_pids(task_id: int, *hubs: HubProcess) -> list[int]:
+    """Live aggregator processes of ``task_id`` started by one of ``hubs`` (other tests' tasks share ids)."""
+    urls = [h.url.encode() for h in hubs]
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -31,7 +33,8 @@ def _aggregator_pids(task_id: int) -> list[int]:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and b"aggregate" in argv and str(task_id).encode() in argv and any(b"fedpact" in a for a in argv):
+        if (state != "Z" and b"aggregate" in argv and str(task_id).encode() in argv and any(b"fedpact" in a for a in argv)
+                and any(u in argv for u in urls)):
             pids.append(int(proc.name))
     return pids
 
@@ -67,7 +70,7 @@ def test_when_the_replica_hosting_an_aggregator_dies_another_adopts_it_and_the_t
             )
             assert st["resume"] is True
             assert "took over" in alice_b.hosted_aggregator_log("leased")["text"]
-            assert _aggregator_pids(task["id"]) == [st["pid"]], "exactly one aggregator runs"
+            assert _aggregator_pids(task["id"], a, b) == [st["pid"]], "exactly one aggregator runs"
             finish(bob, 180), finish(carol, 180)
             wait_for(lambda: alice_b.get_task("leased")["status"] == "COMPLETE", 60, "the task to complete")
             rounds = alice_b.list_rounds("leased")

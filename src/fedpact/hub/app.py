@@ -77,8 +77,9 @@ def create_app(config: HubConfig) -> FastAPI:
     )
 
     notifier.on_revoke = state.tokens.forget
-    workers = WorkerManager(config, state.db)
+    workers = WorkerManager(config, state.db, store)
     workers.notify = notifier.notify
+    workers.notifier = notifier
     workers.revoked = notifier.revoked
 
     @asynccontextmanager

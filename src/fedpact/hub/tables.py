@@ -306,6 +306,57 @@ class HostedLease(Base):
     token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
+class HostedWorker(Base):
+    """The record of a task's hosted aggregator, readable by every replica.
+
+    The replica named in ``owner`` (the one holding the task's :class:`HostedLease`) is the
+    only one that changes the process fields; every write it makes is conditional on
+    ``owner``, so a replica that lost its lease cannot overwrite its successor's record. Any
+    replica may set ``stop_requested``; the owner acts on it. Evaluation data is named by
+    its blob (``eval_sha256``), not a path, so whichever replica starts the aggregator copies
+    it from the blob store. ``log_start`` .. ``log_size`` are the byte offsets of the log kept
+    in :class:`HostedLogChunk`.
+    """
+
+    __tablename__ = "hosted_workers"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    wanted: Mapped[bool] = mapped_column(default=False)
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    pid: Mapped[int | None] = mapped_column(nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(nullable=True)
+    resume: Mapped[bool] = mapped_column(default=False)
+    restarts: Mapped[int] = mapped_column(default=0)
+    started_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stop_requested: Mapped[str | None] = mapped_column(Text, nullable=True)
+    token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    eval_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    eval_format: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    eval_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    mlflow_uri: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    log_start: Mapped[int] = mapped_column(BigInteger, default=0)
+    log_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: How far the owner has shipped its local log file (only meaningful to the owner's machine).
+    log_file_pos: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class HostedLogChunk(Base):
+    """Bytes ``pos`` .. ``pos + size`` of a hosted aggregator's log, appended by its owner."""
+
+    __tablename__ = "hosted_log_chunks"
+    __table_args__ = (UniqueConstraint("task_id", "pos"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    pos: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column()
+
+
 class ModelContributor(Base):
     __tablename__ = "model_contributors"
     __table_args__ = (UniqueConstraint("model_id", "user_id"),)

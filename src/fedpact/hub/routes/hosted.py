@@ -6,6 +6,7 @@ import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -18,7 +19,7 @@ from fedpact.hub.routes.blobs import keep_private
 from fedpact.hub.routes.rounds import require_blob
 from fedpact.hub.schemas import INT64_MAX, BlobRef
 from fedpact.hub.tables import Task, User
-from fedpact.hub.workers import WorkerManager
+from fedpact.hub.workers import STOP_WAIT_S, EvalData, WorkerManager
 
 router = APIRouter(tags=["hosted aggregator"])
 
@@ -46,7 +47,10 @@ class HostedStart(BaseModel):
 
 class HostedStatus(BaseModel):
     task_id: int
-    state: str = Field(description="none | running | finished | failed | stopped | exited")
+    state: str = Field(
+        description="none | running | stopping (a stop was asked, its replica has not confirmed it yet) | finished | "
+        "failed | stopped | exited | lost (its replica stopped renewing its lease; another replica takes it over)"
+    )
     running: bool
     pid: int | None
     started_at: str | None
@@ -79,7 +83,14 @@ def start_hosted(task: str, body: HostedStart, request: Request, user: CurrentUs
         require_creator(row, user, "run its aggregator on the hub")
         if row.status in TERMINAL:
             raise HTTPException(409, f"task {row.name!r} is {row.status}; there is nothing to aggregate")
-        if manager.worker(row.id).running:
+        current = manager.status(row.id)
+        if current["state"] == "lost":
+            raise HTTPException(
+                409,
+                f"the hub replica that ran the aggregator of task {row.name!r} stopped renewing its lease; another "
+                f"replica takes it over within {state.config.hosted_lease_s:g} s: retry then",
+            )
+        if current["running"]:
             raise HTTPException(
                 409,
                 f"the hub is already running the aggregator of task {row.name!r}; "
@@ -91,7 +102,7 @@ def start_hosted(task: str, body: HostedStart, request: Request, user: CurrentUs
                 f"task {row.name!r} is already RUNNING, so an aggregator is running it somewhere; "
                 "if that aggregator stopped, ask again with resume=true to continue after the last completed round",
             )
-        eval_file = None
+        eval_data = None
         label = None
         if body.eval_data is not None:
             require_blob(s, row, body.eval_data.blob)
@@ -101,19 +112,15 @@ def start_hosted(task: str, body: HostedStart, request: Request, user: CurrentUs
                 raise HTTPException(422, "eval_data.label must be a column name of letters, digits, '_', '.', '-' or spaces")
             if body.eval_data.format == "npz" and label is not None:
                 raise HTTPException(422, "eval_data.label applies to CSV files only; an NPZ archive holds arrays 'x' and 'y'")
+            eval_data = EvalData(body.eval_data.blob.sha256, body.eval_data.format, label)
         _check_hosted_quotas(s, state.config, manager, user.id)
         creator = s.scalars(select(User.name).where(User.id == row.creator_id)).first() or user.name
         s.commit()
         s.expunge(row)
     if manager.hub_url is None:
         raise HTTPException(503, "the hub does not know its own address yet; retry in a moment")
-    if body.eval_data is not None:
-        worker = manager.worker(row.id)
-        worker.dir.mkdir(parents=True, exist_ok=True)
-        eval_file = worker.dir / f"eval.{body.eval_data.format}"
-        state.store.copy_to(body.eval_data.blob.sha256, eval_file)
     try:
-        out = manager.start(row, creator, resume=body.resume, started_by=user.name, eval_file=eval_file, label=label,
+        out = manager.start(row, creator, resume=body.resume, started_by=user.name, eval_data=eval_data,
                             mlflow_uri=body.mlflow_uri)
     except RuntimeError as exc:
         raise HTTPException(409, str(exc)) from None
@@ -164,13 +171,23 @@ def hosted_log(
     return HostedLog(**_manager(request).read_log(task_id, offset, limit))
 
 
-@router.delete("/tasks/{task}/aggregator", response_model=HostedStatus)
-def stop_hosted(task: str, request: Request, user: CurrentUser, state: State) -> HostedStatus:
+@router.delete(
+    "/tasks/{task}/aggregator",
+    response_model=HostedStatus,
+    responses={202: {"model": HostedStatus, "description": "the stop is asked of the replica that runs the aggregator, "
+                    f"which did not confirm it within {STOP_WAIT_S:g} s: state 'stopping'"}},
+)
+def stop_hosted(task: str, request: Request, user: CurrentUser, state: State) -> HostedStatus | JSONResponse:
+    """Stop the aggregator, whichever replica runs it: 200 once it is stopped, 202 while its replica has not confirmed."""
     manager = _manager(request)
     with state.db.session() as s:
         row = find_task(s, task)
         require_creator(row, user, "stop its aggregator")
         task_id, name = row.id, row.name
-    if not manager.worker(task_id).running:
+    current = manager.status(task_id)
+    if not current["running"] and current["state"] != "lost":
         raise HTTPException(409, f"the hub is not running an aggregator for task {name!r}")
-    return HostedStatus(**manager.stop(task_id, f"stopped by {user.name}"))
+    out, confirmed = manager.request_stop(task_id, f"stopped by {user.name}")
+    if not confirmed:
+        return JSONResponse(HostedStatus(**out).model_dump(), status_code=202)
+    return HostedStatus(**out)

@@ -28,6 +28,8 @@ from fedpact.hub.tables import (
     Checkpoint,
     Cursor,
     HostedLease,
+    HostedLogChunk,
+    HostedWorker,
     Membership,
     Message,
     Round,
@@ -176,7 +178,8 @@ def _delete_task(s: Session, store: BlobStore, task: Task) -> None:
     tid = task.id
     shas = set(s.scalars(select(Blob.sha256).where(Blob.task_id == tid)))
     upload_ids = list(s.scalars(select(Upload.id).where(Upload.task_id == tid)))
-    for table in (Message, Cursor, Round, Checkpoint, Membership, Upload, Blob, TaskEvent, HostedLease):
+    for table in (Message, Cursor, Round, Checkpoint, Membership, Upload, Blob, TaskEvent,
+                  HostedLease, HostedLogChunk, HostedWorker):
         s.execute(delete(table).where(table.task_id == tid))
     s.execute(update(StoredModel).where(StoredModel.task_id == tid).values(task_id=None))
     s.delete(task)

@@ -820,7 +820,10 @@ async function pageTask(_params, ref) {
         hosted = await api.startHosted(name, body);
       } else if (what === "stop") {
         hosted = await api.stopHosted(name);
-        flash("The hosted aggregator was stopped.");
+        // 202: another hub replica runs it and has not confirmed yet; the page follows its state.
+        flash(hosted.state === "stopping"
+          ? "The hosted aggregator is stopping: the hub replica that runs it has not confirmed yet."
+          : "The hosted aggregator was stopped.");
       } else if (what === "cancel") {
         if (!confirm(`Cancel task ${name}? Its aggregator and participants stop.`)) return;
         await api.cancel(name);
