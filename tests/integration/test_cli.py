@@ -153,7 +153,7 @@ def test_hub_command_serves_until_interrupted(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "hub did not start"
                 time.sleep(0.2)
         assert r.json()["status"] == "ok"
-        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/openapi.json").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=60).status_code == 200
         assert (tmp_path / "hub" / "hub.db").exists()
     finally:
         proc.terminate()
