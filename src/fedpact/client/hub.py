@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Self, cast
 import httpx
 
 from fedpact.common.errors import FedpactError
+from fedpact.common.tensors import Payload, TensorSink, Weights
 
 API = "/api/v1"
 #: Payloads above this size travel as blobs rather than inline in the message.
@@ -385,7 +386,7 @@ class HubClient:
         recipient: str,
         kind: str,
         round: int = 0,
-        payload: bytes | bytearray | memoryview | None = None,
+        payload: bytes | bytearray | memoryview | Payload | None = None,
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Post a message; payloads over INLINE_LIMIT are uploaded as a blob first.
@@ -393,6 +394,8 @@ class HubClient:
         Up to ONE_SHOT_LIMIT the blob and the message go in one request; larger payloads
         use the chunked, resumable upload (straight to the object store where the hub's
         store presigns), so a broken connection costs one chunk, not the whole update.
+        A :class:`Payload` (a model as the arrays it is made of) is streamed from those
+        arrays either way, never joined into one buffer.
         """
         body: dict[str, Any] = {
             "sender": sender,
@@ -409,8 +412,12 @@ class HubClient:
         if payload is not None and len(payload) > INLINE_LIMIT and not headers:
             # One request: the hub stores the raw body as a blob and posts the message.
             params = {"sender": sender, "recipient": recipient, "kind": kind, "round": round}
-            return self._call("POST", f"/tasks/{task}/messages/raw", params=params, content=payload,
-                              headers={"Idempotency-Key": key, "Content-Type": "application/octet-stream"})
+            return self._call("POST", f"/tasks/{task}/messages/raw", params=params,
+                              content=payload if isinstance(payload, bytes) else _body(payload),
+                              headers={"Idempotency-Key": key, "Content-Type": "application/octet-stream",
+                                       "Content-Length": str(len(payload))})
+        if isinstance(payload, Payload):
+            payload = payload.tobytes()  # small: inline, or a blob with headers
         if payload is not None:
             if len(payload) > INLINE_LIMIT:
                 body["blob"] = self.upload_blob(task, payload)
@@ -440,6 +447,18 @@ class HubClient:
     def ack(self, task: str | int, address: str, cursor: int) -> int:
         return self._call("POST", f"/tasks/{task}/mailbox/{address}/ack", json={"cursor": cursor})["cursor"]
 
+    def message_tensors(self, task: str | int, message: dict[str, Any]) -> tuple[dict[str, str], Weights] | None:
+        """A message's safetensors body decoded: (string metadata, arrays); blobs are decoded as they arrive."""
+        if message.get("blob"):
+            ref = message["blob"]
+            return self.download_tensors(task, ref["sha256"], ref.get("size"))
+        data = self.message_payload(task, message)
+        if data is None:
+            return None
+        sink = TensorSink(len(data))
+        sink.write(data)
+        return sink.result()
+
     def message_payload(self, task: str | int, message: dict[str, Any]) -> bytes | None:
         """The bytes a message carries, fetched from the blob store when needed."""
         if message.get("payload") is not None:
@@ -452,7 +471,7 @@ class HubClient:
     def upload_blob(
         self,
         task: str | int,
-        data: bytes | bytearray | memoryview | str | Path,
+        data: bytes | bytearray | memoryview | Payload | str | Path,
         *,
         chunk_size: int = CHUNK_SIZE,
         progress: ProgressFn | None = None,
@@ -471,19 +490,19 @@ class HubClient:
             size = path.stat().st_size
             sha = _sha256_file(path)
             opener = cast(Callable[[], BinaryIO], functools.partial(path.open, "rb"))
-            view: memoryview | None = None
+            parts: Payload | None = None
         else:
-            view = memoryview(data).cast("B")
-            size = view.nbytes
-            sha = hashlib.sha256(view).hexdigest()
-            opener = cast(Callable[[], BinaryIO], functools.partial(_ViewReader, view))
-        if size <= ONE_SHOT_LIMIT and view is not None:
+            parts = data if isinstance(data, Payload) else Payload([data])
+            size = parts.size
+            sha = parts.sha256()
+            opener = cast(Callable[[], BinaryIO], functools.partial(_PayloadReader, parts))
+        if size <= ONE_SHOT_LIMIT and parts is not None:
             self._call(
                 "PUT",
                 f"/tasks/{task}/blobs/{sha}",
                 params={"private": "true"} if private else None,
-                content=view.tobytes() if not isinstance(data, bytes) else data,
-                headers={"Content-Type": "application/octet-stream"},
+                content=data if isinstance(data, bytes) else _body(parts),
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
             )
             if progress:
                 progress(size, size)
@@ -558,7 +577,7 @@ class HubClient:
                 time.sleep(0.5)
                 status = self._call("GET", f"/tasks/{task}/uploads/{upload_id}")
 
-    def _stream_to(self, path: str, sink: BinaryIO, expected_sha: str | None, progress: ProgressFn | None) -> None:
+    def _stream_to(self, path: str, sink: BinaryIO | TensorSink, expected_sha: str | None, progress: ProgressFn | None) -> None:
         """Download into ``sink``; a dropped connection resumes with a Range request.
 
         A hub whose blob store presigns answers with a redirect to the object store; the
@@ -607,6 +626,19 @@ class HubClient:
                 waited += 0.5
         if expected_sha and h.hexdigest() != expected_sha:
             raise FedpactError(f"downloaded data does not match sha256 {expected_sha}; try again")
+
+    def download_tensors(
+        self, task: str | int, sha256: str, size: int | None = None, *, progress: ProgressFn | None = None
+    ) -> tuple[dict[str, str], Weights]:
+        """A safetensors blob decoded as it arrives: each byte lands once, in its array.
+
+        Holds the model once (the arrays) plus a chunk, where downloading the bytes and
+        decoding them would hold it two or three times. ``size`` (the blob's declared
+        size) bounds what a hostile header can make this allocate.
+        """
+        sink = TensorSink(size)
+        self._stream_to(f"/tasks/{task}/blobs/{sha256}", sink, sha256, progress)
+        return sink.result()
 
     def download_blob(self, task: str | int, sha256: str, *, progress: ProgressFn | None = None) -> bytes:
         buf = io.BytesIO()
@@ -732,11 +764,11 @@ def _pieces(fh: BinaryIO, offset: int, n: int, piece: int = 1024 * 1024) -> Iter
         yield block
 
 
-class _ViewReader(io.RawIOBase):
-    """A seekable reader over a memoryview whose reads are slices, not a copy of the whole."""
+class _PayloadReader(io.RawIOBase):
+    """A seekable reader over a :class:`Payload` whose reads are slices, not a copy of the whole."""
 
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
+    def __init__(self, payload: Payload) -> None:
+        self._payload = payload
         self._pos = 0
 
     def readable(self) -> bool:
@@ -746,15 +778,31 @@ class _ViewReader(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._view.nbytes}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._payload.size}[whence]
         self._pos = max(0, base + offset)
         return self._pos
 
     def read(self, n: int = -1) -> bytes:
-        end = self._view.nbytes if n is None or n < 0 else min(self._view.nbytes, self._pos + n)
-        chunk = self._view[self._pos:end].tobytes()
+        end = self._payload.size if n is None or n < 0 else min(self._payload.size, self._pos + n)
+        if end <= self._pos:
+            return b""
+        chunk = b"".join(self._payload.pieces(self._pos, end - self._pos, end - self._pos))
         self._pos = end
         return chunk
+
+
+class _Body:
+    """A request body streamed from a payload's pieces; iterable again when a request is retried."""
+
+    def __init__(self, payload: Payload) -> None:
+        self._payload = payload
+
+    def __iter__(self) -> Iterator[bytes]:
+        return cast(Iterator[bytes], self._payload.pieces(0, None, 1024 * 1024))
+
+
+def _body(payload: bytes | bytearray | memoryview | Payload) -> _Body:
+    return _Body(payload if isinstance(payload, Payload) else Payload([payload]))
 
 
 def _sha256_file(path: Path) -> str:
