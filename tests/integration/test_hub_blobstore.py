@@ -483,3 +483,36 @@ def test_a_large_update_resumes_after_the_connection_breaks(tmp_path: Path) -> N
         with HubClient(hub.url, alice.token) as a:
             assert a.message_payload(task["name"], msg) == payload
         api.close()
+
+
+def test_a_streamed_model_update_resumes_after_the_connection_breaks(tmp_path: Path) -> None:
+    """The participant's own path: an update streamed from its arrays (no packed copy) resumes too."""
+    import numpy as np
+
+    from fedpact.runtime import messages as m
+
+    with EmbeddedHub(config=fast_config(tmp_path / "hub")) as hub:
+        api = Api(hub.url)
+        alice, bob = api.user("alice"), api.user("bob")
+        task = alice.create_task()
+        bob.join(task["name"])
+        weights = {"w.weight": np.random.default_rng(5).standard_normal((10, 1_100_000)).astype(np.float32)}
+        payload = m.pack_parts({"round_id": "r1", "num_samples": 3}, weights)
+        assert len(payload) > ONE_SHOT_LIMIT
+        port = int(hub.url.rsplit(":", 1)[1])
+        proxy = FlakyProxy(port, cut_after=20 * MIB)
+        try:
+            with HubClient(f"http://127.0.0.1:{proxy.port}", bob.token, retry_for_s=20) as b:
+                msg = b.send(task["name"], sender=f"participant/{bob.name}", recipient="aggregator", kind="update",
+                             round=1, payload=payload)  # fmt: skip
+        finally:
+            proxy.close()
+        assert proxy.cut, "the connection was cut mid-upload"
+        assert proxy.sent < len(payload) + CHUNK_SIZE + MIB, proxy.sent
+        assert msg["blob"] == {"sha256": payload.sha256(), "size": len(payload)}
+        with HubClient(hub.url, alice.token) as a:
+            decoded = a.message_tensors(task["name"], msg)
+        assert decoded is not None
+        assert m.meta_of(decoded[0]) == {"round_id": "r1", "num_samples": 3}
+        assert np.array_equal(decoded[1]["w.weight"], weights["w.weight"])
+        api.close()
