@@ -85,8 +85,8 @@ class Counter:
     def on_request(self, request: Any) -> None:
         try:
             n = len(request.content)
-        except Exception:  # noqa: BLE001 - a streamed request body is not counted (the client sends none)
-            n = 0
+        except Exception:  # noqa: BLE001 - a streamed body (an update sent from its arrays): its declared length
+            n = int(request.headers.get("content-length", 0) or 0)
         path = request.url.path
         # Model bytes go up as resumable chunks, one-request blobs, or raw message bodies.
         is_blob = (request.method == "PUT" and ("/uploads/" in path or "/blobs/" in path)) or (
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--py-spy", metavar="PY_SPY", default=None,
                     help="path of a py-spy binary: sample the hub, participant and aggregator processes during the run")
     ap.add_argument("--keep", action="store_true", help="keep the hub's data directory")
+    ap.add_argument("--no-components", action="store_true", help="skip the per-request component timings at the end")
     ap.add_argument("--tag", default="", help="suffix for the result file name")
     ap.add_argument("--database-url", default=None, help="deployed variant: e.g. postgresql+psycopg://postgres@127.0.0.1/DB")
     ap.add_argument("--broker-url", default=None, help="deployed variant: e.g. amqp://guest:guest@127.0.0.1:5672/")
@@ -401,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         for w in rec.warnings:
             print(f"aggregator warning: {w}")
 
-        components = _components(alice, a.participants)
+        components = {} if a.no_components else _components(alice, a.participants)
 
         hotspots = None
         if prof:
@@ -621,11 +622,13 @@ class _Breakdown:
         for name, label in labels.items():
             setattr(client, name, self.wrap(label, getattr(client, name)))
         agg.algorithm.aggregate = self.wrap("aggregate (FedAvg incl. checks)", agg.algorithm.aggregate)  # type: ignore[method-assign]
-        import fedpact.runtime.aggregator as agg_mod
+        import fedpact.runtime.rounds.open as base_mod
 
-        agg_mod.validate_update = self.wrap("validate_update", agg_mod.validate_update)
-        agg_mod.m.unpack = self.wrap("unpack (safetensors)", agg_mod.m.unpack)
-        agg_mod.m.pack = self.wrap("pack (safetensors)", agg_mod.m.pack)
+        # Wrapped where they are looked up at call time; a name the runtime no longer uses is skipped.
+        if hasattr(base_mod, "validate_update"):
+            base_mod.validate_update = self.wrap("validate_update", base_mod.validate_update)
+        client.download_tensors = self.wrap("download_tensors (updates, decoded as they arrive)",  # type: ignore[method-assign]
+                                            client.download_tensors)
 
     def snapshot(self) -> dict[str, float]:
         return dict(self.totals)

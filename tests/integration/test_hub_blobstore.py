@@ -516,3 +516,38 @@ def test_a_streamed_model_update_resumes_after_the_connection_breaks(tmp_path: P
         assert m.meta_of(decoded[0]) == {"round_id": "r1", "num_samples": 3}
         assert np.array_equal(decoded[1]["w.weight"], weights["w.weight"])
         api.close()
+
+
+def test_a_mid_sized_update_bypasses_the_hub_only_when_the_store_presigns(env: Env) -> None:
+    """Payloads from DIRECT_MIN_BYTES to ONE_SHOT_LIMIT: straight to S3; through the hub in one request on local disk."""
+    from fedpact.client.hub import DIRECT_MIN_BYTES as CLIENT_DIRECT_MIN
+
+    assert CLIENT_DIRECT_MIN == DIRECT_MIN_BYTES, "the client and the hub agree on the threshold"
+    alice, bob, task = members(env)
+    name = task["name"]
+    b = env.client(bob)
+    to_hub: list[tuple[str, int]] = []
+    to_store: list[int] = []
+    b._http.event_hooks["request"].append(
+        lambda req: to_hub.append((f"{req.method} {req.url.path}", int(req.headers.get("content-length", 0) or 0))))
+    b._direct.event_hooks["request"].append(lambda req: to_store.append(int(req.headers.get("content-length", 0))))
+    sent = []
+    for k in range(2):
+        payload = os.urandom(DIRECT_MIN_BYTES + 1000 + k)
+        msg = b.send(name, sender=f"participant/{bob.name}", recipient="aggregator", kind="update", round=1,
+                     payload=payload)  # fmt: skip
+        sent.append((msg, payload))
+    through_hub = sum(n for _, n in to_hub)
+    if env.store.presigns:
+        assert b.store_presigns is True
+        assert sum(to_store) == sum(len(p) for _, p in sent)
+        assert through_hub < 64 * 1024, to_hub
+        assert not any("/messages/raw" in r for r, _ in to_hub)
+    else:
+        # The first send learns that the store does not presign (a chunked upload through the
+        # hub); from then on such payloads take the one-request path.
+        assert b.store_presigns is False and to_store == []
+        assert [r for r, _ in to_hub if "/messages/raw" in r] == [f"POST /api/v1/tasks/{name}/messages/raw"]
+    a = env.client(alice)
+    for msg, payload in sent:
+        assert a.message_payload(name, msg) == payload

@@ -40,6 +40,10 @@ CHUNK_SIZE = 8 * 1024 * 1024
 #: In-memory payloads up to this size go in one request (resent whole if it fails);
 #: larger ones and files use the chunked, resumable upload.
 ONE_SHOT_LIMIT = 32 * 1024 * 1024
+#: From this size a hub whose blob store presigns takes uploads straight into the object
+#: store (the hub's DIRECT_MIN_BYTES); a message payload this large then goes there too,
+#: never through the hub's process.
+DIRECT_MIN_BYTES = 8 * 1024 * 1024
 
 ProgressFn = Callable[[int, int], None]
 NoticeFn = Callable[[str], None]
@@ -185,6 +189,8 @@ class HubClient:
         # For presigned object-store URLs: no base URL, and never the hub's bearer token.
         self._direct = httpx.Client(timeout=timeout, verify=tls_context(ca_file))
         self.user: dict[str, Any] | None = None
+        #: Whether the hub's blob store takes uploads directly (learnt from the first upload it starts).
+        self.store_presigns: bool | None = None
 
     # -- plumbing -------------------------------------------------------------------
     def close(self) -> None:
@@ -405,8 +411,13 @@ class HubClient:
             "headers": headers or {},
         }
         key = uuid.uuid4().hex
-        if payload is not None and len(payload) > ONE_SHOT_LIMIT:
-            # A large update (a model) goes in resumable chunks, then the message names it.
+        size = 0 if payload is None else len(payload)
+        direct = size >= DIRECT_MIN_BYTES and self.store_presigns is not False
+        if payload is not None and (size > ONE_SHOT_LIMIT or direct):
+            # A large update (a model) goes in resumable chunks, then the message names it. From
+            # DIRECT_MIN_BYTES on, an upload asks the hub first: with an object store behind it the
+            # bytes go there directly (and this client remembers it; with local disk it uses the
+            # one-request path from then on).
             body["blob"] = self.upload_blob(task, payload)
             return self._call("POST", f"/tasks/{task}/messages", json=body, headers={"Idempotency-Key": key})
         if payload is not None and len(payload) > INLINE_LIMIT and not headers:
@@ -416,13 +427,12 @@ class HubClient:
                               content=payload if isinstance(payload, bytes) else _body(payload),
                               headers={"Idempotency-Key": key, "Content-Type": "application/octet-stream",
                                        "Content-Length": str(len(payload))})
-        if isinstance(payload, Payload):
-            payload = payload.tobytes()  # small: inline, or a blob with headers
         if payload is not None:
             if len(payload) > INLINE_LIMIT:
                 body["blob"] = self.upload_blob(task, payload)
             else:
-                body["payload"] = base64.b64encode(payload).decode("ascii")
+                small = payload.tobytes() if isinstance(payload, Payload) else payload
+                body["payload"] = base64.b64encode(small).decode("ascii")
         return self._call("POST", f"/tasks/{task}/messages", json=body, headers={"Idempotency-Key": key})
 
     def poll(
@@ -480,7 +490,9 @@ class HubClient:
         """Upload bytes or a file in chunks; resumes from the hub's offset after a failure.
 
         A file is hashed and sent chunk by chunk, so a large model never sits whole in
-        memory; in-memory data is sent as slices of one view, never copied whole. When the
+        memory; in-memory data (bytes, or a :class:`Payload` over a model's arrays) is sent
+        as slices, never copied whole. In-memory data up to ONE_SHOT_LIMIT goes in one
+        request, except from DIRECT_MIN_BYTES on while the hub's store may presign: when the
         hub answers with presigned part URLs the chunks go straight to its object store.
         What the task's creator uploads is readable by the admitted participants (that is
         how the global model reaches them) unless ``private``, e.g. evaluation data.
@@ -496,7 +508,9 @@ class HubClient:
             size = parts.size
             sha = parts.sha256()
             opener = cast(Callable[[], BinaryIO], functools.partial(_PayloadReader, parts))
-        if size <= ONE_SHOT_LIMIT and parts is not None:
+        # One request when small enough to resend whole, unless the object store may take it directly.
+        direct = size >= DIRECT_MIN_BYTES and self.store_presigns is not False
+        if size <= ONE_SHOT_LIMIT and parts is not None and not direct:
             self._call(
                 "PUT",
                 f"/tasks/{task}/blobs/{sha}",
@@ -508,6 +522,8 @@ class HubClient:
                 progress(size, size)
             return blob_ref(sha, size)
         start = self._call("POST", f"/tasks/{task}/uploads", json={"sha256": sha, "size": size, "private": private})
+        if not start["complete"] and size >= DIRECT_MIN_BYTES:
+            self.store_presigns = bool(start.get("direct"))
         if start["complete"]:
             if progress:
                 progress(size, size)
@@ -608,7 +624,7 @@ class HubClient:
                     if received and resp.status_code != 206:
                         raise HubError(resp.status_code, "the server ignored the Range request", "GET", path)
                     total = received + int(resp.headers.get("Content-Length", 0))
-                    for chunk in resp.iter_bytes(1024 * 1024):
+                    for chunk in resp.iter_bytes():  # as read (no re-chunking copy)
                         sink.write(chunk)
                         h.update(chunk)
                         received += len(chunk)

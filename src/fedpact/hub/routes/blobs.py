@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect
 
 from fedpact.hub.access import can_read_blob, find_task, require_member
 from fedpact.hub.auth import CurrentUser, State
+from fedpact.hub.blobcache import MAX_ITEM_BYTES, MemoryBlob
 from fedpact.hub.blobstore import SHA256_RE
 from fedpact.hub.errors import is_disk_full
 from fedpact.hub.quotas import check_free_space, check_stored_bytes, disk_full
@@ -393,14 +394,15 @@ def _complete_direct(state: HubState, target: _Target, user_id: int) -> BlobRef:
 
 def store_verified(
     s: Session, state: HubState, task_id: int, partial: str, sha256: str, size: int, user_id: int,
-    shared: bool | None = None,
+    shared: bool | None = None, *, commit: bool = True,
 ) -> None:
     """Move a verified partial file into the store and record it for the task, then commit.
 
     ``shared`` (the creator's uploads only) opens the blob to the admitted participants or
     closes it again; None leaves that as it is. The move happens while this transaction
     holds the write lock (SQLite), so a task deletion cannot unlink the file between the
-    move and the row that references it.
+    move and the row that references it. ``commit=False`` leaves the commit to the caller,
+    who adds more rows to the same transaction (the message that names the blob).
     """
     state.store.commit(partial, sha256)
     blob = s.scalars(select(Blob).where(Blob.task_id == task_id, Blob.sha256 == sha256)).first()
@@ -408,7 +410,8 @@ def store_verified(
         s.add(Blob(task_id=task_id, sha256=sha256, size=size, uploaded_by=user_id, shared=bool(shared)))
     elif shared is not None:
         blob.shared = shared
-    s.commit()
+    if commit:
+        s.commit()
 
 
 def share_if_creator(task: Task, blob: Blob, user_id: int, private: bool) -> None:
@@ -474,11 +477,12 @@ async def put_blob(
     task_id, held, shared = await run_in_threadpool(_blob_target, state, task, sha256, user, private, size)
     if held:
         return JSONResponse(BlobRef(sha256=sha256, size=size).model_dump(), status_code=200)
-    partial, actual = await receive_verified(request, state, size)
-    if actual != sha256:
+    got = await receive_verified(request, state, size)
+    partial = got.partial
+    if got.sha256 != sha256:
         state.store.discard(partial)
         raise HTTPException(
-            422, f"sha256 mismatch: the {size} bytes received hash to {actual}, not {sha256}; nothing was kept"
+            422, f"sha256 mismatch: the {size} bytes received hash to {got.sha256}, not {sha256}; nothing was kept"
         )
 
     def store() -> None:
@@ -492,6 +496,8 @@ async def put_blob(
     except BaseException:
         state.store.discard(partial)
         raise
+    if got.data is not None:
+        state.blob_cache.put(sha256, got.data)  # the broadcast: every participant reads it next
     return BlobRef(sha256=sha256, size=size)
 
 
@@ -506,39 +512,80 @@ def declared_size(request: Request, limit: int) -> int:
     return size
 
 
-async def receive_verified(request: Request, state: HubState, size: int) -> tuple[str, str]:
-    """Stream exactly ``size`` body bytes to a new partial file, hashing them on the way.
+@dataclass
+class Received:
+    """A request body stored as a partial file: its id, its sha256, and its bytes when it was small."""
 
-    Returns (partial id, sha256). Any shortfall, overrun or disconnect leaves nothing behind.
+    partial: str
+    sha256: str
+    data: bytes | bytearray | None
+
+
+async def receive_verified(request: Request, state: HubState, size: int) -> Received:
+    """Receive exactly ``size`` body bytes into a new partial file, hashing them on the way.
+
+    A body up to ``MAX_ITEM_BYTES`` (a relay payload) is received into one buffer of its
+    declared size, then hashed and written in a single hop to a worker thread; its bytes
+    come back for the blob cache. A larger body is streamed to the file in 1 MiB writes,
+    never held whole. Any shortfall, overrun or disconnect leaves nothing behind.
     """
     partial = secrets.token_urlsafe(24)
     path = state.store.partial_path(partial)
-    digest = hashlib.sha256()
-    received = 0
-    buffer = bytearray()
-    f: BinaryIO = await anyio.to_thread.run_sync(open, path, "wb")
     try:
-        try:
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > size:
-                    raise HTTPException(413, f"the body passes its Content-Length of {size} bytes; nothing was kept")
-                buffer += chunk
-                if len(buffer) >= WRITE_BUFFER:
-                    data, buffer = buffer, bytearray()  # hand the full buffer over, no copy
-                    await anyio.to_thread.run_sync(_hash_and_write, digest, f, data)
-            await anyio.to_thread.run_sync(_hash_and_write, digest, f, buffer)
-        finally:
-            await anyio.to_thread.run_sync(f.close)
-        if received != size:
-            raise HTTPException(400, f"the body ended after {received} of {size} bytes; nothing was kept, send it again")
+        if size <= MAX_ITEM_BYTES:
+            return await _receive_small(request, path, partial, size)
+        return await _receive_streamed(request, path, partial, size)
     except ClientDisconnect:
         state.store.discard(partial)
         raise HTTPException(400, "the client disconnected; nothing was kept, send it again") from None
     except BaseException:
         state.store.discard(partial)
         raise
-    return partial, digest.hexdigest()
+
+
+async def _receive_small(request: Request, path: Path, partial: str, size: int) -> Received:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    received = 0
+    async for chunk in request.stream():
+        n = len(chunk)
+        if received + n > size:
+            raise HTTPException(413, f"the body passes its Content-Length of {size} bytes; nothing was kept")
+        view[received : received + n] = chunk
+        received += n
+    if received != size:
+        raise HTTPException(400, f"the body ended after {received} of {size} bytes; nothing was kept, send it again")
+    sha, data = await anyio.to_thread.run_sync(_hash_and_keep, path, buf)
+    return Received(partial, sha, data)
+
+
+def _hash_and_keep(path: Path, buf: bytearray) -> tuple[str, bytearray]:
+    digest = hashlib.sha256(buf).hexdigest()
+    with open(path, "wb") as f:
+        f.write(buf)
+    return digest, buf  # handed to the blob cache as it is (copying 4 MB would hold the GIL ~1 ms)
+
+
+async def _receive_streamed(request: Request, path: Path, partial: str, size: int) -> Received:
+    digest = hashlib.sha256()
+    received = 0
+    buffer = bytearray()
+    f: BinaryIO = await anyio.to_thread.run_sync(open, path, "wb")
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > size:
+                raise HTTPException(413, f"the body passes its Content-Length of {size} bytes; nothing was kept")
+            buffer += chunk
+            if len(buffer) >= WRITE_BUFFER:
+                data, buffer = buffer, bytearray()  # hand the full buffer over, no copy
+                await anyio.to_thread.run_sync(_hash_and_write, digest, f, data)
+        await anyio.to_thread.run_sync(_hash_and_write, digest, f, buffer)
+    finally:
+        await anyio.to_thread.run_sync(f.close)
+    if received != size:
+        raise HTTPException(400, f"the body ended after {received} of {size} bytes; nothing was kept, send it again")
+    return Received(partial, digest.hexdigest(), None)
 
 
 def _hash_and_write(digest: Any, f: BinaryIO, data: bytes | bytearray) -> None:
@@ -557,14 +604,25 @@ def get_blob(task: str, sha256: str, user: CurrentUser, state: State) -> Respons
         blob = s.scalars(select(Blob).where(Blob.task_id == row.id, Blob.sha256 == sha256)).first()
         if blob is None:
             raise HTTPException(404, f"no blob {sha256} in task {row.name!r}")
+        size = blob.size
         if not can_read_blob(s, row, user, sha256):
             raise HTTPException(
                 403,
                 f"blob {sha256} of task {row.name!r} is not yours to read: a participant reads the blobs it uploaded, "
                 "those the aggregator sent to it or to all participants, and the global model",
             )
+    headers = {"X-Content-SHA256": sha256}
+    data = state.blob_cache.get(sha256)
+    if data is None and not state.store.presigns and size <= state.blob_cache.max_item:
+        # Small and local: one read here (this route already runs in a worker thread), one write
+        # to the socket, and the next reader of the same blob is served from memory.
+        data = state.store.read_all(sha256)
+        if data is not None:
+            state.blob_cache.put(sha256, data)
+    if data is not None:
+        return MemoryBlob(data, headers)
     if not state.store.exists(sha256):
         raise HTTPException(
             500, f"blob {sha256} is recorded but its file is missing from the store; tell the hub operator"
         )
-    return state.store.download(sha256, headers={"X-Content-SHA256": sha256})
+    return state.store.download(sha256, headers=headers)

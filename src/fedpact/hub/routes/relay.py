@@ -237,7 +237,8 @@ async def post_raw_message(
     if replay is not None:
         response.headers["Idempotent-Replayed"] = "true"
         return replay
-    partial, sha256 = await receive_verified(request, state, size)
+    got = await receive_verified(request, state, size)
+    partial, sha256 = got.partial, got.sha256
 
     def store() -> tuple[MessageOut, bool]:
         state.store.prepare(partial, sha256)  # a network upload, outside the write lock
@@ -246,7 +247,8 @@ async def post_raw_message(
             if earlier is not None:
                 state.store.discard(partial)
                 return message_out(earlier), True
-            store_verified(s, state, task_id, partial, sha256, size, user.id)
+            # The blob and the message that names it: one transaction, one commit.
+            store_verified(s, state, task_id, partial, sha256, size, user.id, commit=False)
             msg = Message(
                 task_id=task_id, sender=head.sender, recipient=head.recipient, kind=head.kind, round=head.round,
                 headers={}, payload=None, blob_sha256=sha256, blob_size=size, idempotency_key=idempotency_key,
@@ -261,6 +263,8 @@ async def post_raw_message(
     except BaseException:
         state.store.discard(partial)
         raise
+    if got.data is not None:
+        state.blob_cache.put(sha256, got.data)  # its reader (the aggregator) fetches it next
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
