@@ -147,6 +147,8 @@ def test_small_blobs_are_served_from_memory_with_ranges(task_with_members: Membe
     assert part.headers["content-range"] == f"bytes 1000-1999/{len(small)}"
     tail = alice.http.get(f"/tasks/{name}/blobs/{sha(small)}", headers={"Range": f"bytes={len(small) - 5}-"})
     assert tail.status_code == 206 and tail.content == small[-5:]
+    past = alice.http.get(f"/tasks/{name}/blobs/{sha(small)}", headers={"Range": f"bytes={len(small)}-"})
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(small)}"
     head = alice.http.head(f"/tasks/{name}/blobs/{sha(small)}")
     assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == str(len(small))
     # Access is checked before the cache: a non-member gets nothing from memory either.

@@ -69,7 +69,7 @@ class BlobCache:
 
 
 class MemoryBlob(Response):
-    """A blob from memory in one body message, honouring a single ``Range: bytes=a-b``."""
+    """A blob from memory in one body message, honouring a single ``Range: bytes=a-b`` (416 past the end)."""
 
     def __init__(self, data: bytes | bytearray, headers: dict[str, str] | None = None) -> None:
         super().__init__(media_type="application/octet-stream", headers=headers)
@@ -81,7 +81,12 @@ class MemoryBlob(Response):
         for name, value in scope.get("headers", []):
             if name == b"range":
                 m = re.fullmatch(r"bytes=(\d+)-(\d*)", value.decode("latin-1").strip())
-                if m and int(m.group(1)) < size:
+                if m and int(m.group(1)) >= size:
+                    headers416 = [(b"content-range", f"bytes */{size}".encode()), (b"content-length", b"0")]
+                    await send({"type": "http.response.start", "status": 416, "headers": headers416})
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+                if m and (not m.group(2) or int(m.group(2)) >= int(m.group(1))):
                     start = int(m.group(1))
                     end = min(size, int(m.group(2)) + 1) if m.group(2) else size
                     status = 206
