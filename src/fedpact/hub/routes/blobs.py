@@ -605,7 +605,7 @@ def get_blob(task: str, sha256: str, user: CurrentUser, state: State) -> Respons
         if blob is None:
             raise HTTPException(404, f"no blob {sha256} in task {row.name!r}")
         size = blob.size
-        if not can_read_blob(s, row, user, sha256):
+        if not can_read_blob(s, row, user, sha256, blob):
             raise HTTPException(
                 403,
                 f"blob {sha256} of task {row.name!r} is not yours to read: a participant reads the blobs it uploaded, "
