@@ -479,13 +479,13 @@ async def put_blob(
         return JSONResponse(BlobRef(sha256=sha256, size=size).model_dump(), status_code=200)
     got = await receive_verified(request, state, size)
     partial = got.partial
-    if got.sha256 != sha256:
-        state.store.discard(partial)
-        raise HTTPException(
-            422, f"sha256 mismatch: the {size} bytes received hash to {got.sha256}, not {sha256}; nothing was kept"
-        )
 
     def store() -> None:
+        actual = got.stage()
+        if actual != sha256:
+            raise HTTPException(
+                422, f"sha256 mismatch: the {size} bytes received hash to {actual}, not {sha256}; nothing was kept"
+            )
         state.store.sync(partial)
         state.store.prepare(partial, sha256)
         with state.db.session() as s:
@@ -497,7 +497,7 @@ async def put_blob(
         state.store.discard(partial)
         raise
     if got.data is not None:
-        state.blob_cache.put(sha256, got.data)  # the broadcast: every participant reads it next
+        state.blob_cache.put(sha256, got.data)  # checked by store(); the broadcast: every participant reads it next
     return BlobRef(sha256=sha256, size=size)
 
 
@@ -514,27 +514,43 @@ def declared_size(request: Request, limit: int) -> int:
 
 @dataclass
 class Received:
-    """A request body stored as a partial file: its id, its sha256, and its bytes when it was small."""
+    """A request body: its partial file's id, and its bytes when it was small enough to keep.
+
+    A small body is hashed and written to its partial file by :meth:`stage`, which the
+    route calls in the same worker-thread hop as its database work: one hop per request
+    instead of two, and each hop is a thread wake-up that a loaded machine delays.
+    """
 
     partial: str
-    sha256: str
-    data: bytes | bytearray | None
+    path: Path
+    sha256: str | None
+    data: bytearray | None
+
+    def stage(self) -> str:
+        """Hash the body and write its partial file (once); its sha256."""
+        if self.sha256 is None:
+            assert self.data is not None  # a streamed body was hashed as it arrived
+            self.sha256 = hashlib.sha256(self.data).hexdigest()
+            with open(self.path, "wb") as f:
+                f.write(self.data)
+        return self.sha256
 
 
 async def receive_verified(request: Request, state: HubState, size: int) -> Received:
-    """Receive exactly ``size`` body bytes into a new partial file, hashing them on the way.
+    """Receive exactly ``size`` body bytes for a new partial file.
 
     A body up to ``MAX_ITEM_BYTES`` (a relay payload) is received into one buffer of its
-    declared size, then hashed and written in a single hop to a worker thread; its bytes
-    come back for the blob cache. A larger body is streamed to the file in 1 MiB writes,
-    never held whole. Any shortfall, overrun or disconnect leaves nothing behind.
+    declared size (no hop to a worker thread; :meth:`Received.stage` hashes and writes it,
+    and its bytes go to the blob cache once stored). A larger body is streamed to the file
+    in 1 MiB writes, hashed on the way, never held whole. Any shortfall, overrun or
+    disconnect leaves nothing behind.
     """
     partial = secrets.token_urlsafe(24)
     path = state.store.partial_path(partial)
     try:
         if size <= MAX_ITEM_BYTES:
-            return await _receive_small(request, path, partial, size)
-        return await _receive_streamed(request, path, partial, size)
+            return Received(partial, path, None, await _receive_small(request, size))
+        return Received(partial, path, await _receive_streamed(request, path, size), None)
     except ClientDisconnect:
         state.store.discard(partial)
         raise HTTPException(400, "the client disconnected; nothing was kept, send it again") from None
@@ -543,7 +559,7 @@ async def receive_verified(request: Request, state: HubState, size: int) -> Rece
         raise
 
 
-async def _receive_small(request: Request, path: Path, partial: str, size: int) -> Received:
+async def _receive_small(request: Request, size: int) -> bytearray:
     buf = bytearray(size)
     view = memoryview(buf)
     received = 0
@@ -555,18 +571,10 @@ async def _receive_small(request: Request, path: Path, partial: str, size: int) 
         received += n
     if received != size:
         raise HTTPException(400, f"the body ended after {received} of {size} bytes; nothing was kept, send it again")
-    sha, data = await anyio.to_thread.run_sync(_hash_and_keep, path, buf)
-    return Received(partial, sha, data)
+    return buf
 
 
-def _hash_and_keep(path: Path, buf: bytearray) -> tuple[str, bytearray]:
-    digest = hashlib.sha256(buf).hexdigest()
-    with open(path, "wb") as f:
-        f.write(buf)
-    return digest, buf  # handed to the blob cache as it is (copying 4 MB would hold the GIL ~1 ms)
-
-
-async def _receive_streamed(request: Request, path: Path, partial: str, size: int) -> Received:
+async def _receive_streamed(request: Request, path: Path, size: int) -> str:
     digest = hashlib.sha256()
     received = 0
     buffer = bytearray()
@@ -585,7 +593,7 @@ async def _receive_streamed(request: Request, path: Path, partial: str, size: in
         await anyio.to_thread.run_sync(f.close)
     if received != size:
         raise HTTPException(400, f"the body ended after {received} of {size} bytes; nothing was kept, send it again")
-    return Received(partial, digest.hexdigest(), None)
+    return digest.hexdigest()
 
 
 def _hash_and_write(digest: Any, f: BinaryIO, data: bytes | bytearray) -> None:

@@ -238,9 +238,10 @@ async def post_raw_message(
         response.headers["Idempotent-Replayed"] = "true"
         return replay
     got = await receive_verified(request, state, size)
-    partial, sha256 = got.partial, got.sha256
+    partial = got.partial
 
     def store() -> tuple[MessageOut, bool]:
+        sha256 = got.stage()
         state.store.prepare(partial, sha256)  # a network upload, outside the write lock
         with state.db.session() as s:
             earlier = _by_key(s, task_id, head.sender, idempotency_key) if idempotency_key else None
@@ -263,8 +264,8 @@ async def post_raw_message(
     except BaseException:
         state.store.discard(partial)
         raise
-    if got.data is not None:
-        state.blob_cache.put(sha256, got.data)  # its reader (the aggregator) fetches it next
+    if got.data is not None and got.sha256 is not None:
+        state.blob_cache.put(got.sha256, got.data)  # its reader (the aggregator) fetches it next
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
