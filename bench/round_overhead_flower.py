@@ -154,7 +154,7 @@ def run_flower(rounds: int, n: int) -> dict[str, Any]:
             **_steady(ends, cpu)}
 
 
-def run_fedpact(rounds: int, n: int, deployed: bool, tag: str) -> dict[str, Any]:
+def run_fedpact(rounds: int, n: int, deployed: bool, tag: str, src: str | None = None) -> dict[str, Any]:
     cmd = [sys.executable, str(HERE / "round_overhead.py"), "--rounds", str(rounds), "--participants", str(n),
            "--tag", tag, "--no-components"]
     dbname = None
@@ -163,14 +163,15 @@ def run_fedpact(rounds: int, n: int, deployed: bool, tag: str) -> dict[str, Any]
         subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", dbname], check=True)
         cmd += ["--database-url", f"postgresql+psycopg://postgres@127.0.0.1:5432/{dbname}",
                 "--broker-url", "amqp://guest:guest@127.0.0.1:5672/"]
+    env = {**os.environ, "PYTHONPATH": src} if src else None
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     finally:
         if dbname:
             subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", dbname], check=False)
     path = next((line.split("result written to ", 1)[1].strip() for line in proc.stdout.splitlines()
                  if "result written to " in line), None)
-    engine = "fedpact deployed" if deployed else "fedpact embedded"
+    engine = ("fedpact deployed" if deployed else "fedpact embedded") + (" (baseline)" if src else "")
     if path is None:
         return {"engine": engine, "error": (proc.stderr or proc.stdout)[-3000:]}
     res = json.loads(Path(path).read_text())
@@ -192,22 +193,26 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-deployed", action="store_true")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--baseline-src", default=None,
+                    help="the src/ folder of another fedpact version: also run it (embedded) in the alternation")
     a = ap.parse_args()
     facts = machine_facts()
     print(f"== round overhead vs Flower: {a.participants} participants x {FEATURES * CLASSES + CLASSES:,} float32, "
           f"{a.rounds} rounds, {a.repeat} repeats, load {os.getloadavg()} ==", flush=True)
     rows: list[dict[str, Any]] = []
     for i in range(a.repeat):
-        order = [("fedpact embedded", False), ("flower", None)]
+        order: list[tuple[str, bool | None, str | None]] = [("fedpact embedded", False, None), ("flower", None, None)]
+        if a.baseline_src:
+            order += [("fedpact embedded (baseline)", False, a.baseline_src)]
         if not a.no_deployed:
-            order += [("fedpact deployed", True), ("flower", None)]
-        for name, deployed in order:
+            order += [("fedpact deployed", True, None), ("flower", None, None)]
+        for name, deployed, src in order:
             load = os.getloadavg()[0]
             t0 = time.perf_counter()
             if deployed is None:
                 row = run_flower(a.rounds, a.participants)
             else:
-                row = run_fedpact(a.rounds, a.participants, deployed, f"vs-flower-{i}")
+                row = run_fedpact(a.rounds, a.participants, deployed, f"vs-flower-{i}", src)
             row |= {"repeat": i, "load_1min_before": load, "wall_s": time.perf_counter() - t0}
             rows.append(row)
             if "error" in row:
