@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 
 from fedpact.hub.access import can_read_blob, find_task, require_member
 from fedpact.hub.auth import CurrentUser, State
-from fedpact.hub.blobcache import MAX_ITEM_BYTES, MemoryBlob
+from fedpact.hub.blobcache import MAX_ITEM_BYTES, MemoryBlob, Pieces
 from fedpact.hub.blobstore import SHA256_RE
 from fedpact.hub.errors import is_disk_full
 from fedpact.hub.quotas import check_free_space, check_stored_bytes, disk_full
@@ -524,24 +524,27 @@ class Received:
     partial: str
     path: Path
     sha256: str | None
-    data: bytearray | None
+    data: Pieces | None
 
     def stage(self) -> str:
         """Hash the body and write its partial file (once); its sha256."""
         if self.sha256 is None:
             assert self.data is not None  # a streamed body was hashed as it arrived
-            self.sha256 = hashlib.sha256(self.data).hexdigest()
+            digest = hashlib.sha256()
+            for piece in self.data:
+                digest.update(piece)
             with open(self.path, "wb") as f:
-                f.write(self.data)
+                f.writelines(self.data)
+            self.sha256 = digest.hexdigest()
         return self.sha256
 
 
 async def receive_verified(request: Request, state: HubState, size: int) -> Received:
     """Receive exactly ``size`` body bytes for a new partial file.
 
-    A body up to ``MAX_ITEM_BYTES`` (a relay payload) is received into one buffer of its
-    declared size (no hop to a worker thread; :meth:`Received.stage` hashes and writes it,
-    and its bytes go to the blob cache once stored). A larger body is streamed to the file
+    A body up to ``MAX_ITEM_BYTES`` (a relay payload) is kept as the pieces the server
+    handed over, never joined or copied (no hop to a worker thread; :meth:`Received.stage`
+    hashes and writes it, and the pieces go to the blob cache once stored). A larger body is streamed to the file
     in 1 MiB writes, hashed on the way, never held whole. Any shortfall, overrun or
     disconnect leaves nothing behind.
     """
@@ -559,19 +562,18 @@ async def receive_verified(request: Request, state: HubState, size: int) -> Rece
         raise
 
 
-async def _receive_small(request: Request, size: int) -> bytearray:
-    buf = bytearray(size)
-    view = memoryview(buf)
+async def _receive_small(request: Request, size: int) -> Pieces:
+    pieces: list[bytes] = []
     received = 0
     async for chunk in request.stream():
-        n = len(chunk)
-        if received + n > size:
+        received += len(chunk)
+        if received > size:
             raise HTTPException(413, f"the body passes its Content-Length of {size} bytes; nothing was kept")
-        view[received : received + n] = chunk
-        received += n
+        if chunk:
+            pieces.append(bytes(chunk))  # (already bytes from the server: no copy)
     if received != size:
         raise HTTPException(400, f"the body ended after {received} of {size} bytes; nothing was kept, send it again")
-    return buf
+    return tuple(pieces)
 
 
 async def _receive_streamed(request: Request, path: Path, size: int) -> str:
@@ -624,8 +626,9 @@ def get_blob(task: str, sha256: str, user: CurrentUser, state: State) -> Respons
     if data is None and not state.store.presigns and size <= state.blob_cache.max_item:
         # Small and local: one read here (this route already runs in a worker thread), one write
         # to the socket, and the next reader of the same blob is served from memory.
-        data = state.store.read_all(sha256)
-        if data is not None:
+        whole = state.store.read_all(sha256)
+        if whole is not None:
+            data = (whole,)
             state.blob_cache.put(sha256, data)
     if data is not None:
         return MemoryBlob(data, headers)
