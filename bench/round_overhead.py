@@ -85,8 +85,8 @@ class Counter:
     def on_request(self, request: Any) -> None:
         try:
             n = len(request.content)
-        except Exception:  # noqa: BLE001 - a streamed request body is not counted (the client sends none)
-            n = 0
+        except Exception:  # noqa: BLE001 - a streamed body (an update sent from its arrays): its declared length
+            n = int(request.headers.get("content-length", 0) or 0)
         path = request.url.path
         # Model bytes go up as resumable chunks, one-request blobs, or raw message bodies.
         is_blob = (request.method == "PUT" and ("/uploads/" in path or "/blobs/" in path)) or (
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--py-spy", metavar="PY_SPY", default=None,
                     help="path of a py-spy binary: sample the hub, participant and aggregator processes during the run")
     ap.add_argument("--keep", action="store_true", help="keep the hub's data directory")
+    ap.add_argument("--no-components", action="store_true", help="skip the per-request component timings at the end")
     ap.add_argument("--tag", default="", help="suffix for the result file name")
     ap.add_argument("--database-url", default=None, help="deployed variant: e.g. postgresql+psycopg://postgres@127.0.0.1/DB")
     ap.add_argument("--broker-url", default=None, help="deployed variant: e.g. amqp://guest:guest@127.0.0.1:5672/")
@@ -401,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         for w in rec.warnings:
             print(f"aggregator warning: {w}")
 
-        components = _components(alice, a.participants)
+        components = {} if a.no_components else _components(alice, a.participants, hub.pid)
 
         hotspots = None
         if prof:
@@ -520,8 +521,13 @@ def _short(frame: str) -> str:
     return f"{fn} ({path})"
 
 
-def _components(client: HubClient, n_updates: int, reps: int = 5) -> dict[str, dict[str, float]]:
-    """Median cost of each step a round is made of, measured alone against the same hub."""
+def _components(client: HubClient, n_updates: int, hub_pid: int | None = None,
+                reps: int = 5) -> dict[str, dict[str, float]]:
+    """Median cost of each step a round is made of, measured alone against the same hub.
+
+    For the requests, also the hub process's CPU time per request (user + system from
+    /proc over all repetitions, so its 10 ms clock tick is divided by their number).
+    """
     import hashlib
 
     from threadpoolctl import threadpool_limits
@@ -538,11 +544,16 @@ def _components(client: HubClient, n_updates: int, reps: int = 5) -> dict[str, d
     fedavg = FedAvg()
     out: dict[str, list[float]] = {}
 
-    def t(name: str, fn: Any, k: int = reps) -> None:
+    hub_cpu: dict[str, float] = {}
+
+    def t(name: str, fn: Any, k: int = reps, on_hub: bool = False) -> None:
+        c0 = _cpu_seconds(hub_pid)
         for _ in range(k):
             t0 = time.perf_counter()
             fn()
             out.setdefault(name, []).append((time.perf_counter() - t0) * 1e3)
+        if on_hub and hub_pid is not None:
+            hub_cpu[name] = (_cpu_seconds(hub_pid) - c0) / k * 1e3
 
     blobs: list[str] = []
 
@@ -550,17 +561,27 @@ def _components(client: HubClient, n_updates: int, reps: int = 5) -> dict[str, d
         data = payload + rng.bytes(16)  # unique content: the hub deduplicates identical blobs
         blobs.append(client.upload_blob(task, data)["sha256"])
 
-    t("small JSON request (GET task)", lambda: client.get_task(task), 20)
+    t("small JSON request (GET task)", lambda: client.get_task(task), 40, True)
     t("small message (POST, inline)", lambda: client.send(task, sender="aggregator", recipient="participants",
-                                                          kind="bench", payload=b"x" * 100), 20)
+                                                          kind="bench", payload=b"x" * 100), 40, True)
     client.join(task)  # the creator may join as a data owner: then it reads the broadcasts
     me = client.user["name"] if client.user else client.me()["name"]
-    t("poll that finds a message", lambda: client.poll(task, m.participant_address(me), after=0, wait=5, limit=1), 20)
+    t("poll that finds a message", lambda: client.poll(task, m.participant_address(me), after=0, wait=5, limit=1),
+      40, True)
+    raw_sent: list[int] = []
+
+    def raw_update() -> None:
+        # A participant's update: a unique 4 MB body as one raw message (the runtime's path).
+        raw_sent.append(len(raw_sent))
+        client.send(task, sender=m.participant_address(me), recipient="aggregator", kind="bench",
+                    payload=payload + rng.bytes(16))
+
+    t("update as a raw 4 MB message (POST messages/raw)", raw_update, 40, True)
     t("sha256 of 4 MB", lambda: hashlib.sha256(payload).hexdigest())
     t("m.pack (safetensors) 1M params", lambda: m.pack({"round_id": "x"}, m.prefixed(w, "w.")))
     t("m.unpack 1M params", lambda: m.unpack(payload))
-    t("upload_blob 4 MB (3 requests)", up)
-    t("download_blob 4 MB (+ sha256 check)", lambda: client.download_blob(task, blobs[0]))
+    t("upload_blob 4 MB (one request)", up, 40, True)
+    t("download_blob 4 MB (+ sha256 check)", lambda: client.download_blob(task, blobs[0]), 40, True)
     t("validate_update 1M params", lambda: validate_update(w, updates[0][0]))
     t(f"FedAvg.aggregate {n_updates} x 1M", lambda: fedavg.aggregate(w, updates), 9)
 
@@ -569,11 +590,13 @@ def _components(client: HubClient, n_updates: int, reps: int = 5) -> dict[str, d
             fedavg.aggregate(w, updates)
 
     t(f"FedAvg.aggregate {n_updates} x 1M, BLAS 1 thread", agg1, 9)
-    res = {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)} for k, v in out.items()}
+    res = {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v),
+               **({"hub_cpu_ms": hub_cpu[k]} if k in hub_cpu else {})} for k, v in out.items()}
     print()
     print("component costs, each measured alone against the same hub (ms):")
-    print(table(["step", "median", "min", "max", "n"],
-                [[k, f"{r['median']:.1f}", f"{r['min']:.1f}", f"{r['max']:.1f}", r["n"]] for k, r in res.items()]))
+    print(table(["step", "median", "min", "max", "n", "hub CPU per request"],
+                [[k, f"{r['median']:.1f}", f"{r['min']:.1f}", f"{r['max']:.1f}", r["n"],
+                  f"{r['hub_cpu_ms']:.1f}" if "hub_cpu_ms" in r else ""] for k, r in res.items()]))
     return res
 
 
@@ -621,11 +644,16 @@ class _Breakdown:
         for name, label in labels.items():
             setattr(client, name, self.wrap(label, getattr(client, name)))
         agg.algorithm.aggregate = self.wrap("aggregate (FedAvg incl. checks)", agg.algorithm.aggregate)  # type: ignore[method-assign]
-        import fedpact.runtime.aggregator as agg_mod
+        import fedpact.runtime.rounds.open as base_mod
 
-        agg_mod.validate_update = self.wrap("validate_update", agg_mod.validate_update)
-        agg_mod.m.unpack = self.wrap("unpack (safetensors)", agg_mod.m.unpack)
-        agg_mod.m.pack = self.wrap("pack (safetensors)", agg_mod.m.pack)
+        # Wrapped where they are looked up at call time; a name the runtime no longer uses is skipped.
+        if hasattr(base_mod, "validate_update"):
+            base_mod.validate_update = self.wrap("validate_update", base_mod.validate_update)
+        if hasattr(client, "download_tensors"):
+            client.download_tensors = self.wrap("download_tensors (updates, decoded as they arrive)",  # type: ignore[method-assign]
+                                                client.download_tensors)
+        else:  # an older fedpact (--baseline-src in round_overhead_flower.py)
+            client.download_blob = self.wrap("download_blob (updates)", client.download_blob)  # type: ignore[method-assign]
 
     def snapshot(self) -> dict[str, float]:
         return dict(self.totals)

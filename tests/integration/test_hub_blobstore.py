@@ -544,3 +544,70 @@ def test_a_small_upload_session_may_cross_replicas_on_s3(seaweedfs: SeaweedFS, t
             done = httpx.post(f"{b.url}/api/v1/tasks/{task}/uploads/{start['upload_id']}/complete", headers=auth)
             assert done.status_code == 201, done.text
             api.close()
+
+
+def test_a_streamed_model_update_resumes_after_the_connection_breaks(tmp_path: Path) -> None:
+    """The participant's own path: an update streamed from its arrays (no packed copy) resumes too."""
+    import numpy as np
+
+    from fedpact.runtime import messages as m
+
+    with EmbeddedHub(config=fast_config(tmp_path / "hub")) as hub:
+        api = Api(hub.url)
+        alice, bob = api.user("alice"), api.user("bob")
+        task = alice.create_task()
+        bob.join(task["name"])
+        weights = {"w.weight": np.random.default_rng(5).standard_normal((10, 1_100_000)).astype(np.float32)}
+        payload = m.pack_parts({"round_id": "r1", "num_samples": 3}, weights)
+        assert len(payload) > ONE_SHOT_LIMIT
+        port = int(hub.url.rsplit(":", 1)[1])
+        proxy = FlakyProxy(port, cut_after=20 * MIB)
+        try:
+            with HubClient(f"http://127.0.0.1:{proxy.port}", bob.token, retry_for_s=20) as b:
+                msg = b.send(task["name"], sender=f"participant/{bob.name}", recipient="aggregator", kind="update",
+                             round=1, payload=payload)  # fmt: skip
+        finally:
+            proxy.close()
+        assert proxy.cut, "the connection was cut mid-upload"
+        assert proxy.sent < len(payload) + CHUNK_SIZE + MIB, proxy.sent
+        assert msg["blob"] == {"sha256": payload.sha256(), "size": len(payload)}
+        with HubClient(hub.url, alice.token) as a:
+            decoded = a.message_tensors(task["name"], msg)
+        assert decoded is not None
+        assert m.meta_of(decoded[0]) == {"round_id": "r1", "num_samples": 3}
+        assert np.array_equal(decoded[1]["w.weight"], weights["w.weight"])
+        api.close()
+
+
+def test_a_mid_sized_update_bypasses_the_hub_only_when_the_store_presigns(env: Env) -> None:
+    """Payloads from PRESIGNED_MIN_BYTES to ONE_SHOT_LIMIT: straight to S3; through the hub in one request on local disk."""
+    from fedpact.client.hub import PRESIGNED_MIN_BYTES
+
+    alice, bob, task = members(env)
+    name = task["name"]
+    b = env.client(bob)
+    to_hub: list[tuple[str, int]] = []
+    to_store: list[int] = []
+    b._http.event_hooks["request"].append(
+        lambda req: to_hub.append((f"{req.method} {req.url.path}", int(req.headers.get("content-length", 0) or 0))))
+    b._direct.event_hooks["request"].append(lambda req: to_store.append(int(req.headers.get("content-length", 0))))
+    sent = []
+    for k in range(2):
+        payload = os.urandom(PRESIGNED_MIN_BYTES + 1000 + k)
+        msg = b.send(name, sender=f"participant/{bob.name}", recipient="aggregator", kind="update", round=1,
+                     payload=payload)  # fmt: skip
+        sent.append((msg, payload))
+    through_hub = sum(n for _, n in to_hub)
+    if env.store.presigns:
+        assert b.store_presigns is True
+        assert sum(to_store) == sum(len(p) for _, p in sent)
+        assert through_hub < 64 * 1024, to_hub
+        assert not any("/messages/raw" in r for r, _ in to_hub)
+    else:
+        # The first send learns that the store does not presign (a chunked upload through the
+        # hub); from then on such payloads take the one-request path.
+        assert b.store_presigns is False and to_store == []
+        assert [r for r, _ in to_hub if "/messages/raw" in r] == [f"POST /api/v1/tasks/{name}/messages/raw"]
+    a = env.client(alice)
+    for msg, payload in sent:
+        assert a.message_payload(name, msg) == payload

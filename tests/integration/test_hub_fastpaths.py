@@ -128,3 +128,61 @@ def test_raw_message_refusals_store_nothing(task_with_members: Members, hub: Emb
         assert r.status_code == status, (params, r.text)
     assert alice.http.get(f"/tasks/{name}/mailbox/aggregator", params={"after": 0}).json()["messages"] == []
     assert sorted(blob_files(hub)) == before and partial_files(hub) == []
+
+
+def test_small_blobs_are_served_from_memory_with_ranges(task_with_members: Members, hub: EmbeddedHub, api: Api) -> None:
+    from fedpact.hub.blobcache import MAX_ITEM_BYTES
+
+    alice, bob, carol, task = task_with_members
+    name = task["name"]
+    cache = hub.app.state.hub.blob_cache
+    small = os.urandom(4 * 1024 * 1024 + 3)
+    assert bob.http.put(f"/tasks/{name}/blobs/{sha(small)}", content=small, headers=OCTETS).status_code == 201
+    assert b"".join(cache.get(sha(small)) or ()) == small, "a body received through the hub is kept for its readers"
+    got = alice.http.get(f"/tasks/{name}/blobs/{sha(small)}")
+    assert got.status_code == 200 and got.content == small
+    assert got.headers["x-content-sha256"] == sha(small) and got.headers["accept-ranges"] == "bytes"
+    part = alice.http.get(f"/tasks/{name}/blobs/{sha(small)}", headers={"Range": "bytes=1000-1999"})
+    assert part.status_code == 206 and part.content == small[1000:2000]
+    assert part.headers["content-range"] == f"bytes 1000-1999/{len(small)}"
+    tail = alice.http.get(f"/tasks/{name}/blobs/{sha(small)}", headers={"Range": f"bytes={len(small) - 5}-"})
+    assert tail.status_code == 206 and tail.content == small[-5:]
+    past = alice.http.get(f"/tasks/{name}/blobs/{sha(small)}", headers={"Range": f"bytes={len(small)}-"})
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(small)}"
+    head = alice.http.head(f"/tasks/{name}/blobs/{sha(small)}")
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == str(len(small))
+    # Access is checked before the cache: a non-member gets nothing from memory either.
+    outsider = api.user("eve").http.get(f"/tasks/{name}/blobs/{sha(small)}")
+    assert outsider.status_code == 403 and small[:64] not in outsider.content
+    # A blob larger than a cache item streams from its file and is never held in memory.
+    large = os.urandom(MAX_ITEM_BYTES + 1)
+    assert bob.http.put(f"/tasks/{name}/blobs/{sha(large)}", content=large, headers=OCTETS).status_code == 201
+    assert alice.http.get(f"/tasks/{name}/blobs/{sha(large)}").content == large
+    assert cache.get(sha(large)) is None
+
+
+def test_the_blob_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
+    from fedpact.hub.blobcache import BlobCache
+
+    cache = BlobCache(max_item=10, max_total=25)
+    cache.put("a", (b"x" * 4, b"x" * 6))
+    cache.put("b", (b"y" * 10,))
+    cache.put("big", (b"z" * 6, b"z" * 5))
+    assert cache.get("big") is None, "an item over max_item is not kept"
+    assert cache.get("a") == (b"x" * 4, b"x" * 6)  # a is now the most recently used
+    cache.put("c", (b"w" * 10,))
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    assert cache.total_bytes == 20
+    cache.discard("a")
+    assert cache.get("a") is None and cache.total_bytes == 10
+
+
+def test_a_blob_in_pieces_is_cut_right_for_any_range() -> None:
+    from fedpact.hub.blobcache import _slices
+
+    pieces = (b"abc", b"defgh", b"i", b"jklmnop")
+    whole = b"".join(pieces)
+    assert list(_slices(pieces, 0, len(whole))) == list(pieces), "whole pieces are sent as they are"
+    for a in range(len(whole) + 1):
+        for b in range(a, len(whole) + 1):
+            assert b"".join(_slices(pieces, a, b)) == whole[a:b], (a, b)

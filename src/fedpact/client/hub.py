@@ -32,6 +32,7 @@ from typing import Any, BinaryIO, Self, cast
 import httpx
 
 from fedpact.common.errors import FedpactError
+from fedpact.common.tensors import Payload, TensorSink, Weights
 
 API = "/api/v1"
 #: Payloads above this size travel as blobs rather than inline in the message.
@@ -40,6 +41,11 @@ CHUNK_SIZE = 8 * 1024 * 1024
 #: In-memory payloads up to this size go in one request (resent whole if it fails);
 #: larger ones and files use the chunked, resumable upload.
 ONE_SHOT_LIMIT = 32 * 1024 * 1024
+#: From this size an in-memory payload goes through an upload session, so that a hub whose
+#: blob store presigns has its bytes go straight into the object store, never through the
+#: hub's process; smaller ones are not worth the extra round trips and go in one request.
+#: (The hub makes every session direct when its store presigns, whatever the size.)
+PRESIGNED_MIN_BYTES = 8 * 1024 * 1024
 
 ProgressFn = Callable[[int, int], None]
 NoticeFn = Callable[[str], None]
@@ -199,6 +205,8 @@ class HubClient:
         # For presigned object-store URLs: no base URL, and never the hub's bearer token.
         self._direct = httpx.Client(timeout=timeout, verify=tls_context(ca_file))
         self.user: dict[str, Any] | None = None
+        #: Whether the hub's blob store takes uploads directly (learnt from the first upload it starts).
+        self.store_presigns: bool | None = None
 
     # -- plumbing -------------------------------------------------------------------
     def close(self) -> None:
@@ -415,7 +423,7 @@ class HubClient:
         recipient: str,
         kind: str,
         round: int = 0,
-        payload: bytes | bytearray | memoryview | None = None,
+        payload: bytes | bytearray | memoryview | Payload | None = None,
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Post a message; payloads over INLINE_LIMIT are uploaded as a blob first.
@@ -423,6 +431,8 @@ class HubClient:
         Up to ONE_SHOT_LIMIT the blob and the message go in one request; larger payloads
         use the chunked, resumable upload (straight to the object store where the hub's
         store presigns), so a broken connection costs one chunk, not the whole update.
+        A :class:`Payload` (a model as the arrays it is made of) is streamed from those
+        arrays either way, never joined into one buffer.
         """
         body: dict[str, Any] = {
             "sender": sender,
@@ -432,20 +442,28 @@ class HubClient:
             "headers": headers or {},
         }
         key = uuid.uuid4().hex
-        if payload is not None and len(payload) > ONE_SHOT_LIMIT:
-            # A large update (a model) goes in resumable chunks, then the message names it.
+        size = 0 if payload is None else len(payload)
+        direct = size >= PRESIGNED_MIN_BYTES and self.store_presigns is not False
+        if payload is not None and (size > ONE_SHOT_LIMIT or direct):
+            # A large update (a model) goes in resumable chunks, then the message names it. From
+            # PRESIGNED_MIN_BYTES on, an upload asks the hub first: with an object store behind it the
+            # bytes go there directly (and this client remembers it; with local disk it uses the
+            # one-request path from then on).
             body["blob"] = self.upload_blob(task, payload)
             return self._call("POST", f"/tasks/{task}/messages", json=body, headers={"Idempotency-Key": key})
         if payload is not None and len(payload) > INLINE_LIMIT and not headers:
             # One request: the hub stores the raw body as a blob and posts the message.
             params = {"sender": sender, "recipient": recipient, "kind": kind, "round": round}
-            return self._call("POST", f"/tasks/{task}/messages/raw", params=params, content=payload,
-                              headers={"Idempotency-Key": key, "Content-Type": "application/octet-stream"})
+            return self._call("POST", f"/tasks/{task}/messages/raw", params=params,
+                              content=payload if isinstance(payload, bytes) else _body(payload),
+                              headers={"Idempotency-Key": key, "Content-Type": "application/octet-stream",
+                                       "Content-Length": str(len(payload))})
         if payload is not None:
             if len(payload) > INLINE_LIMIT:
                 body["blob"] = self.upload_blob(task, payload)
             else:
-                body["payload"] = base64.b64encode(payload).decode("ascii")
+                small = payload.tobytes() if isinstance(payload, Payload) else payload
+                body["payload"] = base64.b64encode(small).decode("ascii")
         return self._call("POST", f"/tasks/{task}/messages", json=body, headers={"Idempotency-Key": key})
 
     def poll(
@@ -488,6 +506,18 @@ class HubClient:
     def ack(self, task: str | int, address: str, cursor: int) -> int:
         return self._call("POST", f"/tasks/{task}/mailbox/{address}/ack", json={"cursor": cursor})["cursor"]
 
+    def message_tensors(self, task: str | int, message: dict[str, Any]) -> tuple[dict[str, str], Weights] | None:
+        """A message's safetensors body decoded: (string metadata, arrays); blobs are decoded as they arrive."""
+        if message.get("blob"):
+            ref = message["blob"]
+            return self.download_tensors(task, ref["sha256"], ref.get("size"))
+        data = self.message_payload(task, message)
+        if data is None:
+            return None
+        sink = TensorSink(len(data))
+        sink.write(data)
+        return sink.result()
+
     def message_payload(self, task: str | int, message: dict[str, Any]) -> bytes | None:
         """The bytes a message carries, fetched from the blob store when needed."""
         if message.get("payload") is not None:
@@ -500,7 +530,7 @@ class HubClient:
     def upload_blob(
         self,
         task: str | int,
-        data: bytes | bytearray | memoryview | str | Path,
+        data: bytes | bytearray | memoryview | Payload | str | Path,
         *,
         chunk_size: int = CHUNK_SIZE,
         progress: ProgressFn | None = None,
@@ -509,7 +539,9 @@ class HubClient:
         """Upload bytes or a file in chunks; resumes from the hub's offset after a failure.
 
         A file is hashed and sent chunk by chunk, so a large model never sits whole in
-        memory; in-memory data is sent as slices of one view, never copied whole. When the
+        memory; in-memory data (bytes, or a :class:`Payload` over a model's arrays) is sent
+        as slices, never copied whole. In-memory data up to ONE_SHOT_LIMIT goes in one
+        request, except from PRESIGNED_MIN_BYTES on while the hub's store may presign: when the
         hub answers with presigned part URLs the chunks go straight to its object store.
         What the task's creator uploads is readable by the admitted participants (that is
         how the global model reaches them) unless ``private``, e.g. evaluation data.
@@ -519,24 +551,28 @@ class HubClient:
             size = path.stat().st_size
             sha = _sha256_file(path)
             opener = cast(Callable[[], BinaryIO], functools.partial(path.open, "rb"))
-            view: memoryview | None = None
+            parts: Payload | None = None
         else:
-            view = memoryview(data).cast("B")
-            size = view.nbytes
-            sha = hashlib.sha256(view).hexdigest()
-            opener = cast(Callable[[], BinaryIO], functools.partial(_ViewReader, view))
-        if size <= ONE_SHOT_LIMIT and view is not None:
+            parts = data if isinstance(data, Payload) else Payload([data])
+            size = parts.size
+            sha = parts.sha256()
+            opener = cast(Callable[[], BinaryIO], functools.partial(_PayloadReader, parts))
+        # One request when small enough to resend whole, unless the object store may take it directly.
+        direct = size >= PRESIGNED_MIN_BYTES and self.store_presigns is not False
+        if size <= ONE_SHOT_LIMIT and parts is not None and not direct:
             self._call(
                 "PUT",
                 f"/tasks/{task}/blobs/{sha}",
                 params={"private": "true"} if private else None,
-                content=view.tobytes() if not isinstance(data, bytes) else data,
-                headers={"Content-Type": "application/octet-stream"},
+                content=data if isinstance(data, bytes) else _body(parts),
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
             )
             if progress:
                 progress(size, size)
             return blob_ref(sha, size)
         start = self._call("POST", f"/tasks/{task}/uploads", json={"sha256": sha, "size": size, "private": private})
+        if not start["complete"] and size >= PRESIGNED_MIN_BYTES:
+            self.store_presigns = bool(start.get("direct"))
         if start["complete"]:
             if progress:
                 progress(size, size)
@@ -606,7 +642,7 @@ class HubClient:
                 time.sleep(0.5)
                 status = self._call("GET", f"/tasks/{task}/uploads/{upload_id}")
 
-    def _stream_to(self, path: str, sink: BinaryIO, expected_sha: str | None, progress: ProgressFn | None) -> None:
+    def _stream_to(self, path: str, sink: BinaryIO | TensorSink, expected_sha: str | None, progress: ProgressFn | None) -> None:
         """Download into ``sink``; a dropped connection resumes with a Range request.
 
         A hub whose blob store presigns answers with a redirect to the object store; the
@@ -645,7 +681,7 @@ class HubClient:
                     if received and resp.status_code != 206:
                         raise HubError(resp.status_code, "the server ignored the Range request", "GET", path)
                     total = received + int(resp.headers.get("Content-Length", 0))
-                    for chunk in resp.iter_bytes(1024 * 1024):
+                    for chunk in resp.iter_bytes():  # as read (no re-chunking copy)
                         sink.write(chunk)
                         h.update(chunk)
                         received += len(chunk)
@@ -663,6 +699,19 @@ class HubClient:
                 waited += 0.5
         if expected_sha and h.hexdigest() != expected_sha:
             raise FedpactError(f"downloaded data does not match sha256 {expected_sha}; try again")
+
+    def download_tensors(
+        self, task: str | int, sha256: str, size: int | None = None, *, progress: ProgressFn | None = None
+    ) -> tuple[dict[str, str], Weights]:
+        """A safetensors blob decoded as it arrives: each byte lands once, in its array.
+
+        Holds the model once (the arrays) plus a chunk, where downloading the bytes and
+        decoding them would hold it two or three times. ``size`` (the blob's declared
+        size) bounds what a hostile header can make this allocate.
+        """
+        sink = TensorSink(size)
+        self._stream_to(f"/tasks/{task}/blobs/{sha256}", sink, sha256, progress)
+        return sink.result()
 
     def download_blob(self, task: str | int, sha256: str, *, progress: ProgressFn | None = None) -> bytes:
         buf = io.BytesIO()
@@ -788,11 +837,11 @@ def _pieces(fh: BinaryIO, offset: int, n: int, piece: int = 1024 * 1024) -> Iter
         yield block
 
 
-class _ViewReader(io.RawIOBase):
-    """A seekable reader over a memoryview whose reads are slices, not a copy of the whole."""
+class _PayloadReader(io.RawIOBase):
+    """A seekable reader over a :class:`Payload` whose reads are slices, not a copy of the whole."""
 
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
+    def __init__(self, payload: Payload) -> None:
+        self._payload = payload
         self._pos = 0
 
     def readable(self) -> bool:
@@ -802,15 +851,31 @@ class _ViewReader(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._view.nbytes}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._payload.size}[whence]
         self._pos = max(0, base + offset)
         return self._pos
 
     def read(self, n: int = -1) -> bytes:
-        end = self._view.nbytes if n is None or n < 0 else min(self._view.nbytes, self._pos + n)
-        chunk = self._view[self._pos:end].tobytes()
+        end = self._payload.size if n is None or n < 0 else min(self._payload.size, self._pos + n)
+        if end <= self._pos:
+            return b""
+        chunk = b"".join(self._payload.pieces(self._pos, end - self._pos, end - self._pos))
         self._pos = end
         return chunk
+
+
+class _Body:
+    """A request body streamed from a payload's pieces; iterable again when a request is retried."""
+
+    def __init__(self, payload: Payload) -> None:
+        self._payload = payload
+
+    def __iter__(self) -> Iterator[bytes]:
+        return cast(Iterator[bytes], self._payload.pieces(0, None, 1024 * 1024))
+
+
+def _body(payload: bytes | bytearray | memoryview | Payload) -> _Body:
+    return _Body(payload if isinstance(payload, Payload) else Payload([payload]))
 
 
 def _sha256_file(path: Path) -> str:

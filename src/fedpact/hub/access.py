@@ -165,17 +165,19 @@ def require_participant(s: Session, task: TaskLike, user: Principal, action: str
         raise not_admitted(s, task, user, action)
 
 
-def can_read_blob(s: Session, task: TaskLike, user: Principal, sha256: str) -> bool:
+def can_read_blob(s: Session, task: TaskLike, user: Principal, sha256: str, blob: Blob | None = None) -> bool:
     """Whether a member may read one of the task's blobs.
 
     The creator (who runs the aggregator) reads every blob of the task. A participant
     reads what it uploaded itself, what the aggregator addressed to it or broadcast to
     all participants, and the creator's blobs not marked private (the global model and
-    its checkpoints): never another participant's update.
+    its checkpoints): never another participant's update. ``blob`` is the task's row for
+    ``sha256`` when the caller has it already (saves a query per download).
     """
     if task.creator_id == user.id:
         return True
-    blob = s.scalars(select(Blob).where(Blob.task_id == task.id, Blob.sha256 == sha256)).first()
+    if blob is None:
+        blob = s.scalars(select(Blob).where(Blob.task_id == task.id, Blob.sha256 == sha256)).first()
     if blob is None:
         return False
     if blob.uploaded_by == user.id or blob.shared:

@@ -142,6 +142,13 @@ class BlobStore(ABC):
     def iter_blobs(self) -> Iterator[StoredBlob]:
         """Every stored blob, for the garbage collector."""
 
+    def read_all(self, sha256: str) -> bytes | None:
+        """A stored blob's bytes in one piece (small blobs only), or None when it is not stored."""
+        try:
+            return b"".join(self.read_range(sha256))
+        except FileNotFoundError:
+            return None
+
     def copy_to(self, sha256: str, dest: Path) -> None:
         """Write a stored blob to a local file (the hosted aggregator's evaluation data)."""
         with open(dest, "wb") as f:

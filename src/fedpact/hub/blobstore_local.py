@@ -78,6 +78,12 @@ class LocalBlobStore(BlobStore):
                     left -= len(block)
                 yield block
 
+    def read_all(self, sha256: str) -> bytes | None:
+        try:
+            return self.blob_path(sha256).read_bytes()
+        except FileNotFoundError:
+            return None
+
     def delete(self, sha256: str) -> None:
         self.blob_path(sha256).unlink(missing_ok=True)
 

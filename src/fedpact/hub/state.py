@@ -8,6 +8,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from fastapi import Request
 
+from fedpact.hub.blobcache import BlobCache
 from fedpact.hub.blobgc import Collector
 from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.config import HubConfig
@@ -36,6 +37,8 @@ class HubState:
     metrics: HubMetrics = field(default_factory=HubMetrics)
     #: Recently verified tokens (see hub.tokens); holds auth.Principal values.
     tokens: TokenCache[Any] = field(default_factory=TokenCache)
+    #: Recent small blobs (broadcasts, updates) served from memory (see hub.blobcache).
+    blob_cache: BlobCache = field(default_factory=BlobCache)
 
 
 async def get_state(request: Request) -> HubState:

@@ -24,7 +24,7 @@ from fedpact.algorithms.strategies import get_aggregator
 from fedpact.client.hub import HubClient, HubError
 from fedpact.common.definition import MAX_SAMPLES, TaskDefinition, parse_definition
 from fedpact.common.errors import FedpactError, UpdateRejected
-from fedpact.common.tensors import Weights, decode_weights, encode_weights
+from fedpact.common.tensors import Payload, Weights, decode_weights, encode_parts, encode_weights
 from fedpact.runtime import checks, task_kinds
 from fedpact.runtime import messages as m
 from fedpact.runtime.checks import MessageRejected
@@ -697,10 +697,15 @@ class Aggregator:
         """The current global weights as a blob, uploaded once and shared by the checkpoint,
         the next round's broadcast and the final evaluation."""
         if self._weights_blob is None:
-            payload = self.rounds.weights_payload() or encode_weights(self.global_weights)
+            # Sent from the arrays themselves: no serialised copy of the model is made.
+            payload: bytes | Payload = self.rounds.weights_payload() or encode_parts(self.global_weights)
             self._weights_blob = self.client.upload_blob(self.task_id, payload)
             small = len(payload) <= m.INLINE_WEIGHTS_LIMIT
-            self._weights_bytes = (self._weights_blob["sha256"], bytes(payload)) if small else None
+            if small:
+                data = payload.tobytes() if isinstance(payload, Payload) else bytes(payload)
+                self._weights_bytes = (self._weights_blob["sha256"], data)
+            else:
+                self._weights_bytes = None
         return self._weights_blob
 
     def _inline_weights(self) -> dict[str, np.ndarray]:
@@ -799,11 +804,11 @@ class Aggregator:
             metadata["epsilon"] = epsilon
             metadata["delta"] = p.effective_delta
         std = {k: v for k, v in model_tensors.items() if k.startswith("standardization.")}
-        payload = self.rounds.model_payload(metadata, std)
+        payload: bytes | Payload | None = self.rounds.model_payload(metadata, std)
         if payload is not None:
             metadata["encrypted"] = True
         else:
-            payload = encode_weights(model_tensors, {"fedpact": json.dumps(metadata)})
+            payload = encode_parts(model_tensors, {"fedpact": json.dumps(metadata)})
         blob = self.client.upload_blob(self.task_id, payload)
         if self.history:
             self.history[-1]["metrics"].update({k: v for k, v in final_metrics.items() if k.startswith("val_")})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedpact.client.hub import HubClient
-from fedpact.runtime.messages import unpack
+from fedpact.runtime.messages import meta_of
 
 log = logging.getLogger("fedpact.runtime")
 
@@ -49,8 +49,9 @@ class Message:
     def body(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(meta, tensors); raises ValueError/TensorFormatError for a malformed body."""
         if self._body is None:
-            data = self._client.message_payload(self._task, self.raw)
-            self._body = unpack(data) if data is not None else ({}, {})
+            # Decoded as it downloads: a model in a message is held once, in its arrays.
+            decoded = self._client.message_tensors(self._task, self.raw)
+            self._body = (meta_of(decoded[0]), decoded[1]) if decoded is not None else ({}, {})
         return self._body
 
 

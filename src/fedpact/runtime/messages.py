@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fedpact.common.tensors import Weights, decode_metadata, decode_weights, encode_weights
+from fedpact.common.tensors import Payload, Weights, decode_metadata, decode_weights, encode_parts, encode_weights
 
 AGGREGATOR = "aggregator"
 BROADCAST = "participants"
@@ -49,12 +49,21 @@ def pack(meta: Mapping[str, Any], tensors: Mapping[str, np.ndarray] | None = Non
     return encode_weights(tensors or {}, {_META_KEY: json.dumps(meta, separators=(",", ":"))})
 
 
+def pack_parts(meta: Mapping[str, Any], tensors: Mapping[str, np.ndarray] | None = None) -> Payload:
+    """Like :func:`pack`, as a :class:`Payload` over the arrays' own buffers (no copy of a model)."""
+    return encode_parts(tensors or {}, {_META_KEY: json.dumps(meta, separators=(",", ":"))})
+
+
 def unpack(data: bytes) -> tuple[dict[str, Any], Weights]:
-    meta_raw = decode_metadata(data).get(_META_KEY, "{}")
-    meta = json.loads(meta_raw)
+    return meta_of(decode_metadata(data)), decode_weights(data)
+
+
+def meta_of(metadata: Mapping[str, str]) -> dict[str, Any]:
+    """The message's JSON document from a container's string metadata."""
+    meta = json.loads(metadata.get(_META_KEY, "{}"))
     if not isinstance(meta, dict):
         raise ValueError("message metadata is not a JSON object")
-    return meta, decode_weights(data)
+    return meta
 
 
 def split_prefixed(tensors: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

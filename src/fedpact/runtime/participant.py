@@ -412,8 +412,9 @@ def _train_round(
         "train_seconds": time.monotonic() - started,
         **overrides,
     }
+    # Streamed from the arrays themselves: no packed copy of the model is made.
     client.send(tid, sender=address, recipient=m.AGGREGATOR, kind=m.UPDATE, round=msg.round,
-                payload=m.pack(reply, to_send))
+                payload=m.pack_parts(reply, to_send))
 
 
 def _final_evaluation(client: HubClient, tid: int, address: str, p: Participant, msg: Message, handled: set[str],

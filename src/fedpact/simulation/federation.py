@@ -23,7 +23,7 @@ import numpy as np
 from fedpact.algorithms.strategies import get_aggregator
 from fedpact.common.definition import TaskDefinition
 from fedpact.common.errors import FedpactError, UpdateRejected
-from fedpact.common.tensors import Weights
+from fedpact.common.tensors import Payload, Weights
 from fedpact.runtime import messages as m
 from fedpact.runtime.mailbox import Message
 from fedpact.runtime.outcomes import now_iso
@@ -102,10 +102,10 @@ class _SimParticipantTransport:
         self.federation = federation
         self.name = name
 
-    def send(self, kind: str, payload: bytes, round: int = 0) -> None:
-        self.federation.receive(self.name, kind, payload, round)
+    def send(self, kind: str, payload: bytes | Payload, round: int = 0) -> None:
+        self.federation.receive(self.name, kind, payload.tobytes() if isinstance(payload, Payload) else payload, round)
 
-    def download(self, sha256: str) -> bytes:
+    def download_tensors(self, sha256: str, size: int | None) -> tuple[dict[str, str], Weights]:
         raise FedpactError("virtual participants receive the global model with their training job")
 
 

@@ -32,6 +32,7 @@ from starlette.requests import ClientDisconnect
 
 from fedpact.hub.access import can_read_blob, find_task, require_member
 from fedpact.hub.auth import CurrentUser, State
+from fedpact.hub.blobcache import MAX_ITEM_BYTES, MemoryBlob, Pieces
 from fedpact.hub.blobstore import SHA256_RE
 from fedpact.hub.errors import is_disk_full
 from fedpact.hub.quotas import check_free_space, check_stored_bytes, disk_full
@@ -398,14 +399,15 @@ def _complete_direct(state: HubState, target: _Target, user_id: int) -> BlobRef:
 
 def store_verified(
     s: Session, state: HubState, task_id: int, partial: str, sha256: str, size: int, user_id: int,
-    shared: bool | None = None,
+    shared: bool | None = None, *, commit: bool = True,
 ) -> None:
     """Move a verified partial file into the store and record it for the task, then commit.
 
     ``shared`` (the creator's uploads only) opens the blob to the admitted participants or
     closes it again; None leaves that as it is. The move happens while this transaction
     holds the write lock (SQLite), so a task deletion cannot unlink the file between the
-    move and the row that references it.
+    move and the row that references it. ``commit=False`` leaves the commit to the caller,
+    who adds more rows to the same transaction (the message that names the blob).
     """
     state.store.commit(partial, sha256)
     blob = s.scalars(select(Blob).where(Blob.task_id == task_id, Blob.sha256 == sha256)).first()
@@ -413,7 +415,8 @@ def store_verified(
         s.add(Blob(task_id=task_id, sha256=sha256, size=size, uploaded_by=user_id, shared=bool(shared)))
     elif shared is not None:
         blob.shared = shared
-    s.commit()
+    if commit:
+        s.commit()
 
 
 def share_if_creator(task: Task, blob: Blob, user_id: int, private: bool) -> None:
@@ -479,14 +482,15 @@ async def put_blob(
     task_id, held, shared = await run_in_threadpool(_blob_target, state, task, sha256, user, private, size)
     if held:
         return JSONResponse(BlobRef(sha256=sha256, size=size).model_dump(), status_code=200)
-    partial, actual = await receive_verified(request, state, size)
-    if actual != sha256:
-        state.store.discard(partial)
-        raise HTTPException(
-            422, f"sha256 mismatch: the {size} bytes received hash to {actual}, not {sha256}; nothing was kept"
-        )
+    got = await receive_verified(request, state, size)
+    partial = got.partial
 
     def store() -> None:
+        actual = got.stage()
+        if actual != sha256:
+            raise HTTPException(
+                422, f"sha256 mismatch: the {size} bytes received hash to {actual}, not {sha256}; nothing was kept"
+            )
         state.store.sync(partial)
         state.store.prepare(partial, sha256)
         with state.db.session() as s:
@@ -497,6 +501,8 @@ async def put_blob(
     except BaseException:
         state.store.discard(partial)
         raise
+    if got.data is not None:
+        state.blob_cache.put(sha256, got.data)  # checked by store(); the broadcast: every participant reads it next
     return BlobRef(sha256=sha256, size=size)
 
 
@@ -511,39 +517,90 @@ def declared_size(request: Request, limit: int) -> int:
     return size
 
 
-async def receive_verified(request: Request, state: HubState, size: int) -> tuple[str, str]:
-    """Stream exactly ``size`` body bytes to a new partial file, hashing them on the way.
+@dataclass
+class Received:
+    """A request body: its partial file's id, and its bytes when it was small enough to keep.
 
-    Returns (partial id, sha256). Any shortfall, overrun or disconnect leaves nothing behind.
+    A small body is hashed and written to its partial file by :meth:`stage`, which the
+    route calls in the same worker-thread hop as its database work: one hop per request
+    instead of two, and each hop is a thread wake-up that a loaded machine delays.
+    """
+
+    partial: str
+    path: Path
+    sha256: str | None
+    data: Pieces | None
+
+    def stage(self) -> str:
+        """Hash the body and write its partial file (once); its sha256."""
+        if self.sha256 is None:
+            assert self.data is not None  # a streamed body was hashed as it arrived
+            digest = hashlib.sha256()
+            for piece in self.data:
+                digest.update(piece)
+            with open(self.path, "wb") as f:
+                f.writelines(self.data)
+            self.sha256 = digest.hexdigest()
+        return self.sha256
+
+
+async def receive_verified(request: Request, state: HubState, size: int) -> Received:
+    """Receive exactly ``size`` body bytes for a new partial file.
+
+    A body up to ``MAX_ITEM_BYTES`` (a relay payload) is kept as the pieces the server
+    handed over, never joined or copied (no hop to a worker thread; :meth:`Received.stage`
+    hashes and writes it, and the pieces go to the blob cache once stored). A larger body is streamed to the file
+    in 1 MiB writes, hashed on the way, never held whole. Any shortfall, overrun or
+    disconnect leaves nothing behind.
     """
     partial = secrets.token_urlsafe(24)
     path = state.store.partial_path(partial)
-    digest = hashlib.sha256()
-    received = 0
-    buffer = bytearray()
-    f: BinaryIO = await anyio.to_thread.run_sync(open, path, "wb")
     try:
-        try:
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > size:
-                    raise HTTPException(413, f"the body passes its Content-Length of {size} bytes; nothing was kept")
-                buffer += chunk
-                if len(buffer) >= WRITE_BUFFER:
-                    data, buffer = buffer, bytearray()  # hand the full buffer over, no copy
-                    await anyio.to_thread.run_sync(_hash_and_write, digest, f, data)
-            await anyio.to_thread.run_sync(_hash_and_write, digest, f, buffer)
-        finally:
-            await anyio.to_thread.run_sync(f.close)
-        if received != size:
-            raise HTTPException(400, f"the body ended after {received} of {size} bytes; nothing was kept, send it again")
+        if size <= MAX_ITEM_BYTES:
+            return Received(partial, path, None, await _receive_small(request, size))
+        return Received(partial, path, await _receive_streamed(request, path, size), None)
     except ClientDisconnect:
         state.store.discard(partial)
         raise HTTPException(400, "the client disconnected; nothing was kept, send it again") from None
     except BaseException:
         state.store.discard(partial)
         raise
-    return partial, digest.hexdigest()
+
+
+async def _receive_small(request: Request, size: int) -> Pieces:
+    pieces: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > size:
+            raise HTTPException(413, f"the body passes its Content-Length of {size} bytes; nothing was kept")
+        if chunk:
+            pieces.append(bytes(chunk))  # (already bytes from the server: no copy)
+    if received != size:
+        raise HTTPException(400, f"the body ended after {received} of {size} bytes; nothing was kept, send it again")
+    return tuple(pieces)
+
+
+async def _receive_streamed(request: Request, path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    received = 0
+    buffer = bytearray()
+    f: BinaryIO = await anyio.to_thread.run_sync(open, path, "wb")
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > size:
+                raise HTTPException(413, f"the body passes its Content-Length of {size} bytes; nothing was kept")
+            buffer += chunk
+            if len(buffer) >= WRITE_BUFFER:
+                data, buffer = buffer, bytearray()  # hand the full buffer over, no copy
+                await anyio.to_thread.run_sync(_hash_and_write, digest, f, data)
+        await anyio.to_thread.run_sync(_hash_and_write, digest, f, buffer)
+    finally:
+        await anyio.to_thread.run_sync(f.close)
+    if received != size:
+        raise HTTPException(400, f"the body ended after {received} of {size} bytes; nothing was kept, send it again")
+    return digest.hexdigest()
 
 
 def _hash_and_write(digest: Any, f: BinaryIO, data: bytes | bytearray) -> None:
@@ -562,14 +619,26 @@ def get_blob(task: str, sha256: str, user: CurrentUser, state: State) -> Respons
         blob = s.scalars(select(Blob).where(Blob.task_id == row.id, Blob.sha256 == sha256)).first()
         if blob is None:
             raise HTTPException(404, f"no blob {sha256} in task {row.name!r}")
-        if not can_read_blob(s, row, user, sha256):
+        size = blob.size
+        if not can_read_blob(s, row, user, sha256, blob):
             raise HTTPException(
                 403,
                 f"blob {sha256} of task {row.name!r} is not yours to read: a participant reads the blobs it uploaded, "
                 "those the aggregator sent to it or to all participants, and the global model",
             )
+    headers = {"X-Content-SHA256": sha256}
+    data = state.blob_cache.get(sha256)
+    if data is None and not state.store.presigns and size <= state.blob_cache.max_item:
+        # Small and local: one read here (this route already runs in a worker thread), one write
+        # to the socket, and the next reader of the same blob is served from memory.
+        whole = state.store.read_all(sha256)
+        if whole is not None:
+            data = (whole,)
+            state.blob_cache.put(sha256, data)
+    if data is not None:
+        return MemoryBlob(data, headers)
     if not state.store.exists(sha256):
         raise HTTPException(
             500, f"blob {sha256} is recorded but its file is missing from the store; tell the hub operator"
         )
-    return state.store.download(sha256, headers={"X-Content-SHA256": sha256})
+    return state.store.download(sha256, headers=headers)

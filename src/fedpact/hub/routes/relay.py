@@ -307,16 +307,19 @@ async def post_raw_message(
     if replay is not None:
         response.headers["Idempotent-Replayed"] = "true"
         return replay
-    partial, sha256 = await receive_verified(request, state, size)
+    got = await receive_verified(request, state, size)
+    partial = got.partial
 
     def store() -> tuple[MessageOut, bool]:
+        sha256 = got.stage()
         state.store.prepare(partial, sha256)  # a network upload, outside the write lock
         with state.db.session() as s:
             earlier = _by_key(s, task_id, head.sender, idempotency_key) if idempotency_key else None
             if earlier is not None:
                 state.store.discard(partial)
                 return message_out(earlier), True
-            store_verified(s, state, task_id, partial, sha256, size, user.id)
+            # The blob and the message that names it: one transaction, one commit.
+            store_verified(s, state, task_id, partial, sha256, size, user.id, commit=False)
             msg = Message(
                 task_id=task_id, sender=head.sender, recipient=head.recipient, kind=head.kind, round=head.round,
                 headers={}, payload=None, blob_sha256=sha256, blob_size=size, idempotency_key=idempotency_key,
@@ -331,6 +334,8 @@ async def post_raw_message(
     except BaseException:
         state.store.discard(partial)
         raise
+    if got.data is not None and got.sha256 is not None:
+        state.blob_cache.put(got.sha256, got.data)  # its reader (the aggregator) fetches it next
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from fedpact.common.definition import TaskDefinition
-from fedpact.common.tensors import Weights, decode_metadata, decode_weights
+from fedpact.common.tensors import Payload, Weights, decode_stream
 from fedpact.runtime import messages as m
 from fedpact.runtime.mailbox import Message
 from fedpact.runtime.privacy import (
@@ -39,11 +38,11 @@ Contribution = tuple[dict[str, Any], dict[str, np.ndarray]]
 class ParticipantTransport(Protocol):
     """A participant's link to its aggregator."""
 
-    def send(self, kind: str, payload: bytes, round: int = 0) -> None:
+    def send(self, kind: str, payload: bytes | Payload, round: int = 0) -> None:
         """Send one message body to the aggregator."""
 
-    def download(self, sha256: str) -> bytes:
-        """A blob the aggregator published (a global model)."""
+    def download_tensors(self, sha256: str, size: int | None) -> tuple[dict[str, str], Weights]:
+        """A safetensors blob the aggregator published (a global model), decoded: (metadata, arrays)."""
 
 
 class HubParticipantTransport:
@@ -65,15 +64,16 @@ class HubParticipantTransport:
         self._offered = (sha256, data)
         return True
 
-    def send(self, kind: str, payload: bytes, round: int = 0) -> None:
+    def send(self, kind: str, payload: bytes | Payload, round: int = 0) -> None:
         self.client.send(self.task_id, sender=self.address, recipient=m.AGGREGATOR, kind=kind, round=round,
                          payload=payload)
 
-    def download(self, sha256: str) -> bytes:
+    def download_tensors(self, sha256: str, size: int | None) -> tuple[dict[str, str], Weights]:
         if self._offered is not None and self._offered[0] == sha256:
-            return self._offered[1]
-        data: bytes = self.client.download_blob(self.task_id, sha256)
-        return data
+            return decode_stream(self._offered[1])  # a small model that came inline, already checked
+        # Decoded as it arrives: the global model is held once, in the arrays handed to fit.
+        out: tuple[dict[str, str], Weights] = self.client.download_tensors(self.task_id, sha256, size)
+        return out
 
 
 class ParticipantRound:
@@ -96,7 +96,11 @@ class ParticipantRound:
 
     def global_weights(self, meta: Mapping[str, Any]) -> Weights:
         """The global model a request refers to."""
-        return decode_weights(self.transport.download(meta["weights"]["sha256"]))
+        return self._download(meta)[1]
+
+    def _download(self, meta: Mapping[str, Any]) -> tuple[dict[str, str], Weights]:
+        ref = meta["weights"]
+        return self.transport.download_tensors(str(ref["sha256"]), _size(ref))
 
     def needs_keys_first(self, meta: Mapping[str, Any], msg: Message) -> bool:
         """True when training must wait for this mode's key exchange (the round start is kept for later)."""
@@ -272,18 +276,20 @@ class EncryptedParticipantRound(ParticipantRound):
         return {"seal_pk": base64.b64encode(self._seal_public).decode("ascii")}
 
     def global_weights(self, meta: Mapping[str, Any]) -> Weights:
-        data = self.transport.download(meta["weights"]["sha256"])
-        info = json.loads(decode_metadata(data).get("fedpact", "{}"))
+        metadata, tensors = self._download(meta)
+        info = m.meta_of(metadata)
         if not info.get("encrypted"):
-            return decode_weights(data)
-        return self.decrypt_model(data)
+            return tensors
+        return self._decrypt(info, tensors)
 
     def decrypt_model(self, data: bytes) -> Weights:
+        return self._decrypt(*m.unpack(data))
+
+    def _decrypt(self, info: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> Weights:
         from fedpact.privacy import he
 
         if self.he is None:
             raise PrivacyRuntimeError("the model is encrypted and this participant has not received the task's key")
-        info, tensors = m.unpack(data)
         flat = he.decrypt_vector(self.he, unpack_ciphertexts(tensors), int(info["length"]))
         return he.unflatten_weights(flat, info["layout"])
 
@@ -339,6 +345,11 @@ class EncryptedParticipantRound(ParticipantRound):
             return
         self.he = ctx
         self.progress.info("received the task's CKKS key, sealed to this participant")
+
+
+def _size(ref: Mapping[str, Any]) -> int | None:
+    size = ref.get("size")
+    return int(size) if isinstance(size, int) else None
 
 
 #: The participant round object of each privacy mode.
