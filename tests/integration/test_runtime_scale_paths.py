@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from federation_helpers import Runner, digits_definition, start_aggregator, start_participant
 
-from fedpact.client.hub import HubClient
+from fedpact.client.hub import HubClient, HubUnreachable
 from fedpact.common.errors import FedpactError
 from fedpact.common.tensors import decode_stream
 from fedpact.data.builtin import digits_federation
@@ -219,13 +219,14 @@ def test_a_participant_outlasts_a_hub_that_accepts_but_answers_late(
 
 
 def test_a_hub_that_refuses_connections_is_still_a_wrong_url_within_seconds() -> None:
+    """A refused connection gets the first-contact budget, not the outage budget (checked by budget, not by clock)."""
     with socket.create_server(("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]
-    client = HubClient(f"http://127.0.0.1:{port}", "token")
-    started = time.monotonic()
-    with pytest.raises(FedpactError, match="is the hub running"):
+    client = HubClient(f"http://127.0.0.1:{port}", "token", retry_for_s=600)
+    with pytest.raises(HubUnreachable, match="is the hub running") as refused:
         client.me()
-    assert time.monotonic() - started < 10
+    assert refused.value.budget_s == client.first_contact_s < client.retry_for_s
+    assert refused.value.waited_s <= client.first_contact_s
 
 
 def test_an_aggregator_waiting_for_hellos_gives_up_after_its_bound_and_says_how_far_it_got(
