@@ -108,10 +108,22 @@ class Counter:
             return dict(self.c)
 
 
+    def on_bulk_request(self, method: str, url: str, headers: dict[str, str]) -> None:
+        with self.lock:
+            self.c["requests"] += 1
+
+    def on_bulk_response(self, url: str, status: int, length: int) -> None:
+        # Downloads of blobs go through the client's bulk channel (urllib3), not httpx.
+        with self.lock:
+            self.c["blob_down" if "/blobs/" in url else "other_down"] += length
+
+
 def counted_client(url: str, token: str | None = None) -> tuple[HubClient, Counter]:
     client = HubClient(url, token)
     counter = Counter()
     client._http.event_hooks = {"request": [counter.on_request], "response": [counter.on_response]}
+    client._bulk.hooks.append(counter.on_bulk_request)
+    client._bulk.response_hooks.append(counter.on_bulk_response)
     return client, counter
 
 

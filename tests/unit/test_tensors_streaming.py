@@ -123,3 +123,59 @@ def test_the_sink_refuses_malformed_payloads(raw: bytes, expected: int | str | N
         sink = TensorSink(size)
         sink.write(raw)
         sink.result()
+
+
+def _fill_by_readinto(sink: TensorSink, raw: bytes, piece: int) -> None:
+    """What the client's bulk download does: header bytes through ``write``, array bytes into ``writable`` views."""
+    at = 0
+    while at < len(raw):
+        view = sink.writable(piece)
+        if view is None:
+            chunk = raw[at : at + min(piece, 64)]
+            sink.write(chunk)
+            at += len(chunk)
+        else:
+            n = min(view.nbytes, len(raw) - at)
+            view[:n] = raw[at : at + n]
+            sink.wrote(n)
+            at += n
+
+
+@pytest.mark.parametrize("piece", [1, 5, 4096, 1 << 20])
+def test_the_sink_takes_array_bytes_read_straight_into_its_arrays(piece: int) -> None:
+    w = sample()
+    raw = encode_weights(w, {"k": "v"})
+    sink = TensorSink(len(raw))
+    _fill_by_readinto(sink, raw, piece)
+    meta, out = sink.result()
+    assert meta == {"k": "v"}
+    for name, arr in w.items():
+        assert out[name].dtype == arr.dtype and np.array_equal(out[name].reshape(arr.shape), arr), name
+
+
+def test_a_view_is_a_window_of_the_array_it_fills() -> None:
+    raw = encode_weights({"a": np.zeros(4, np.float32), "b": np.zeros(2, np.int64)})
+    sink = TensorSink(len(raw))
+    header_end = len(raw) - 4 * 4 - 2 * 8
+    assert sink.writable(1024) is None, "no view before the header is known"
+    sink.write(raw[:header_end])
+    first = sink.writable(1024)
+    assert first is not None and first.nbytes in (16, 32)  # one array at a time, never past its end
+    assert sink.writable(3) is not None and sink.writable(3).nbytes == 3  # type: ignore[union-attr]
+
+
+def test_a_reader_cannot_claim_more_than_the_view_or_send_more_than_the_header() -> None:
+    raw = encode_weights({"a": np.arange(4, dtype=np.float32)})
+    header_end = len(raw) - 16
+    sink = TensorSink()
+    sink.write(raw[:header_end])
+    view = sink.writable(1 << 20)
+    assert view is not None and view.nbytes == 16
+    with pytest.raises(ValueError, match="do not fit"):
+        sink.wrote(17)
+    view[:] = raw[header_end:]
+    sink.wrote(16)
+    assert sink.writable(1 << 20) is None, "every array is full: more bytes go through write, which refuses them"
+    with pytest.raises(TensorFormatError, match="longer than its safetensors header"):
+        sink.write(b"\x00" * 4)
+    assert np.array_equal(sink.result()[1]["a"], np.arange(4, dtype=np.float32))

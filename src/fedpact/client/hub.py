@@ -16,14 +16,17 @@ it is retrying, so an operator's restart does not kill every data owner's proces
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import io
+import json
 import os
 import random
 import ssl
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +34,7 @@ from typing import Any, BinaryIO, Self, cast
 
 import httpx
 
+from fedpact.client.bulk import BulkChannel, BulkResponse, Urllib3Error, proxied
 from fedpact.common.errors import FedpactError
 from fedpact.common.tensors import Payload, TensorSink, Weights
 
@@ -175,6 +179,85 @@ def _format_detail(detail: Any) -> str:
     return str(detail)
 
 
+def _error(status: int, body: bytes, method: str, path: str, reason: str = "") -> HubError:
+    """The hub's refusal as a :class:`HubError`, with its JSON ``detail`` where it gave one."""
+    text = body.decode("utf-8", "replace")
+    try:
+        parsed = json.loads(body)
+        detail = parsed.get("detail", text) if isinstance(parsed, dict) else text
+    except ValueError:
+        detail = text or reason
+    return HubError(status, detail, method, path)
+
+
+#: Bytes a download reads at a time: large enough that a model arrives in a few reads,
+#: small enough that progress moves and the hash keeps pace with the socket.
+DOWNLOAD_PIECE = 1024 * 1024
+
+
+class _Download:
+    """One download response, whichever library carries it."""
+
+    status: int
+    location: str | None
+    length: int
+
+    def read_error(self) -> bytes:
+        raise NotImplementedError
+
+    def fill(self, sink: BinaryIO | TensorSink, h: Any) -> Iterator[int]:
+        """Move the body into ``sink`` and ``h`` (a hash), yielding each piece's size."""
+        raise NotImplementedError
+
+
+class _BulkDownload(_Download):
+    def __init__(self, resp: BulkResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.location = resp.headers.get("location")
+        self.length = int(resp.headers.get("content-length", 0) or 0)
+
+    def read_error(self) -> bytes:
+        return self._resp.read()
+
+    def fill(self, sink: BinaryIO | TensorSink, h: Any) -> Iterator[int]:
+        tensors = sink if isinstance(sink, TensorSink) else None
+        while True:
+            view = tensors.writable(DOWNLOAD_PIECE) if tensors is not None else None
+            if view is not None:
+                n = self._resp.readinto(view)
+                if not n:
+                    return
+                h.update(view[:n])
+                cast(TensorSink, tensors).wrote(n)
+            else:
+                # The safetensors header (then the arrays, read into above), or a plain sink.
+                chunk = self._resp.read(64 * 1024 if tensors is not None else DOWNLOAD_PIECE)
+                if not chunk:
+                    return
+                sink.write(chunk)
+                h.update(chunk)
+                n = len(chunk)
+            yield n
+
+
+class _HttpxDownload(_Download):
+    def __init__(self, resp: httpx.Response) -> None:
+        self._resp = resp
+        self.status = resp.status_code
+        self.location = resp.headers.get("location")
+        self.length = int(resp.headers.get("content-length", 0) or 0)
+
+    def read_error(self) -> bytes:
+        return self._resp.read()
+
+    def fill(self, sink: BinaryIO | TensorSink, h: Any) -> Iterator[int]:
+        for chunk in self._resp.iter_bytes():  # as read (no re-chunking copy)
+            sink.write(chunk)
+            h.update(chunk)
+            yield len(chunk)
+
+
 def blob_ref(sha256: str, size: int) -> dict[str, Any]:
     return {"sha256": sha256, "size": size}
 
@@ -195,6 +278,8 @@ class HubClient:
     ) -> None:
         self.url = normalise_hub_url(url)
         self.token = token
+        self._settings: dict[str, Any] = {"timeout": timeout, "retry_for_s": retry_for_s,
+                                          "first_contact_s": first_contact_s, "on_notice": on_notice, "ca_file": ca_file}
         self.retry_for_s = outage_tolerance_s() if retry_for_s is None else retry_for_s
         self.first_contact_s = min(first_contact_s, self.retry_for_s)
         self.on_notice: NoticeFn = on_notice or _stderr_notice
@@ -204,6 +289,9 @@ class HubClient:
         )
         # For presigned object-store URLs: no base URL, and never the hub's bearer token.
         self._direct = httpx.Client(timeout=timeout, verify=tls_context(ca_file))
+        #: Downloads (models, updates): read into their arrays, from the hub or a presigned URL.
+        self._bulk = BulkChannel(tls_context(ca_file), timeout)
+        self._proxies = urllib.request.getproxies_environment()
         self.user: dict[str, Any] | None = None
         #: Whether the hub's blob store takes uploads directly (learnt from the first upload it starts).
         self.store_presigns: bool | None = None
@@ -212,6 +300,19 @@ class HubClient:
     def close(self) -> None:
         self._http.close()
         self._direct.close()
+        self._bulk.close()
+
+    def twin(self) -> HubClient:
+        """Another client to the same hub as the same user, with its own connections.
+
+        For a request that runs in a background thread and must be cut short by closing
+        its client (the aggregator's read-ahead poll) without closing this one.
+        """
+        twin = HubClient(self.url, self.token, **self._settings)
+        twin._contacted = self._contacted
+        twin.user = self.user
+        twin.store_presigns = self.store_presigns
+        return twin
 
     def __enter__(self) -> Self:
         return self
@@ -313,11 +414,7 @@ class HubClient:
     @staticmethod
     def _result(resp: httpx.Response, method: str, path: str) -> Any:
         if resp.status_code >= 400:
-            try:
-                detail = resp.json().get("detail", resp.text)
-            except ValueError:
-                detail = resp.text or resp.reason_phrase
-            raise HubError(resp.status_code, detail, method, path)
+            raise _error(resp.status_code, resp.content, method, path, resp.reason_phrase)
         if resp.status_code == 204 or not resp.content:
             return None
         return resp.json()
@@ -646,59 +743,78 @@ class HubClient:
         """Download into ``sink``; a dropped connection resumes with a Range request.
 
         A hub whose blob store presigns answers with a redirect to the object store; the
-        bytes are then fetched from there, without the hub's token.
+        bytes are then fetched from there, without the hub's token. The body is read by
+        :class:`~fedpact.client.bulk.BulkChannel` straight into the sink's arrays where it
+        can be (httpx when an environment proxy applies).
         """
         h = hashlib.sha256()
         received = 0
         deadline = time.monotonic() + self.retry_for_s
         direct: str | None = None
         waited = 0.0
+        failures = 0
         while True:
             extra = {"Range": f"bytes={received}-"} if received else None
+            url = direct if direct is not None else self.url + API + path
+            headers = self._headers(extra) if direct is None else (extra or {})
             try:
-                if direct is None:
-                    stream = self._http.stream("GET", path, headers=self._headers(extra))
-                else:
-                    stream = self._direct.stream("GET", direct, headers=extra)
-                with stream as resp:
-                    if resp.status_code in (302, 303, 307) and direct is None and "location" in resp.headers:
-                        direct = resp.headers["location"]
+                with self._open_download(url, headers) as resp:
+                    if resp.status in (302, 303, 307) and direct is None and resp.location:
+                        direct = resp.location
                         continue
-                    if resp.status_code >= 400:
-                        resp.read()
-                        if direct is not None and resp.status_code == 403:
+                    if resp.status >= 400:
+                        body = resp.read_error()
+                        if direct is not None and resp.status == 403:
                             direct = None  # the presigned URL expired: ask the hub for a new one
                             continue
-                        if resp.status_code in (502, 503, 504) and time.monotonic() < deadline:
+                        if resp.status in (502, 503, 504) and time.monotonic() < deadline:
                             # A restarting hub, or a load balancer with no replica up right now.
                             if not waited:
-                                self._outage_started(f"HTTP {resp.status_code}")
+                                self._outage_started(f"HTTP {resp.status}")
                             pause = random.uniform(0.25, 0.75)
                             time.sleep(pause)
                             waited += pause
                             continue
-                        self._result(resp, "GET", path)
-                    if received and resp.status_code != 206:
-                        raise HubError(resp.status_code, "the server ignored the Range request", "GET", path)
-                    total = received + int(resp.headers.get("Content-Length", 0))
-                    for chunk in resp.iter_bytes():  # as read (no re-chunking copy)
-                        sink.write(chunk)
-                        h.update(chunk)
-                        received += len(chunk)
+                        raise _error(resp.status, body, "GET", path)
+                    if received and resp.status != 206:
+                        raise HubError(resp.status, "the server ignored the Range request", "GET", path)
+                    total = received + resp.length
+                    for n in resp.fill(sink, h):
+                        received += n
                         if progress:
                             progress(received, total)
                 if waited:
                     self._outage_ended(waited)
                 break
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, Urllib3Error) as exc:
+                problem = _certificate_problem(exc)
+                if problem is not None:
+                    where = url.split("?")[0]
+                    raise HubCertificateError(f"{where} presented a certificate this client does not trust ({problem})") from exc
                 if time.monotonic() >= deadline:
                     raise HubUnreachable(f"download from {self.url} kept failing: {exc}") from exc
+                failures += 1
+                if failures == 1:
+                    continue  # a kept-alive connection the server had just closed: try again at once
                 if not waited:
                     self._outage_started(exc.__class__.__name__)
                 time.sleep(0.5)
                 waited += 0.5
         if expected_sha and h.hexdigest() != expected_sha:
             raise FedpactError(f"downloaded data does not match sha256 {expected_sha}; try again")
+
+    @contextlib.contextmanager
+    def _open_download(self, url: str, headers: dict[str, str]) -> Iterator[_Download]:
+        if proxied(url, self._proxies):
+            client = self._http if url.startswith(self.url + API) else self._direct
+            with client.stream("GET", url, headers=headers) as resp:
+                yield _HttpxDownload(resp)
+            return
+        bulk = self._bulk.get(url, headers)
+        try:
+            yield _BulkDownload(bulk)
+        finally:
+            bulk.release_conn()
 
     def download_tensors(
         self, task: str | int, sha256: str, size: int | None = None, *, progress: ProgressFn | None = None

@@ -262,6 +262,30 @@ class TensorSink:
             if arr.nbytes:
                 self._targets.append(arr.reshape(-1).view(np.uint8).data)
 
+    def writable(self, limit: int) -> memoryview | None:
+        """Where the next ``limit`` bytes at most of the data section go, for ``readinto``.
+
+        A reader that can fill a buffer (a socket) puts the bytes straight into the array
+        they belong to, with no intermediate chunk; :meth:`wrote` then counts them. None
+        while the header is still to come or once every array is full: :meth:`write` then
+        takes the bytes (and refuses a payload longer than its header says).
+        """
+        if self._header_len is None or len(self._head) < 8 + self._header_len or self._index >= len(self._targets):
+            return None
+        target = self._targets[self._index]
+        return target[self._offset : self._offset + min(limit, target.nbytes - self._offset)]
+
+    def wrote(self, n: int) -> None:
+        """``n`` bytes were put into the view :meth:`writable` gave last."""
+        target = self._targets[self._index]
+        if n < 0 or self._offset + n > target.nbytes:
+            raise ValueError(f"{n} bytes do not fit the view that was given")
+        self._pos += n
+        self._offset += n
+        if self._offset == target.nbytes:
+            self._index += 1
+            self._offset = 0
+
     def _take_data(self, view: memoryview) -> None:
         if self._pos + view.nbytes > self._data_len:
             raise TensorFormatError("the payload is longer than its safetensors header says")

@@ -165,7 +165,19 @@ def require_participant(s: Session, task: TaskLike, user: Principal, action: str
         raise not_admitted(s, task, user, action)
 
 
-def can_read_blob(s: Session, task: TaskLike, user: Principal, sha256: str, blob: Blob | None = None) -> bool:
+class BlobAccess(Protocol):
+    """What deciding access needs of a blob's row: the ORM object or a prepared query's row."""
+
+    @property
+    def uploaded_by(self) -> int: ...
+
+    @property
+    def shared(self) -> bool: ...
+
+
+def can_read_blob(
+    s: Session, task: TaskLike, user: Principal, sha256: str, blob: BlobAccess | None = None
+) -> bool:
     """Whether a member may read one of the task's blobs.
 
     The creator (who runs the aggregator) reads every blob of the task. A participant

@@ -23,6 +23,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from fedpact.common.allocator import keep_freed_memory
 from fedpact.hub.app import create_app
 from fedpact.hub.config import SETTINGS, HubConfig
 from fedpact.hub.logs import uvicorn_log_config
@@ -35,6 +36,7 @@ GRACEFUL_SHUTDOWN_S = 3
 
 def serve(config: HubConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Run the hub in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    keep_freed_memory()  # the hub's own process: every body it receives reuses freed memory
     log_config = uvicorn_log_config(config.json_logs)
     uvicorn.run(
         create_app(config),
@@ -97,6 +99,7 @@ class EmbeddedHub:
     def start(self) -> EmbeddedHub:
         if self._thread is not None:
             return self
+        keep_freed_memory()  # the caller's process now receives and sends models (see allocator.py)
         # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets that say they
         # are TCP, and without it every keep-alive response stalls 40 ms on Nagle + delayed ACK.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

@@ -28,7 +28,7 @@ from fedpact.common.tensors import Payload, Weights, decode_weights, encode_part
 from fedpact.runtime import checks, task_kinds
 from fedpact.runtime import messages as m
 from fedpact.runtime.checks import MessageRejected
-from fedpact.runtime.mailbox import Mailbox, Message
+from fedpact.runtime.mailbox import Mailbox, Message, ReadAhead
 from fedpact.runtime.outcomes import AggregationFailed, now_iso
 from fedpact.runtime.progress import Progress
 from fedpact.runtime.rounds import PrivacyRound, RoundFailed, RoundPlan, round_for
@@ -141,6 +141,8 @@ class Aggregator:
         self._previous: dict[str, Any] | None = None
         self._downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fedpact-download")
         self.mailbox = Mailbox(client, self.task_id, m.AGGREGATOR, from_start=not resume)
+        self.inbox = ReadAhead(self.mailbox, self._downloads,
+                               lambda msg: msg.kind in (m.UPDATE, m.SECAGG) and bool(msg.raw.get("blob")))
         self._last_status_check = 0.0
         self.rounds: PrivacyRound = round_for(self, self)
         self.stop_reason: str | None = None
@@ -204,12 +206,9 @@ class Aggregator:
             self._pump(wait=min(self.poll_wait, max(0.05, until - time.monotonic())))
 
     def _pump(self, wait: float) -> None:
-        batch = self.mailbox.fetch(wait=wait)
-        updates = [msg for msg in batch if msg.kind in (m.UPDATE, m.SECAGG) and msg.raw.get("blob")]
-        if len(updates) > 1:
-            # Fetch the update bodies concurrently: one after another they are most of a round.
-            list(self._downloads.map(_prefetch, updates))
-        for msg in batch:
+        # Update bodies download (four at a time) as their messages arrive, while the
+        # mailbox is read on: one after another they would be most of a round.
+        for msg in self.inbox.next(wait):
             try:
                 self._dispatch(msg)
             except Exception as exc:  # noqa: BLE001 - no participant's message may crash a round
@@ -366,6 +365,7 @@ class Aggregator:
                 self.progress.warning(f"could not mark the task FAILED: {report}")
             raise
         finally:
+            self.inbox.close()
             self._downloads.shutdown(wait=False)
             self.rounds.close()
 
@@ -833,13 +833,6 @@ def _some(names: Collection[str], shown: int = 10) -> str:
         return "none"
     text = ", ".join(ordered[:shown])
     return text + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
-
-
-def _prefetch(msg: Message) -> None:
-    try:
-        msg.body()
-    except Exception:  # noqa: BLE001 - reported when the message is dispatched
-        pass
 
 
 def run_aggregator(client: HubClient, task: str | int, **options: Any) -> AggregatorResult:

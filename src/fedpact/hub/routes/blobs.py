@@ -24,13 +24,13 @@ from typing import Annotated, Any, BinaryIO
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from fedpact.hub.access import can_read_blob, find_task, require_member
+from fedpact.hub.access import can_read_blob, find_task, find_task_ref, require_member
 from fedpact.hub.auth import CurrentUser, State
 from fedpact.hub.blobcache import MAX_ITEM_BYTES, MemoryBlob, Pieces
 from fedpact.hub.blobstore import SHA256_RE
@@ -47,7 +47,7 @@ from fedpact.hub.schemas import (
     UploadStatus,
 )
 from fedpact.hub.state import HubState
-from fedpact.hub.tables import Blob, Task, Upload
+from fedpact.hub.tables import Blob, Task, Upload, utcnow
 
 router = APIRouter(tags=["blobs"])
 
@@ -419,6 +419,27 @@ def store_verified(
         s.commit()
 
 
+def record_blob(s: Session, state: HubState, task_id: int, partial: str, sha256: str, size: int, user_id: int) -> None:
+    """:func:`store_verified` for the relay's raw messages, inside the caller's write (no commit).
+
+    As there (``shared`` None): a new blob is not shared (who reads it follows from the
+    message that names it), one the task already holds is left as it is. Two prepared
+    statements instead of the ORM, which cost more than the rest of the route at a round's pace.
+    """
+    state.store.commit(partial, sha256)
+    conn = s.connection()
+    if conn.execute(_BLOB_HELD, {"task_id": task_id, "sha256": sha256}).first() is None:
+        conn.execute(_BLOB_INSERT, {"task_id": task_id, "sha256": sha256, "size": size, "uploaded_by": user_id,
+                                    "shared": False, "created_at": utcnow()})
+
+
+_BLOB_ACCESS = select(Blob.size, Blob.uploaded_by, Blob.shared).where(
+    Blob.task_id == bindparam("task_id"), Blob.sha256 == bindparam("sha256")
+)
+_BLOB_HELD = select(Blob.id).where(Blob.task_id == bindparam("task_id"), Blob.sha256 == bindparam("sha256"))
+_BLOB_INSERT = insert(Blob)
+
+
 def share_if_creator(task: Task, blob: Blob, user_id: int, private: bool) -> None:
     """The creator sending a blob the task already holds decides, like a first upload, whether it is shared."""
     if task.creator_id == user_id:
@@ -613,10 +634,12 @@ def _hash_and_write(digest: Any, f: BinaryIO, data: bytes | bytearray) -> None:
 @router.head("/tasks/{task}/blobs/{sha256}", response_class=FileResponse, operation_id="head_blob")
 def get_blob(task: str, sha256: str, user: CurrentUser, state: State) -> Response:
     _check_sha(sha256)
-    with state.db.session() as s:
-        row = find_task(s, task)
+    # Every participant downloads each round's model here, and the aggregator each update:
+    # the task, the caller's membership and the blob in two prepared look-ups.
+    with state.db.reading() as s:
+        row = find_task_ref(s, task, user.id)
         require_member(s, row, user, "read its blobs")
-        blob = s.scalars(select(Blob).where(Blob.task_id == row.id, Blob.sha256 == sha256)).first()
+        blob = s.connection().execute(_BLOB_ACCESS, {"task_id": row.id, "sha256": sha256}).first()
         if blob is None:
             raise HTTPException(404, f"no blob {sha256} in task {row.name!r}")
         size = blob.size

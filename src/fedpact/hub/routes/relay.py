@@ -26,7 +26,6 @@ from starlette.concurrency import run_in_threadpool
 from fedpact.hub.access import (
     TERMINAL,
     TaskLike,
-    find_task,
     find_task_ref,
     is_joined,
     require_member,
@@ -36,7 +35,7 @@ from fedpact.hub.auth import CurrentUser, Principal, State
 from fedpact.hub.db import lock_task_messages
 from fedpact.hub.notify import BROADCAST, PARTICIPANT_PREFIX
 from fedpact.hub.quotas import check_free_space, check_mailbox, check_stored_bytes
-from fedpact.hub.routes.blobs import declared_size, receive_verified, store_verified
+from fedpact.hub.routes.blobs import declared_size, receive_verified, record_blob
 from fedpact.hub.schemas import (
     INT32_MAX,
     INT64_MAX,
@@ -294,14 +293,16 @@ async def post_raw_message(
 
     def authorize() -> tuple[int, MessageOut | None]:
         with state.db.reading() as s:
-            row = find_task(s, task)
+            row = find_task_ref(s, task, user.id)
             _authorize_send(s, row, user, head.sender, head.recipient)
-            earlier = _by_key(s, row.id, head.sender, idempotency_key) if idempotency_key else None
-            if earlier is None:
-                check_mailbox(s, state.config, row.id, head.recipient)
-                check_stored_bytes(s, state.config, user.id, size)
-                check_free_space(state.config, size)
-            return row.id, message_out(earlier) if earlier is not None else None
+            if idempotency_key and _keyed(s, row.id, head.sender, idempotency_key):
+                earlier = _by_key(s, row.id, head.sender, idempotency_key)
+                assert earlier is not None
+                return row.id, message_out(earlier)
+            check_mailbox(s, state.config, row.id, head.recipient)
+            check_stored_bytes(s, state.config, user.id, size)
+            check_free_space(state.config, size)
+            return row.id, None
 
     task_id, replay = await run_in_threadpool(authorize)
     if replay is not None:
@@ -310,27 +311,46 @@ async def post_raw_message(
     got = await receive_verified(request, state, size)
     partial = got.partial
 
-    def store() -> tuple[MessageOut, bool]:
+    def stage() -> str:
         sha256 = got.stage()
         state.store.prepare(partial, sha256)  # a network upload, outside the write lock
-        with state.db.session() as s:
+        return sha256
+
+    def store(s: Session) -> tuple[MessageOut, bool]:
+        if idempotency_key and _keyed(s, task_id, head.sender, idempotency_key):
+            earlier = _by_key(s, task_id, head.sender, idempotency_key)
+            assert earlier is not None
+            state.store.discard(partial)
+            return message_out(earlier), True
+        # The blob and the message that names it: one transaction, one commit.
+        record_blob(s, state, task_id, partial, sha256, size, user.id)
+        values: dict[str, Any] = {
+            "task_id": task_id, "sender": head.sender, "recipient": head.recipient, "kind": head.kind,
+            "round": head.round, "headers": {}, "payload": None, "blob_sha256": sha256, "blob_size": size,
+            "idempotency_key": idempotency_key, "created_at": utcnow(),
+        }
+        lock_task_messages(s, task_id)
+        conn = s.connection()
+        try:  # as in post_message: on PostgreSQL the same key may race in from another replica
+            if conn.dialect.name == "sqlite":
+                new_id = conn.execute(_INSERT, values).scalar_one()
+            else:
+                with s.begin_nested():
+                    new_id = conn.execute(_INSERT, values).scalar_one()
+        except IntegrityError:
             earlier = _by_key(s, task_id, head.sender, idempotency_key) if idempotency_key else None
-            if earlier is not None:
-                state.store.discard(partial)
-                return message_out(earlier), True
-            # The blob and the message that names it: one transaction, one commit.
-            store_verified(s, state, task_id, partial, sha256, size, user.id, commit=False)
-            msg = Message(
-                task_id=task_id, sender=head.sender, recipient=head.recipient, kind=head.kind, round=head.round,
-                headers={}, payload=None, blob_sha256=sha256, blob_size=size, idempotency_key=idempotency_key,
-            )
-            lock_task_messages(s, task_id)
-            s.add(msg)
-            s.commit()
-            return message_out(msg), False
+            if earlier is None:
+                raise
+            return message_out(earlier), True
+        return MessageOut(
+            id=new_id, task_id=task_id, sender=head.sender, recipient=head.recipient, kind=head.kind,
+            round=head.round, headers={}, payload=None, blob=BlobRef(sha256=sha256, size=size),
+            created_at=values["created_at"],
+        ), False
 
     try:
-        out, replayed = await run_in_threadpool(store)
+        sha256 = await run_in_threadpool(stage)
+        out, replayed = await state.db.write(store)
     except BaseException:
         state.store.discard(partial)
         raise
@@ -342,6 +362,11 @@ async def post_raw_message(
         state.metrics.messages.inc()
         state.notifier.notify(task_id, head.recipient)
     return out
+
+
+def _keyed(s: Session, task_id: int, sender: str, key: str) -> bool:
+    """Whether a message with this idempotency key exists: one index look-up, no ORM object."""
+    return s.connection().execute(_KEYED, {"task_id": task_id, "sender": sender, "key": key}).first() is not None
 
 
 def _by_key(s: Session, task_id: int, sender: str, key: str) -> Message | None:

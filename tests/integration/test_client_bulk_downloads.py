@@ -1,0 +1,163 @@
+"""Model downloads read straight into their arrays (client/bulk.py): resumed after a cut, and
+left to httpx, through the proxy, when the environment names one."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fedpact.client.bulk import proxied
+from fedpact.client.hub import HubClient
+from fedpact.common.errors import FedpactError
+from fedpact.common.tensors import encode_parts
+from fedpact.hub.server import EmbeddedHub
+from hub_fixtures import Api, fast_config
+
+WEIGHTS = {
+    "weight": np.random.default_rng(5).standard_normal((10, 50_000)).astype(np.float32),  # 2 MB
+    "bias": np.arange(10, dtype=np.float32),
+}
+
+
+def port_of(hub: EmbeddedHub) -> int:
+    return int(hub.url.rsplit(":", 1)[1])
+
+
+class Relay:
+    """A TCP relay to the hub that counts the bytes coming back, and cuts the first connection after ``cut_after``.
+
+    For plain HTTP it is also a forward proxy: the hub accepts the absolute-form request
+    line (``GET http://host:port/path``) that a client sends to a proxy.
+    """
+
+    def __init__(self, target_port: int, cut_after: int | None = None, corrupt_at: int | None = None) -> None:
+        self.target_port = target_port
+        self.cut_after = cut_after
+        self.corrupt_at = corrupt_at
+        self.down = 0
+        self.connections = 0
+        self.lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                cut = self.cut_after if self.connections == 1 else None
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pump, args=(client, upstream, None, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, cut, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, cut_after: int | None, downstream: bool) -> None:
+        sent = 0
+        try:
+            while block := src.recv(64 * 1024):
+                if cut_after is not None and sent + len(block) > cut_after:
+                    dst.sendall(block[: cut_after - sent])
+                    break
+                at = self.corrupt_at
+                if downstream and at is not None and sent <= at < sent + len(block):
+                    flipped = bytearray(block)
+                    flipped[at - sent] ^= 0xFF
+                    block = bytes(flipped)
+                dst.sendall(block)
+                sent += len(block)
+                if downstream:
+                    with self.lock:
+                        self.down += len(block)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture()
+def stored(tmp_path: Path) -> Any:
+    """A hub holding WEIGHTS as a blob of a task alice created: (hub, alice's token, task, blob ref)."""
+    with EmbeddedHub(config=fast_config(tmp_path / "hub")) as hub:
+        api = Api(hub.url)
+        alice = api.user("alice")
+        task = alice.create_task()
+        with HubClient(hub.url, alice.token) as client:
+            ref = client.upload_blob(task["name"], encode_parts(WEIGHTS))
+        yield hub, alice.token, task["name"], ref
+        api.close()
+
+
+def test_a_download_cut_mid_body_resumes_with_a_range_and_decodes_the_arrays(stored: Any) -> None:
+    hub, token, task, ref = stored
+    relay = Relay(port_of(hub), cut_after=700_000)
+    seen: list[tuple[str, dict[str, str]]] = []
+    try:
+        with HubClient(f"http://127.0.0.1:{relay.port}", token, on_notice=lambda _t: None) as client:
+            client._bulk.hooks.append(lambda method, url, headers: seen.append((method, dict(headers))))
+            meta, arrays = client.download_tensors(task, ref["sha256"], ref["size"])
+    finally:
+        relay.close()
+    assert set(arrays) == set(WEIGHTS)
+    for name, arr in WEIGHTS.items():
+        assert np.array_equal(arrays[name], arr), name
+    assert [m for m, _ in seen] == ["GET", "GET"], seen
+    assert "Range" not in seen[0][1]
+    resumed_at = int(seen[1][1]["Range"].removeprefix("bytes=").rstrip("-"))
+    assert 0 < resumed_at < ref["size"], "the second request asks for the rest only, not the whole blob again"
+
+
+def test_bytes_changed_on_the_way_are_refused(stored: Any) -> None:
+    hub, token, task, ref = stored
+    relay = Relay(port_of(hub), corrupt_at=1_000_000)  # well inside the weights, after the response headers
+    try:
+        with HubClient(f"http://127.0.0.1:{relay.port}", token) as client:
+            with pytest.raises(FedpactError, match="does not match sha256"):
+                client.download_tensors(task, ref["sha256"], ref["size"])
+    finally:
+        relay.close()
+
+
+def test_with_a_proxy_in_the_environment_downloads_go_through_it(stored: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub, token, task, ref = stored
+    proxy = Relay(port_of(hub))
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
+    bulk: list[str] = []
+    try:
+        with HubClient(hub.url, token) as client:
+            client._bulk.hooks.append(lambda method, url, headers: bulk.append(url))
+            _, arrays = client.download_tensors(task, ref["sha256"], ref["size"])
+    finally:
+        proxy.close()
+    assert np.array_equal(arrays["weight"], WEIGHTS["weight"])
+    assert bulk == [], "the bulk channel does not know proxies: httpx carries the download"
+    assert proxy.down >= ref["size"], "and it went through the proxy"
+
+
+def test_which_urls_a_proxy_applies_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("no_proxy", "hub.internal,127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "hub.internal,127.0.0.1")
+    proxies = {"http": "http://proxy:3128"}
+    assert proxied("http://hub.example:8470/api/v1/x", proxies)
+    assert not proxied("http://hub.internal:8470/api/v1/x", proxies)
+    assert not proxied("http://127.0.0.1:8470/api/v1/x", proxies)
+    assert not proxied("https://hub.example/api/v1/x", proxies), "no proxy for https"
+    assert proxied("https://hub.example/api/v1/x", {"all": "http://proxy:3128"})
+    assert not proxied("http://hub.example/api/v1/x", {})
