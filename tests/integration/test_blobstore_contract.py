@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import os
@@ -19,6 +18,7 @@ from fedpact.hub.blobstore import BlobStore, BlobStoreError, open_blob_store
 from fedpact.hub.blobstore_local import LocalBlobStore
 from fedpact.hub.db import Database
 from seaweedfs import SeaweedFS, blob_store_url, seaweedfs  # noqa: F401
+from support import run_coroutine
 
 MIB = 1024 * 1024
 
@@ -251,7 +251,7 @@ def test_the_generic_streamed_download_serves_whole_blobs_and_ranges(store: Blob
             assert r.status_code == 200 and r.headers["content-length"] == str(len(data)) and r.content == b""
             assert (await client.get(f"/{sha(b'absent')}")).status_code == 500
 
-    asyncio.run(check())
+    run_coroutine(check())
 
 
 def test_prepare_then_commit_stores_the_blob_even_if_a_deletion_raced(store: BlobStore) -> None:

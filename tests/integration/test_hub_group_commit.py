@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from fedpact.hub.db import Database
 from fedpact.hub.tables import User
+from support import run_coroutine
 
 
 def _add_user(name: str, fail: bool = False) -> Callable[[Session], str]:
@@ -58,7 +59,7 @@ def test_waiting_writes_share_one_commit_and_a_failing_one_is_undone_alone(tmp_p
         return await asyncio.gather(first, *rest, return_exceptions=True)
 
     try:
-        results = asyncio.run(scenario())
+        results = run_coroutine(scenario())
         assert results[0] == "first"
         refused = results[5]
         assert isinstance(refused, HTTPException) and refused.detail == "user4 refused"
@@ -74,7 +75,7 @@ def test_waiting_writes_share_one_commit_and_a_failing_one_is_undone_alone(tmp_p
 
 def test_a_closed_database_refuses_writes(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'hub.db'}")
-    assert asyncio.run(db.write(_add_user("kept"))) == "kept"
+    assert run_coroutine(db.write(_add_user("kept"))) == "kept"
     db.dispose()
     with pytest.raises(RuntimeError, match="closed"):
-        asyncio.run(db.write(_add_user("late")))
+        run_coroutine(db.write(_add_user("late")))

@@ -7,13 +7,14 @@ import threading
 import time
 
 from fedpact.hub.notify import AsyncioNotifier
+from support import run_coroutine
 
 
 def test_wait_times_out_without_notification() -> None:
     async def main() -> bool:
         return await AsyncioNotifier().wait(1, 0.2)
 
-    assert asyncio.run(main()) is False
+    assert run_coroutine(main()) is False
 
 
 def test_notify_from_a_worker_thread_wakes_the_waiter() -> None:
@@ -29,7 +30,7 @@ def test_notify_from_a_worker_thread_wakes_the_waiter() -> None:
         threading.Thread(target=worker).start()
         return await n.wait(7, 30.0)
 
-    assert asyncio.run(main()) is True
+    assert run_coroutine(main()) is True
 
 
 def test_a_notification_between_mark_and_wait_is_not_lost() -> None:
@@ -42,7 +43,7 @@ def test_a_notification_between_mark_and_wait_is_not_lost() -> None:
         await asyncio.sleep(0.01)
         return await n.wait(3, 0.0, since=mark)
 
-    assert asyncio.run(main()) is True
+    assert run_coroutine(main()) is True
 
 
 def test_notifications_are_per_task() -> None:
@@ -52,7 +53,7 @@ def test_notifications_are_per_task() -> None:
         asyncio.get_running_loop().call_later(0.05, n.notify, 2)
         return await n.wait(1, 0.3)
 
-    assert asyncio.run(main()) is False
+    assert run_coroutine(main()) is False
 
 
 def test_notify_without_a_loop_is_harmless() -> None:
@@ -80,7 +81,7 @@ def test_a_notification_wakes_only_the_mailboxes_it_concerns() -> None:
             "status": await round_of(None),
         }
 
-    got = asyncio.run(main())
+    got = run_coroutine(main())
     assert got["update"] == {"aggregator": True, "participant/bob": False, "participant/carol": False, "None": True}
     assert got["broadcast"] == {"aggregator": False, "participant/bob": True, "participant/carol": True, "None": True}
     assert got["direct"] == {"aggregator": False, "participant/bob": True, "participant/carol": False, "None": True}
