@@ -8,6 +8,8 @@ still waiting on the other side.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
 import time
@@ -139,6 +141,10 @@ class Aggregator:
         #: The bytes of the last weights blob this run uploaded, when small enough to inline.
         self._weights_bytes: tuple[str, bytes] | None = None
         self._previous: dict[str, Any] | None = None
+        #: Records of the round just finished (its round record, its checkpoint, then the
+        #: ``on_round`` call), written once the next round's request is out: participants
+        #: then train while they are written. A failure or the end of the task writes them too.
+        self._deferred: list[Callable[[], Any]] = []
         self._downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fedpact-download")
         self.mailbox = Mailbox(client, self.task_id, m.AGGREGATOR, from_start=not resume)
         self.inbox = ReadAhead(self.mailbox, self._downloads,
@@ -360,6 +366,7 @@ class Aggregator:
             # Never leave a task RUNNING behind a failed aggregator: mark it FAILED with the reason.
             # (A killed process cannot, and --resume is how it continues.)
             try:
+                self._write_deferred()
                 self._fail(f"the aggregator failed: {type(exc).__name__}: {exc}")
             except Exception as report:  # noqa: BLE001 - the hub may be what failed
                 self.progress.warning(f"could not mark the task FAILED: {report}")
@@ -414,13 +421,17 @@ class Aggregator:
                 # ("previous"), which saves every participant a poll per round.
                 self._previous = {"round": r, "metrics": metrics}
                 if self.on_round:
-                    self.on_round(r, metrics)
+                    # Called once the round's records are stored (with them, after the next
+                    # round's request is out): a caller that stops here can resume from round r.
+                    self._deferred.append(functools.partial(self.on_round, r, metrics))
                 if self._converged(metrics):
                     self.progress.info(f"converged after round {r}")
                     converged = True
                     break
+            self._write_deferred()
             return self._finish(converged)
         except AggregationFailed as exc:
+            self._write_deferred()  # the last completed round stays resumable
             self._fail(str(exc))
             raise
 
@@ -593,8 +604,6 @@ class Aggregator:
                              deadline=deadline)
             t0 = time.monotonic()
             self.rejected, self.clipped = {}, {}
-            self.client.put_round(self.task_id, r, status="running", participants=selected, started_at=started_at,
-                                  metrics={})
             config = {
                 "epochs": d.local_epochs,
                 "batch_size": d.batch_size,
@@ -615,6 +624,10 @@ class Aggregator:
                 self._std_tensors() | self._inline_weights(),
                 round=r,
             )
+            # The participants have the request: write the last round's records meanwhile.
+            self._write_deferred()
+            self.client.put_round(self.task_id, r, status="running", participants=selected, started_at=started_at,
+                                  metrics={})
             outcome = self.rounds.run(plan)
         except RoundFailed as exc:
             self.client.put_round(self.task_id, r, status="failed", participants=selected, started_at=started_at,
@@ -634,7 +647,7 @@ class Aggregator:
         entry = {"round": r, "started_at": started_at, "finished_at": now_iso(), "participants": names,
                  "metrics": metrics, "reason": "; ".join(notes)}
         self.history.append(entry)
-        self._record(entry)
+        self._deferred.append(functools.partial(self._record, entry))
         self.progress.round_finished(r, self.definition.rounds, metrics)
         return metrics
 
@@ -749,7 +762,14 @@ class Aggregator:
         if strategy_state:
             # Optimiser moments: a blob of their own, so participants never download them with the model.
             state["strategy"] = {"blob": self.client.upload_blob(self.task_id, encode_weights(strategy_state))}
-        self.client.put_checkpoint(self.task_id, r, self._weights_ref(), state)
+        # The state is taken now (the next round changes it); the record goes with the round's.
+        self._deferred.append(functools.partial(self.client.put_checkpoint, self.task_id, r, self._weights_ref(),
+                                                copy.deepcopy(state)))
+
+    def _write_deferred(self) -> None:
+        """Write the finished round's records (see ``_deferred``), in the order they were made."""
+        while self._deferred:
+            self._deferred.pop(0)()
 
     def _finish(self, converged: bool) -> AggregatorResult:
         d = self.definition
