@@ -14,8 +14,9 @@ import json
 import math
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -141,10 +142,15 @@ class Aggregator:
         #: The bytes of the last weights blob this run uploaded, when small enough to inline.
         self._weights_bytes: tuple[str, bytes] | None = None
         self._previous: dict[str, Any] | None = None
-        #: Records of the round just finished (its round record, its checkpoint, then the
-        #: ``on_round`` call), written once the next round's request is out: participants
-        #: then train while they are written. A failure or the end of the task writes them too.
+        #: Records of the round just finished (its round record, its checkpoint), written by
+        #: a thread of their own, in order, once the next round's request is out: the
+        #: participants train and the updates are read meanwhile. ``on_round`` is called (in
+        #: this thread) once the round's records are stored. A failure or the end of the task
+        #: waits for them.
         self._deferred: list[Callable[[], Any]] = []
+        self._finished_rounds: list[Callable[[], Any]] = []
+        self._writes: deque[tuple[Future[None], list[Callable[[], Any]]]] = deque()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedpact-records")
         self._downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fedpact-download")
         self.mailbox = Mailbox(client, self.task_id, m.AGGREGATOR, from_start=not resume)
         self.inbox = ReadAhead(self.mailbox, self._downloads,
@@ -212,6 +218,7 @@ class Aggregator:
             self._pump(wait=min(self.poll_wait, max(0.05, until - time.monotonic())))
 
     def _pump(self, wait: float) -> None:
+        self._settle()
         # Update bodies download (four at a time) as their messages arrive, while the
         # mailbox is read on: one after another they would be most of a round.
         for msg in self.inbox.next(wait):
@@ -366,13 +373,14 @@ class Aggregator:
             # Never leave a task RUNNING behind a failed aggregator: mark it FAILED with the reason.
             # (A killed process cannot, and --resume is how it continues.)
             try:
-                self._write_deferred()
+                self._write_deferred(wait=True)
                 self._fail(f"the aggregator failed: {type(exc).__name__}: {exc}")
             except Exception as report:  # noqa: BLE001 - the hub may be what failed
                 self.progress.warning(f"could not mark the task FAILED: {report}")
             raise
         finally:
             self.inbox.close()
+            self._writer.shutdown(wait=False)
             self._downloads.shutdown(wait=False)
             self.rounds.close()
 
@@ -421,17 +429,17 @@ class Aggregator:
                 # ("previous"), which saves every participant a poll per round.
                 self._previous = {"round": r, "metrics": metrics}
                 if self.on_round:
-                    # Called once the round's records are stored (with them, after the next
-                    # round's request is out): a caller that stops here can resume from round r.
-                    self._deferred.append(functools.partial(self.on_round, r, metrics))
+                    # Called once the round's records are stored: a caller that stops here
+                    # resumes after round r.
+                    self._finished_rounds.append(functools.partial(self.on_round, r, metrics))
                 if self._converged(metrics):
                     self.progress.info(f"converged after round {r}")
                     converged = True
                     break
-            self._write_deferred()
+            self._write_deferred(wait=True)
             return self._finish(converged)
         except AggregationFailed as exc:
-            self._write_deferred()  # the last completed round stays resumable
+            self._write_deferred(wait=True)  # the last completed round stays resumable
             self._fail(str(exc))
             raise
 
@@ -624,12 +632,14 @@ class Aggregator:
                 self._std_tensors() | self._inline_weights(),
                 round=r,
             )
-            # The participants have the request: write the last round's records meanwhile.
+            # The participants have the request: the last round's records, then this one's, are
+            # written while they train.
+            self._deferred.append(functools.partial(self.client.put_round, self.task_id, r, status="running",
+                                                    participants=selected, started_at=started_at, metrics={}))
             self._write_deferred()
-            self.client.put_round(self.task_id, r, status="running", participants=selected, started_at=started_at,
-                                  metrics={})
             outcome = self.rounds.run(plan)
         except RoundFailed as exc:
+            self._write_deferred(wait=True)  # its "running" record first
             self.client.put_round(self.task_id, r, status="failed", participants=selected, started_at=started_at,
                                   finished_at=now_iso(), metrics={}, reason="; ".join([exc.reason, *exc.notes]))
             raise AggregationFailed(exc.reason) from exc
@@ -667,6 +677,7 @@ class Aggregator:
         # Participants evaluate the global model they received before training: that is the
         # previous round's result, so it is added to that round's record.
         if val and self.history and self.history[-1]["round"] == r - 1:
+            self._settle(block=True)  # its first record is written before this one
             self.history[-1]["metrics"].update(val)
             self._record(self.history[-1])
         return metrics
@@ -766,10 +777,21 @@ class Aggregator:
         self._deferred.append(functools.partial(self.client.put_checkpoint, self.task_id, r, self._weights_ref(),
                                                 copy.deepcopy(state)))
 
-    def _write_deferred(self) -> None:
-        """Write the finished round's records (see ``_deferred``), in the order they were made."""
-        while self._deferred:
-            self._deferred.pop(0)()
+    def _write_deferred(self, wait: bool = False) -> None:
+        """Hand the records made so far to the writer thread; ``wait``: until all are stored."""
+        if self._deferred or self._finished_rounds:
+            records, self._deferred = self._deferred, []
+            self._writes.append((self._writer.submit(_write_all, records), self._finished_rounds))
+            self._finished_rounds = []
+        self._settle(block=wait)
+
+    def _settle(self, block: bool = False) -> None:
+        """Raise a write that failed, here; call ``on_round`` for the rounds whose records are stored."""
+        while self._writes and (block or self._writes[0][0].done()):
+            written, callbacks = self._writes.popleft()
+            written.result()
+            for call in callbacks:
+                call()
 
     def _finish(self, converged: bool) -> AggregatorResult:
         d = self.definition
@@ -853,6 +875,11 @@ def _some(names: Collection[str], shown: int = 10) -> str:
         return "none"
     text = ", ".join(ordered[:shown])
     return text + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
+
+
+def _write_all(records: list[Callable[[], Any]]) -> None:
+    for record in records:
+        record()
 
 
 def run_aggregator(client: HubClient, task: str | int, **options: Any) -> AggregatorResult:
