@@ -3,8 +3,6 @@ left to httpx, through the proxy, when the environment names one."""
 
 from __future__ import annotations
 
-import socket
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from fedpact.common.errors import FedpactError
 from fedpact.common.tensors import encode_parts
 from fedpact.hub.server import EmbeddedHub
 from hub_fixtures import Api, fast_config
+from tcp_relay import TcpRelay
 
 WEIGHTS = {
     "weight": np.random.default_rng(5).standard_normal((10, 50_000)).astype(np.float32),  # 2 MB
@@ -26,67 +25,6 @@ WEIGHTS = {
 
 def port_of(hub: EmbeddedHub) -> int:
     return int(hub.url.rsplit(":", 1)[1])
-
-
-class Relay:
-    """A TCP relay to the hub that counts the bytes coming back, and cuts the first connection after ``cut_after``.
-
-    For plain HTTP it is also a forward proxy: the hub accepts the absolute-form request
-    line (``GET http://host:port/path``) that a client sends to a proxy.
-    """
-
-    def __init__(self, target_port: int, cut_after: int | None = None, corrupt_at: int | None = None) -> None:
-        self.target_port = target_port
-        self.cut_after = cut_after
-        self.corrupt_at = corrupt_at
-        self.down = 0
-        self.connections = 0
-        self.lock = threading.Lock()
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-                cut = self.cut_after if self.connections == 1 else None
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._pump, args=(client, upstream, None, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, cut, True), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, cut_after: int | None, downstream: bool) -> None:
-        sent = 0
-        try:
-            while block := src.recv(64 * 1024):
-                if cut_after is not None and sent + len(block) > cut_after:
-                    dst.sendall(block[: cut_after - sent])
-                    break
-                at = self.corrupt_at
-                if downstream and at is not None and sent <= at < sent + len(block):
-                    flipped = bytearray(block)
-                    flipped[at - sent] ^= 0xFF
-                    block = bytes(flipped)
-                dst.sendall(block)
-                sent += len(block)
-                if downstream:
-                    with self.lock:
-                        self.down += len(block)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self) -> None:
-        self.server.close()
 
 
 @pytest.fixture()
@@ -104,7 +42,7 @@ def stored(tmp_path: Path) -> Any:
 
 def test_a_download_cut_mid_body_resumes_with_a_range_and_decodes_the_arrays(stored: Any) -> None:
     hub, token, task, ref = stored
-    relay = Relay(port_of(hub), cut_after=700_000)
+    relay = TcpRelay(port_of(hub), cut_down_after=700_000)
     seen: list[tuple[str, dict[str, str]]] = []
     try:
         with HubClient(f"http://127.0.0.1:{relay.port}", token, on_notice=lambda _t: None) as client:
@@ -123,7 +61,7 @@ def test_a_download_cut_mid_body_resumes_with_a_range_and_decodes_the_arrays(sto
 
 def test_bytes_changed_on_the_way_are_refused(stored: Any) -> None:
     hub, token, task, ref = stored
-    relay = Relay(port_of(hub), corrupt_at=1_000_000)  # well inside the weights, after the response headers
+    relay = TcpRelay(port_of(hub), corrupt_down_at=1_000_000)  # well inside the weights, after the response headers
     try:
         with HubClient(f"http://127.0.0.1:{relay.port}", token) as client:
             with pytest.raises(FedpactError, match="does not match sha256"):
@@ -134,7 +72,7 @@ def test_bytes_changed_on_the_way_are_refused(stored: Any) -> None:
 
 def test_with_a_proxy_in_the_environment_downloads_go_through_it(stored: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     hub, token, task, ref = stored
-    proxy = Relay(port_of(hub))
+    proxy = TcpRelay(port_of(hub))
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from fedpact.hub.routes.blobs import DIRECT_MIN_BYTES, DIRECT_PART_BYTES
 from hub_fixtures import Api, User, fast_config, sha
 from seaweedfs import SeaweedFS, blob_store_url, seaweedfs  # noqa: F401
 from support import wait_for
+from tcp_relay import TcpRelay
 
 MIB = 1024 * 1024
 
@@ -415,53 +415,6 @@ def test_fedpact_hub_stops_when_the_object_store_refuses_it(seaweedfs: SeaweedFS
     assert not (tmp_path / "hub" / "hub.db").exists()
 
 
-class FlakyProxy:
-    """A TCP proxy to the hub that cuts every connection once after ``cut_after`` bytes upstream."""
-
-    def __init__(self, target_port: int, cut_after: int) -> None:
-        self.target_port = target_port
-        self.cut_after = cut_after
-        self.sent = 0
-        self.cut = False
-        self.lock = threading.Lock()
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
-        try:
-            while block := src.recv(256 * 1024):
-                if counted:
-                    with self.lock:
-                        self.sent += len(block)
-                        cut = not self.cut and self.sent > self.cut_after
-                        self.cut = self.cut or cut
-                    if cut:
-                        break
-                dst.sendall(block)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self) -> None:
-        self.server.close()
-
-
 def test_a_large_update_resumes_after_the_connection_breaks(tmp_path: Path) -> None:
     with EmbeddedHub(config=fast_config(tmp_path / "hub")) as hub:
         api = Api(hub.url)
@@ -470,7 +423,7 @@ def test_a_large_update_resumes_after_the_connection_breaks(tmp_path: Path) -> N
         bob.join(task["name"])
         payload = os.urandom(ONE_SHOT_LIMIT + 8 * MIB)
         port = int(hub.url.rsplit(":", 1)[1])
-        proxy = FlakyProxy(port, cut_after=28 * MIB)
+        proxy = TcpRelay(port, cut_up_after=28 * MIB)
         try:
             with HubClient(f"http://127.0.0.1:{proxy.port}", bob.token, retry_for_s=20) as b:
                 msg = b.send(task["name"], sender=f"participant/{bob.name}", recipient="aggregator", kind="update",
@@ -479,7 +432,7 @@ def test_a_large_update_resumes_after_the_connection_breaks(tmp_path: Path) -> N
             proxy.close()
         assert proxy.cut, "the connection was cut mid-upload"
         # Resumed from the hub's offset: at most the chunk in flight is sent twice, not everything.
-        assert proxy.sent < len(payload) + CHUNK_SIZE + MIB, proxy.sent
+        assert proxy.up < len(payload) + CHUNK_SIZE + MIB, proxy.up
         with HubClient(hub.url, alice.token) as a:
             assert a.message_payload(task["name"], msg) == payload
         api.close()
@@ -561,7 +514,7 @@ def test_a_streamed_model_update_resumes_after_the_connection_breaks(tmp_path: P
         payload = m.pack_parts({"round_id": "r1", "num_samples": 3}, weights)
         assert len(payload) > ONE_SHOT_LIMIT
         port = int(hub.url.rsplit(":", 1)[1])
-        proxy = FlakyProxy(port, cut_after=20 * MIB)
+        proxy = TcpRelay(port, cut_up_after=20 * MIB)
         try:
             with HubClient(f"http://127.0.0.1:{proxy.port}", bob.token, retry_for_s=20) as b:
                 msg = b.send(task["name"], sender=f"participant/{bob.name}", recipient="aggregator", kind="update",
@@ -569,7 +522,7 @@ def test_a_streamed_model_update_resumes_after_the_connection_breaks(tmp_path: P
         finally:
             proxy.close()
         assert proxy.cut, "the connection was cut mid-upload"
-        assert proxy.sent < len(payload) + CHUNK_SIZE + MIB, proxy.sent
+        assert proxy.up < len(payload) + CHUNK_SIZE + MIB, proxy.up
         assert msg["blob"] == {"sha256": payload.sha256(), "size": len(payload)}
         with HubClient(hub.url, alice.token) as a:
             decoded = a.message_tensors(task["name"], msg)

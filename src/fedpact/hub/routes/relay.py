@@ -224,22 +224,9 @@ async def post_message(
             "idempotency_key": idempotency_key,
             "created_at": utcnow(),
         }
-        lock_task_messages(s, row.id)
-        # A Core INSERT: the ORM's unit of work costs more than the rest of the route. On
-        # SQLite the group commit's one writer already checked the key above, so the insert
-        # cannot collide and needs no savepoint of its own.
-        try:
-            if conn.dialect.name == "sqlite":
-                new_id = conn.execute(_INSERT, values).scalar_one()
-            else:
-                with s.begin_nested():
-                    new_id = conn.execute(_INSERT, values).scalar_one()
-        except IntegrityError:
-            # The same key raced in from another request: that one is the message.
-            earlier = _by_key(s, row.id, body.sender, idempotency_key) if idempotency_key else None
-            if earlier is None:
-                raise
-            return message_out(earlier), True
+        new_id, raced = _insert(s, values)
+        if raced is not None:
+            return raced, True
         return MessageOut(
             id=new_id, task_id=row.id, sender=body.sender, recipient=body.recipient, kind=body.kind,
             round=body.round, headers=body.headers,
@@ -329,19 +316,9 @@ async def post_raw_message(
             "round": head.round, "headers": {}, "payload": None, "blob_sha256": sha256, "blob_size": size,
             "idempotency_key": idempotency_key, "created_at": utcnow(),
         }
-        lock_task_messages(s, task_id)
-        conn = s.connection()
-        try:  # as in post_message: on PostgreSQL the same key may race in from another replica
-            if conn.dialect.name == "sqlite":
-                new_id = conn.execute(_INSERT, values).scalar_one()
-            else:
-                with s.begin_nested():
-                    new_id = conn.execute(_INSERT, values).scalar_one()
-        except IntegrityError:
-            earlier = _by_key(s, task_id, head.sender, idempotency_key) if idempotency_key else None
-            if earlier is None:
-                raise
-            return message_out(earlier), True
+        new_id, raced = _insert(s, values)
+        if raced is not None:
+            return raced, True
         return MessageOut(
             id=new_id, task_id=task_id, sender=head.sender, recipient=head.recipient, kind=head.kind,
             round=head.round, headers={}, payload=None, blob=BlobRef(sha256=sha256, size=size),
@@ -362,6 +339,29 @@ async def post_raw_message(
         state.metrics.messages.inc()
         state.notifier.notify(task_id, head.recipient)
     return out
+
+
+def _insert(s: Session, values: dict[str, Any]) -> tuple[int, MessageOut | None]:
+    """Insert a message row under its task's lock: (its id, None), or (0, the earlier message)
+    when the same idempotency key raced in from another request (another replica).
+
+    A Core INSERT: the ORM's unit of work costs more than the rest of the route. On SQLite
+    the group commit's one writer already checked the key, so the insert cannot collide and
+    needs no savepoint of its own.
+    """
+    lock_task_messages(s, values["task_id"])
+    conn = s.connection()
+    try:
+        if conn.dialect.name == "sqlite":
+            return conn.execute(_INSERT, values).scalar_one(), None
+        with s.begin_nested():
+            return conn.execute(_INSERT, values).scalar_one(), None
+    except IntegrityError:
+        key = values["idempotency_key"]
+        earlier = _by_key(s, values["task_id"], values["sender"], key) if key else None
+        if earlier is None:
+            raise
+        return 0, message_out(earlier)
 
 
 def _keyed(s: Session, task_id: int, sender: str, key: str) -> bool:
