@@ -3,6 +3,7 @@ left to httpx, through the proxy, when the environment names one."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from fedpact.client.bulk import proxied
 from fedpact.client.hub import HubClient
 from fedpact.common.errors import FedpactError
-from fedpact.common.tensors import encode_parts
+from fedpact.common.tensors import TensorFormatError, encode_parts
 from fedpact.hub.server import EmbeddedHub
 from hub_fixtures import Api, fast_config
 from tcp_relay import TcpRelay
@@ -99,3 +100,14 @@ def test_which_urls_a_proxy_applies_to(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not proxied("https://hub.example/api/v1/x", proxies), "no proxy for https"
     assert proxied("https://hub.example/api/v1/x", {"all": "http://proxy:3128"})
     assert not proxied("http://hub.example/api/v1/x", {})
+
+
+def test_a_download_abandoned_mid_body_leaves_the_next_one_a_clean_connection(stored: Any) -> None:
+    hub, token, task, ref = stored
+    with HubClient(hub.url, token) as client:
+        junk = client.upload_blob(task, os.urandom(3_000_000))  # not safetensors: refused at its first bytes
+        for _ in range(3):
+            with pytest.raises(TensorFormatError):
+                client.download_tensors(task, junk["sha256"], junk["size"])
+            _, arrays = client.download_tensors(task, ref["sha256"], ref["size"])
+            assert np.array_equal(arrays["weight"], WEIGHTS["weight"])

@@ -814,6 +814,10 @@ class HubClient:
         try:
             yield _BulkDownload(bulk)
         finally:
+            # A body left unread (a redirect's, or one abandoned mid-way) would be read as the
+            # next answer on this connection: close it rather than put it back in the pool.
+            if getattr(bulk, "length_remaining", None) != 0:
+                bulk.close()
             bulk.release_conn()
 
     def download_tensors(
