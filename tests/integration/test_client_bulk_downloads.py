@@ -24,10 +24,6 @@ WEIGHTS = {
 }
 
 
-def port_of(hub: EmbeddedHub) -> int:
-    return int(hub.url.rsplit(":", 1)[1])
-
-
 @pytest.fixture()
 def stored(tmp_path: Path) -> Any:
     """A hub holding WEIGHTS as a blob of a task alice created: (hub, alice's token, task, blob ref)."""
@@ -43,7 +39,7 @@ def stored(tmp_path: Path) -> Any:
 
 def test_a_download_cut_mid_body_resumes_with_a_range_and_decodes_the_arrays(stored: Any) -> None:
     hub, token, task, ref = stored
-    relay = TcpRelay(port_of(hub), cut_down_after=700_000)
+    relay = TcpRelay(hub.port, cut_down_after=700_000)
     seen: list[tuple[str, dict[str, str]]] = []
     try:
         with HubClient(f"http://127.0.0.1:{relay.port}", token, on_notice=lambda _t: None) as client:
@@ -62,7 +58,7 @@ def test_a_download_cut_mid_body_resumes_with_a_range_and_decodes_the_arrays(sto
 
 def test_bytes_changed_on_the_way_are_refused(stored: Any) -> None:
     hub, token, task, ref = stored
-    relay = TcpRelay(port_of(hub), corrupt_down_at=1_000_000)  # well inside the weights, after the response headers
+    relay = TcpRelay(hub.port, corrupt_down_at=1_000_000)  # well inside the weights, after the response headers
     try:
         with HubClient(f"http://127.0.0.1:{relay.port}", token) as client:
             with pytest.raises(FedpactError, match="does not match sha256"):
@@ -73,7 +69,7 @@ def test_bytes_changed_on_the_way_are_refused(stored: Any) -> None:
 
 def test_with_a_proxy_in_the_environment_downloads_go_through_it(stored: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     hub, token, task, ref = stored
-    proxy = TcpRelay(port_of(hub))
+    proxy = TcpRelay(hub.port)
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")

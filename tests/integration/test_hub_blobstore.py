@@ -422,7 +422,7 @@ def test_a_large_update_resumes_after_the_connection_breaks(tmp_path: Path) -> N
         task = alice.create_task()
         bob.join(task["name"])
         payload = os.urandom(ONE_SHOT_LIMIT + 8 * MIB)
-        port = int(hub.url.rsplit(":", 1)[1])
+        port = hub.port
         proxy = TcpRelay(port, cut_up_after=28 * MIB)
         try:
             with HubClient(f"http://127.0.0.1:{proxy.port}", bob.token, retry_for_s=20) as b:
@@ -513,7 +513,7 @@ def test_a_streamed_model_update_resumes_after_the_connection_breaks(tmp_path: P
         weights = {"w.weight": np.random.default_rng(5).standard_normal((10, 1_100_000)).astype(np.float32)}
         payload = m.pack_parts({"round_id": "r1", "num_samples": 3}, weights)
         assert len(payload) > ONE_SHOT_LIMIT
-        port = int(hub.url.rsplit(":", 1)[1])
+        port = hub.port
         proxy = TcpRelay(port, cut_up_after=20 * MIB)
         try:
             with HubClient(f"http://127.0.0.1:{proxy.port}", bob.token, retry_for_s=20) as b:

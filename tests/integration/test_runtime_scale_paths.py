@@ -188,7 +188,7 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
 
 @pytest.fixture
 def stalling_proxy(hub: EmbeddedHub) -> Iterator[StallingProxy]:
-    port = int(hub.url.rsplit(":", 1)[1])
+    port = hub.port
     proxy = StallingProxy(port)
     yield proxy
     proxy.close()

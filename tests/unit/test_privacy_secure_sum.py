@@ -25,8 +25,8 @@ def _site(rng: np.random.Generator) -> dict[str, np.ndarray]:
             "hist.0": np.array([1.0, 0.0, float(len(x)), 2.0])}
 
 
-def _run_protocol(plan: SumPlan, inputs: dict[str, np.ndarray], drop_after_masking: str | None) -> np.ndarray:
-    """The four SecAgg steps in memory; ``drop_after_masking`` sends its masked input, then vanishes."""
+def _keys_shared(plan: SumPlan) -> tuple[dict[str, secagg.SecAggClient], secagg.SecAggServer]:
+    """The first two SecAgg steps in memory: keys advertised, then shared."""
     clients = {n: secagg.SecAggClient(plan.secagg, n) for n in NAMES}
     server = secagg.SecAggServer(plan.secagg)
     for n, c in clients.items():
@@ -34,10 +34,14 @@ def _run_protocol(plan: SumPlan, inputs: dict[str, np.ndarray], drop_after_maski
     roster = server.roster()
     for n, c in clients.items():
         server.receive(n, c.share_keys(roster))
-    masked = {}
+    return clients, server
+
+
+def _run_protocol(plan: SumPlan, inputs: dict[str, np.ndarray], drop_after_masking: str | None) -> np.ndarray:
+    """The four SecAgg steps in memory; ``drop_after_masking`` sends its masked input, then vanishes."""
+    clients, server = _keys_shared(plan)
     for n, msg in server.forward_shares().items():
         out, y = clients[n].masked_input(msg, inputs[n])
-        masked[n] = y
         server.receive(n, out, y)
     request = server.unmask_request()
     for n, c in clients.items():
@@ -66,13 +70,7 @@ def test_a_masked_vector_alone_says_nothing_of_its_site() -> None:
     rng = np.random.default_rng(1)
     sites = {n: _site(rng) for n in NAMES}
     plan = make_sum_plan(task="t", request_id="r2", participants=NAMES, threshold=3, layout=LAYOUT)
-    clients = {n: secagg.SecAggClient(plan.secagg, n) for n in NAMES}
-    server = secagg.SecAggServer(plan.secagg)
-    for n, c in clients.items():
-        server.receive(n, c.advertise_keys())
-    roster = server.roster()
-    for n, c in clients.items():
-        server.receive(n, c.share_keys(roster))
+    clients, server = _keys_shared(plan)
     for n, msg in server.forward_shares().items():
         plain = encode_sums(plan, sites[n])
         _, y = clients[n].masked_input(msg, plain)

@@ -87,6 +87,8 @@ class EmbeddedHub:
     def __init__(self, data_dir: str | Path | None = None, config: HubConfig | None = None) -> None:
         self.config = _resolve_config(data_dir, config)
         self.url = ""
+        #: The local port it serves on, once started (as ``HubProcess.port``).
+        self.port = 0
         self.app: FastAPI | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -121,6 +123,7 @@ class EmbeddedHub:
             target=server.run, kwargs={"sockets": [sock]}, name=f"fedpact-hub-{port}", daemon=True
         )
         self._server, self._thread, self._sock = server, thread, sock
+        self.port = port
         self.url = f"{self.config.scheme}://{DEFAULT_HOST}:{port}"
         thread.start()
         try:
