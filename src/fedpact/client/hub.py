@@ -28,7 +28,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Self, cast
 
@@ -198,9 +198,10 @@ DOWNLOAD_PIECE = 1024 * 1024
 class _Download:
     """One download response, whichever library carries it."""
 
-    status: int
-    location: str | None
-    length: int
+    def __init__(self, status: int, headers: Mapping[str, str]) -> None:
+        self.status = status
+        self.location: str | None = headers.get("location")
+        self.length = int(headers.get("content-length", 0) or 0)
 
     def read_error(self) -> bytes:
         raise NotImplementedError
@@ -212,10 +213,8 @@ class _Download:
 
 class _BulkDownload(_Download):
     def __init__(self, resp: BulkResponse) -> None:
+        super().__init__(resp.status, resp.headers)
         self._resp = resp
-        self.status = resp.status
-        self.location = resp.headers.get("location")
-        self.length = int(resp.headers.get("content-length", 0) or 0)
 
     def read_error(self) -> bytes:
         return self._resp.read()
@@ -243,10 +242,8 @@ class _BulkDownload(_Download):
 
 class _HttpxDownload(_Download):
     def __init__(self, resp: httpx.Response) -> None:
+        super().__init__(resp.status_code, resp.headers)
         self._resp = resp
-        self.status = resp.status_code
-        self.location = resp.headers.get("location")
-        self.length = int(resp.headers.get("content-length", 0) or 0)
 
     def read_error(self) -> bytes:
         return self._resp.read()
