@@ -24,6 +24,7 @@ _EXPORTS = {
     "UnknownComponent": "fedpact.common.errors",
     "HubClient": "fedpact.client.hub",
     "HubError": "fedpact.client.hub",
+    "BlobGone": "fedpact.client.hub",
     "Participant": "fedpact.runtime.participant",
     "DataParticipant": "fedpact.runtime.participant",
     "TrainConfig": "fedpact.runtime.participant",

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fedpact.client.hub import CHUNK_SIZE, ONE_SHOT_LIMIT, HubClient, HubError
+from fedpact.client.hub import CHUNK_SIZE, ONE_SHOT_LIMIT, BlobGone, HubClient, HubError
 from fedpact.hub import EmbeddedHub
-from fedpact.hub.blobgc import collect
+from fedpact.hub.blobgc import collect, reclaim_finished_rounds
 from fedpact.hub.blobstore import BlobStore, open_blob_store
 from fedpact.hub.config import HubConfig
 from fedpact.hub.db import Database
@@ -58,8 +58,10 @@ class Env:
 
 @pytest.fixture
 def env(blob_store_url: str | None, tmp_path: Path) -> Iterator[Env]:  # noqa: F811
-    # gc_interval_s is long: passes run when a task ends, or when a test runs one.
-    config = fast_config(tmp_path / "hub", blob_store=blob_store_url, gc_grace_s=0, gc_interval_s=3600)
+    # gc_interval_s is long: passes run when a task ends, or when a test runs one; and
+    # the hub's own reclaiming of finished rounds waits an hour, so only the tests' run.
+    config = fast_config(tmp_path / "hub", blob_store=blob_store_url, gc_grace_s=0, gc_interval_s=3600,
+                         gc_round_grace_s=3600)
     with EmbeddedHub(config=config) as hub:
         e = Env(hub, config)
         yield e
@@ -222,6 +224,107 @@ def test_gc_keeps_the_blobs_the_latest_checkpoint_state_names(env: Env) -> None:
     assert r.status_code == 200, r.text
     collect(env.db, env.store, grace_s=0, upload_ttl_s=3600)
     assert env.store.exists(digest["moments2"]), "the latest checkpoint keeps what it names after the task ends"
+
+
+def test_a_new_round_reclaims_what_only_finished_rounds_name(env: Env) -> None:
+    alice, bob, task = members(env)
+    name, tid = task["name"], int(task["id"])
+    a, b = env.client(alice), env.client(bob)
+    r = alice.http.post(f"/tasks/{name}/status", json={"status": "RUNNING", "reason": "test"})
+    assert r.status_code == 200, r.text
+    blobs = {k: os.urandom(300_000) for k in ("eval", "update1", "model1", "update2", "model2")}
+    digest = {k: sha(v) for k, v in blobs.items()}
+    a.upload_blob(name, blobs["eval"], private=True)  # named by nothing: stays while the task runs
+    for n in (1, 2):
+        _put_round(a, name, n, "running")
+        b.send(name, sender=f"participant/{bob.name}", recipient="aggregator", kind="update", round=n,
+               payload=blobs[f"update{n}"])  # fmt: skip
+        a.put_checkpoint(name, n, a.upload_blob(name, blobs[f"model{n}"]), {})
+    before = {b.sha256 for b in env.store.iter_blobs()}
+
+    report = reclaim_finished_rounds(env.db, env.store, tid, datetime.now(UTC))
+    assert sorted(report.blobs) == sorted([digest["update1"], digest["model1"]])
+    assert report.task_refs == 2 and report.bytes == 600_000
+    assert {b.sha256 for b in env.store.iter_blobs()} == before - set(report.blobs)
+    for key in ("eval", "update2", "model2"):
+        assert alice.http.get(f"/tasks/{name}/blobs/{digest[key]}").status_code in (200, 307), key
+    with pytest.raises(BlobGone) as gone:
+        a.download_blob(name, digest["update1"])
+    assert gone.value.status == 404
+    again = reclaim_finished_rounds(env.db, env.store, tid, datetime.now(UTC))
+    assert again.blobs == [] and again.task_refs == 0, "a second pass finds nothing more"
+
+
+def test_reclaiming_finished_rounds_spares_what_is_sent_again_or_named_elsewhere(env: Env) -> None:
+    alice, bob, task = members(env)
+    name, tid = task["name"], int(task["id"])
+    a, b = env.client(alice), env.client(bob)
+    r = alice.http.post(f"/tasks/{name}/status", json={"status": "RUNNING", "reason": "test"})
+    assert r.status_code == 200, r.text
+    blobs = {k: os.urandom(300_000) for k in ("resent", "shared")}  # over the inline limit: blobs
+    digest = {k: sha(v) for k, v in blobs.items()}
+    _put_round(a, name, 1, "running")
+    for key in blobs:
+        b.send(name, sender=f"participant/{bob.name}", recipient="aggregator", kind="update", round=1,
+               payload=blobs[key])  # fmt: skip
+    other = alice.create_task()
+    a.upload_blob(other["name"], blobs["shared"])  # another task holds the same bytes
+    _put_round(a, name, 2, "running")
+    cutoff = datetime.now(UTC)
+    a.upload_blob(name, blobs["resent"])  # recorded again after the cutoff: renewed, kept
+
+    report = reclaim_finished_rounds(env.db, env.store, tid, cutoff)
+    assert report.task_refs == 1 and report.blobs == [], "only task 1's reference to the shared bytes went"
+    assert env.store.exists(digest["shared"]) and env.store.exists(digest["resent"])
+    assert alice.http.get(f"/tasks/{name}/blobs/{digest['shared']}").status_code == 404
+    assert alice.http.get(f"/tasks/{name}/blobs/{digest['resent']}").status_code in (200, 307)
+    later = reclaim_finished_rounds(env.db, env.store, tid, datetime.now(UTC))
+    assert later.blobs == [digest["resent"]], "once older than the next cutoff, it goes too"
+
+    # An ended task is the periodic pass's business: nothing is reclaimed here.
+    r = alice.http.post(f"/tasks/{name}/status", json={"status": "FAILED", "reason": "ended"})
+    assert r.status_code == 200, r.text
+    assert reclaim_finished_rounds(env.db, env.store, tid, datetime.now(UTC)).task_refs == 0
+
+
+def test_the_hub_reclaims_finished_rounds_as_rounds_open(blob_store_url: str | None, tmp_path: Path) -> None:  # noqa: F811
+    """With no grace, what a round recorded goes when the round after next opens; content
+    recorded again meanwhile waits one more round."""
+    config = fast_config(tmp_path / "hub", blob_store=blob_store_url, gc_interval_s=3600, gc_round_grace_s=0,
+                         gc_round_every_s=0)
+    with EmbeddedHub(config=config) as hub:
+        api = Api(hub.url)
+        alice, bob = api.user("alice"), api.user("bob")
+        task = alice.create_task()
+        name = task["name"]
+        bob.join(name)
+        r = alice.http.post(f"/tasks/{name}/status", json={"status": "RUNNING", "reason": "test"})
+        assert r.status_code == 200, r.text
+        store = open_blob_store(blob_store_url, config.data_dir)
+        with HubClient(hub.url, alice.token) as a, HubClient(hub.url, bob.token) as b:
+            updates = {n: os.urandom(300_000) for n in range(1, 6)}  # over the inline limit: blobs
+            resent = os.urandom(300_000)
+
+            def round_(n: int) -> None:
+                _put_round(a, name, n, "running")
+                b.send(name, sender=f"participant/{bob.name}", recipient="aggregator", kind="update", round=n,
+                       payload=updates[n])  # fmt: skip
+
+            round_(1)
+            round_(2)
+            b.send(name, sender=f"participant/{bob.name}", recipient="aggregator", kind="update", round=2,
+                   payload=resent)  # fmt: skip
+            round_(3)
+            wait_for(lambda: not store.exists(sha(updates[1])), 30, "round 1's update to go when round 3 opens")
+            a.upload_blob(name, resent)  # round 2's bytes, recorded again in round 3
+            round_(4)
+            wait_for(lambda: not store.exists(sha(updates[2])), 30, "round 2's update to go when round 4 opens")
+            assert store.exists(sha(resent)), "recorded again since round 3 opened: kept"
+            assert store.exists(sha(updates[3])) and store.exists(sha(updates[4]))
+            round_(5)
+            wait_for(lambda: not store.exists(sha(resent)), 30, "the bytes recorded again to go when round 5 opens")
+            assert not store.exists(sha(updates[3])) and store.exists(sha(updates[4]))
+        api.close()
 
 
 def test_gc_leaves_young_blobs_alone(env: Env) -> None:

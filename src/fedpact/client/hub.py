@@ -100,6 +100,15 @@ class HubError(FedpactError):
         super().__init__(f"{_format_detail(detail)} (HTTP {status} on {method} {path})".strip())
 
 
+class BlobGone(HubError):
+    """A download found no blob (HTTP 404): the task no longer holds it, or never did.
+
+    A hub reclaims a running task's finished rounds as new rounds open (``hub.blobgc``),
+    so a reader that comes to a finished round's message late finds its body gone; the
+    runtime skips such a message instead of failing.
+    """
+
+
 class HubUnreachable(FedpactError):
     """No connection to the hub could be made within the retry window.
 
@@ -772,7 +781,8 @@ class HubClient:
                             time.sleep(pause)
                             waited += pause
                             continue
-                        raise _error(resp.status, body, "GET", path)
+                        err = _error(resp.status, body, "GET", path)
+                        raise BlobGone(err.status, err.detail, "GET", path) if resp.status == 404 else err
                     if received and resp.status != 206:
                         raise HubError(resp.status, "the server ignored the Range request", "GET", path)
                     total = received + resp.length

@@ -62,7 +62,8 @@ def create_app(config: HubConfig) -> FastAPI:
     db = Database(config.database_url, config.database_pool_size)
     store = open_blob_store(config.blob_store, config.data_dir)
     gc = Collector(
-        db, store, interval_s=config.gc_interval_s, grace_s=config.gc_grace_s, upload_ttl_s=config.upload_ttl_s
+        db, store, interval_s=config.gc_interval_s, grace_s=config.gc_grace_s, upload_ttl_s=config.upload_ttl_s,
+        round_grace_s=config.gc_round_grace_s, round_every_s=config.gc_round_every_s,
     )
     state = HubState(
         config=config,

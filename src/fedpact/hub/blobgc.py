@@ -11,6 +11,17 @@ A task's blob stays while something can still ask for it:
   (evaluation data, for instance) stay until the task ends.
 A blob is only dropped once it is older than the grace period, so an upload that has
 not yet been referenced (the row that will name it comes in the next request) survives.
+A blob row's age counts from the last time the task recorded those bytes: sending the
+same content again renews it.
+
+That pass runs every ``gc_interval_s`` (10 minutes) with a grace of an hour: a task that
+moves 40 MB a round at three rounds a second would fill a disk with finished rounds in
+that hour. So the hub also reclaims a running task's finished rounds as they finish
+(:func:`reclaim_finished_rounds`): when a round record opens a new round, the blobs that
+only messages of earlier rounds name go, unless the latest checkpoint or a stored model
+names them or the task recorded them since the previous new round (or within
+``gc_round_grace_s``). A reader still downloading one keeps its open file (local disk);
+a reader that asks for it afterwards gets 404 and skips the finished round's message.
 
 Dropping a task's reference deletes its ``blobs`` row; the bytes go from the store once
 no task and no model references the sha256 any more. The pass is idempotent, so any
@@ -20,17 +31,18 @@ number of replicas may run it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.orm import Session
 
 from fedpact.hub.blobstore import SHA256_RE, BlobStore
-from fedpact.hub.db import Database
+from fedpact.hub.db import Database, lock_task_messages
 from fedpact.hub.tables import (
     Blob,
     Checkpoint,
@@ -43,6 +55,9 @@ from fedpact.hub.tables import (
 
 log = logging.getLogger("fedpact.hub.gc")
 OPEN = ("CREATED", "RUNNING")
+#: A hub that has not yet seen a task open a round (it just started, or another replica
+#: took the earlier rounds) keeps what the task recorded in this many seconds before.
+FIRST_SEEN_MARGIN_S = 60.0
 
 
 @dataclass
@@ -120,14 +135,80 @@ def collect(db: Database, store: BlobStore, *, grace_s: float, upload_ttl_s: flo
         # Checked and deleted under the write session: an upload that records the same
         # content commits under it too (on SQLite), so it cannot slip in between.
         with db.session() as s:
-            used = s.scalars(select(Blob.id).where(Blob.sha256 == blob.sha256).limit(1)).first()
-            used = used or s.scalars(select(StoredModel.id).where(StoredModel.sha256 == blob.sha256).limit(1)).first()
-            if used is None:
+            if _unreferenced(s, blob.sha256):
                 store.delete(blob.sha256)
                 report.blobs.append(blob.sha256)
                 report.bytes += blob.size
     report.uploads = expire_uploads(db, store, upload_ttl_s)
     return report
+
+
+def reclaim_finished_rounds(db: Database, store: BlobStore, task_id: int, cutoff: datetime) -> GcReport:
+    """Drop the blobs of an open task that only messages of its finished rounds name.
+
+    A candidate is a blob row the task recorded before ``cutoff``; it goes when a message
+    or a checkpoint names it, every message that names it belongs to a round before the
+    newest round record, and neither the latest checkpoint nor a stored model names it
+    (the model of a finished round is named by the checkpoint that superseded it, and
+    the request that carried it names it only inside its body). Blobs that only the state
+    of a superseded checkpoint names (a strategy's optimiser moments) are left to
+    :func:`collect`. The work is bounded by what the task still holds, not by its history:
+    earlier passes already took the finished rounds before.
+
+    The row is deleted only if it is still older than ``cutoff`` as the DELETE runs, so
+    content sent again meanwhile (which renews the row) stays; the message lock keeps a
+    new message of the task from naming a candidate between the check and the delete.
+    """
+    report = GcReport()
+    dropped: list[tuple[str, int]] = []
+    with db.session() as s:
+        lock_task_messages(s, task_id)
+        task = s.get(Task, task_id)
+        if task is None or task.status not in OPEN:
+            return report
+        rows = {sha: size for sha, size in s.execute(
+            select(Blob.sha256, Blob.size).where(Blob.task_id == task_id, Blob.created_at < cutoff))}
+        if not rows:
+            return report
+        current = s.scalar(select(func.max(Round.number)).where(Round.task_id == task_id)) or 0
+        named: dict[str, bool] = {}  # sha256 -> whether only finished rounds name it
+        candidates = list(rows)
+        for i in range(0, len(candidates), 500):
+            some = candidates[i:i + 500]
+            for sha, rnd in s.execute(select(Message.blob_sha256, Message.round).where(
+                    Message.task_id == task_id, Message.blob_sha256.in_(some))):
+                if sha is not None:
+                    named[sha] = named.get(sha, True) and rnd is not None and rnd < current
+            for sha in s.scalars(select(Checkpoint.sha256).where(Checkpoint.task_id == task_id,
+                                                                 Checkpoint.sha256.in_(some))):
+                named.setdefault(sha, True)  # the latest checkpoint's is in ``keep`` below
+        keep = set(s.scalars(select(StoredModel.sha256).where(StoredModel.task_id == task_id)))
+        latest = s.scalars(select(Checkpoint).where(Checkpoint.task_id == task_id).order_by(Checkpoint.id.desc())
+                           .limit(1)).first()
+        if latest is not None:
+            keep |= _checkpoint_blobs(latest)
+        for sha in sorted(sha for sha, finished in named.items() if finished and sha not in keep):
+            gone = s.execute(delete(Blob).where(Blob.task_id == task_id, Blob.sha256 == sha,
+                                                Blob.created_at < cutoff))
+            if cast(CursorResult[Any], gone).rowcount:
+                dropped.append((sha, rows[sha]))
+                report.task_refs += 1
+        s.commit()
+    if dropped:
+        # Checked and deleted under one write session: an upload of the same content commits under it too (SQLite).
+        with db.session() as s:
+            for sha, size in dropped:
+                if _unreferenced(s, sha):
+                    store.delete(sha)
+                    report.blobs.append(sha)
+                    report.bytes += size
+    return report
+
+
+def _unreferenced(s: Session, sha256: str) -> bool:
+    """Whether no task and no stored model holds ``sha256`` (checked under the write session)."""
+    used = s.scalars(select(Blob.id).where(Blob.sha256 == sha256).limit(1)).first()
+    return used is None and s.scalars(select(StoredModel.id).where(StoredModel.sha256 == sha256).limit(1)).first() is None
 
 
 def expire_uploads(db: Database, store: BlobStore, ttl_s: float) -> int:
@@ -158,18 +239,32 @@ def expire_uploads(db: Database, store: BlobStore, ttl_s: float) -> int:
 
 
 class Collector:
-    """Runs :func:`collect` every ``interval_s`` in a thread, and soon after :meth:`request`."""
+    """Runs :func:`collect` every ``interval_s`` in a thread, and soon after :meth:`request`;
+    :func:`reclaim_finished_rounds` for a task after :meth:`round_opened`, at most once
+    every ``round_every_s`` per task (a pass costs a few write transactions: at three
+    rounds a second it would take a tenth of the hub's time)."""
 
-    def __init__(self, db: Database, store: BlobStore, *, interval_s: float, grace_s: float, upload_ttl_s: float):
+    def __init__(self, db: Database, store: BlobStore, *, interval_s: float, grace_s: float, upload_ttl_s: float,
+                 round_grace_s: float = 1.0, round_every_s: float = 5.0):
         self.db = db
         self.store = store
         self.interval_s = interval_s
         self.grace_s = grace_s
         self.upload_ttl_s = upload_ttl_s
+        self.round_grace_s = round_grace_s
+        self.round_every_s = round_every_s
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._full_pass = False
+        #: Tasks that opened a round since their last pass, and when that pass may run.
+        self._pending: dict[int, float] = {}
+        #: When this hub saw each task open its latest round, and the round before it.
+        self._opened: dict[int, tuple[datetime, datetime]] = {}
+        self._last_pass: dict[int, float] = {}
         self.passes = 0
+        self.round_passes = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fedpact-blob-gc", daemon=True)
@@ -177,7 +272,37 @@ class Collector:
 
     def request(self) -> None:
         """Ask for a pass now (a task ended)."""
+        with self._lock:
+            self._full_pass = True
         self._wake.set()
+
+    def round_opened(self, task_id: int) -> None:
+        """A round record opened a new round of ``task_id``: reclaim its finished rounds soon."""
+        now = datetime.now(UTC)
+        with self._lock:
+            # A task this hub has not seen open a round keeps what it recorded in the last minute.
+            latest = self._opened[task_id][0] if task_id in self._opened else now - timedelta(seconds=FIRST_SEEN_MARGIN_S)
+            self._opened[task_id] = (now, latest)
+            self._pending.setdefault(task_id, self._last_pass.get(task_id, -math.inf) + self.round_every_s)
+            if len(self._opened) > 10_000:  # tasks that ended long ago
+                gone = next(iter(self._opened))
+                self._opened.pop(gone)
+                self._last_pass.pop(gone, None)
+        self._wake.set()
+
+    def reclaim_rounds(self, task_id: int) -> GcReport:
+        """Reclaim the finished rounds of ``task_id``; what it recorded since the round before its latest stays."""
+        with self._lock:
+            self._pending.pop(task_id, None)
+            self._last_pass[task_id] = time.monotonic()
+            before = self._opened.get(task_id, (datetime.now(UTC),) * 2)[1]
+        cutoff = min(before, datetime.now(UTC) - timedelta(seconds=self.round_grace_s))
+        report = reclaim_finished_rounds(self.db, self.store, task_id, cutoff)
+        self.round_passes += 1
+        if report.blobs or report.task_refs:
+            log.debug("finished rounds of task %d: %d references, %d blobs (%d bytes) reclaimed",
+                      task_id, report.task_refs, len(report.blobs), report.bytes)
+        return report
 
     def stop(self) -> None:
         self._stop.set()
@@ -196,11 +321,26 @@ class Collector:
         return report
 
     def _run(self) -> None:
+        due = time.monotonic() + self.interval_s
         while not self._stop.is_set():
-            self._wake.wait(self.interval_s)
+            with self._lock:
+                wake_at = min([due, *self._pending.values()])
+            self._wake.wait(max(0.0, wake_at - time.monotonic()))
             self._wake.clear()
             if self._stop.is_set():
                 return
+            now = time.monotonic()
+            with self._lock:
+                ready = sorted(task for task, at in self._pending.items() if at <= now)
+                full, self._full_pass = self._full_pass or now >= due, False
+            for task_id in ready:
+                try:
+                    self.reclaim_rounds(task_id)
+                except Exception:
+                    log.exception("reclaiming the finished rounds of task %d failed; its next round retries", task_id)
+            if not full:
+                continue
+            due = time.monotonic() + self.interval_s
             try:
                 self.run_once()
             except Exception:

@@ -91,6 +91,11 @@ class HubConfig:
     gc_interval_s: float = 600.0
     #: Blobs younger than this are never reclaimed: an upload precedes the row that uses it.
     gc_grace_s: float = 3600.0
+    #: A running task's finished rounds are reclaimed as soon as a new round opens, except
+    #: what the task recorded within this many seconds (or since its previous new round).
+    gc_round_grace_s: float = 1.0
+    #: ... at most once every this many seconds per task (each pass costs a few writes).
+    gc_round_every_s: float = 5.0
     #: Uploads untouched this long are abandoned and dropped.
     upload_ttl_s: float = 24 * 3600.0
 

@@ -168,6 +168,7 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("task_id", "sender", "idempotency_key"),
         Index("ix_messages_task_recipient_id", "task_id", "recipient", "id"),
+        Index("ix_messages_task_blob", "task_id", "blob_sha256"),
         {"sqlite_autoincrement": True},
     )
 

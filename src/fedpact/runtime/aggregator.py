@@ -24,7 +24,7 @@ import numpy as np
 
 from fedpact.algorithms.standardize import apply_standardization, combine_moments, combine_target_moments
 from fedpact.algorithms.strategies import get_aggregator
-from fedpact.client.hub import HubClient, HubError
+from fedpact.client.hub import BlobGone, HubClient, HubError
 from fedpact.common.definition import MAX_SAMPLES, TaskDefinition, parse_definition
 from fedpact.common.errors import FedpactError, UpdateRejected
 from fedpact.common.tensors import Payload, Weights, decode_weights, encode_parts, encode_weights
@@ -243,6 +243,10 @@ class Aggregator:
         except (ValueError, TypeError) as exc:
             self.progress.warning(f"ignored a malformed {msg.kind!r} message from {name}: {exc}")
             return
+        except BlobGone:
+            # Only a finished round's message loses its body (hub.blobgc): one that came too late.
+            self.progress.info(f"ignored a late {msg.kind!r} message of round {msg.round} from {name}: the round is over")
+            return
         if msg.kind == m.HELLO:
             try:
                 n, _ = checks.num_samples(meta.get("num_samples"), self.definition.max_samples_per_participant)
@@ -379,10 +383,14 @@ class Aggregator:
                 self.progress.warning(f"could not mark the task FAILED: {report}")
             raise
         finally:
-            self.inbox.close()
-            self._writer.shutdown(wait=False)
-            self._downloads.shutdown(wait=False)
-            self.rounds.close()
+            self.close()
+
+    def close(self) -> None:
+        """Let go of the reader, the writer and download threads and the round's resources (``run`` does, as it ends)."""
+        self.inbox.close()
+        self._writer.shutdown(wait=False)
+        self._downloads.shutdown(wait=False)
+        self.rounds.close()
 
     def _run(self) -> AggregatorResult:
         d = self.definition

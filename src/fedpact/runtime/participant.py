@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fedpact.client.hub import HubClient
+from fedpact.client.hub import BlobGone, HubClient
 from fedpact.common.definition import TaskDefinition, parse_definition
 from fedpact.common.errors import DataSchemaError, FedpactError
 from fedpact.common.tensors import Weights
@@ -243,34 +243,39 @@ def run_participant(
             later = {x.kind for x in batch[i + 1 :]}
             if msg.kind in _REQUESTS and later & _SUPERSEDING:
                 continue
-            if msg.kind in (m.ROUND_START, m.FINAL_EVALUATE, m.FINISHED):
-                _show_previous(msg, shown, progress, definition.rounds)
-            if msg.kind == m.AGGREGATOR_ONLINE and not said_hello:
-                hello()
-                said_hello = True
-            elif msg.kind == m.STATS_REQUEST:
-                _answer_stats(client, tid, address, participant, msg, handled, priv)
-            elif msg.kind == m.ROUND_START:
-                _take_inline_weights(transport, msg)
-                _train_round(client, tid, address, participant, msg, handled, progress, me, result, priv)
-            elif msg.kind in (m.SECAGG, m.HE_KEY_REQUEST, m.HE_KEY):
-                deferred = priv.on_message(msg)
-                if deferred is not None:
-                    _train_round(client, tid, address, participant, deferred, handled, progress, me, result, priv)
-            elif msg.kind == m.UPDATE_REJECTED:
-                meta, _ = msg.body()
-                progress.warning(f"round {msg.round}: the aggregator rejected this update: {meta.get('reason')}")
-            elif msg.kind == m.FINAL_EVALUATE:
-                _take_inline_weights(transport, msg)
-                _final_evaluation(client, tid, address, participant, msg, handled, priv)
-            elif msg.kind == m.FINISHED:
-                mailbox.ack()
-                meta, _ = msg.body()
-                return _finish(client, meta, result, model_dir, progress, priv)
-            elif msg.kind == m.STOPPED:
-                mailbox.ack()
-                meta, _ = msg.body()
-                raise TaskEnded(meta.get("status", "FAILED"), meta.get("reason", ""))
+            try:
+                if msg.kind in (m.ROUND_START, m.FINAL_EVALUATE, m.FINISHED):
+                    _show_previous(msg, shown, progress, definition.rounds)
+                if msg.kind == m.AGGREGATOR_ONLINE and not said_hello:
+                    hello()
+                    said_hello = True
+                elif msg.kind == m.STATS_REQUEST:
+                    _answer_stats(client, tid, address, participant, msg, handled, priv)
+                elif msg.kind == m.ROUND_START:
+                    _take_inline_weights(transport, msg)
+                    _train_round(client, tid, address, participant, msg, handled, progress, me, result, priv)
+                elif msg.kind in (m.SECAGG, m.HE_KEY_REQUEST, m.HE_KEY):
+                    deferred = priv.on_message(msg)
+                    if deferred is not None:
+                        _train_round(client, tid, address, participant, deferred, handled, progress, me, result, priv)
+                elif msg.kind == m.UPDATE_REJECTED:
+                    meta, _ = msg.body()
+                    progress.warning(f"round {msg.round}: the aggregator rejected this update: {meta.get('reason')}")
+                elif msg.kind == m.FINAL_EVALUATE:
+                    _take_inline_weights(transport, msg)
+                    _final_evaluation(client, tid, address, participant, msg, handled, priv)
+                elif msg.kind == m.FINISHED:
+                    mailbox.ack()
+                    meta, _ = msg.body()
+                    return _finish(client, meta, result, model_dir, progress, priv)
+                elif msg.kind == m.STOPPED:
+                    mailbox.ack()
+                    meta, _ = msg.body()
+                    raise TaskEnded(meta.get("status", "FAILED"), meta.get("reason", ""))
+            except BlobGone as exc:
+                # A finished round's request read late: the hub reclaimed what it names (hub.blobgc).
+                progress.warning(f"skipped a {msg.kind!r} message of round {msg.round}: its data is no longer on "
+                                 f"the hub ({exc.detail}); the round it belongs to is over")
 
 
 def _take_inline_weights(transport: HubParticipantTransport, msg: Message) -> None:

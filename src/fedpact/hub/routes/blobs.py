@@ -24,7 +24,7 @@ from typing import Annotated, Any, BinaryIO
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -122,7 +122,7 @@ def start_upload(task: str, body: UploadIn, user: CurrentUser, state: State) -> 
         if blob is not None:
             if blob.size != body.size:
                 raise HTTPException(409, f"blob {body.sha256} is stored with {blob.size} bytes, not {body.size}")
-            share_if_creator(row, blob, user.id, body.private)
+            record_again(row, blob, user.id, body.private)
             s.commit()
             done = UploadOut(upload_id=None, offset=body.size, complete=True)
             return JSONResponse(done.model_dump(exclude_unset=True), status_code=200)
@@ -391,8 +391,8 @@ def _complete_direct(state: HubState, target: _Target, user_id: int) -> BlobRef:
         if blob is None:
             s.add(Blob(task_id=target.task_id, sha256=target.sha256, size=target.size, uploaded_by=user_id,
                        shared=bool(target.shared)))
-        elif target.shared is not None:
-            blob.shared = target.shared
+        else:
+            _renew(blob, target.shared)
         s.commit()
     return BlobRef(sha256=target.sha256, size=target.size)
 
@@ -413,8 +413,8 @@ def store_verified(
     blob = s.scalars(select(Blob).where(Blob.task_id == task_id, Blob.sha256 == sha256)).first()
     if blob is None:
         s.add(Blob(task_id=task_id, sha256=sha256, size=size, uploaded_by=user_id, shared=bool(shared)))
-    elif shared is not None:
-        blob.shared = shared
+    else:
+        _renew(blob, shared)
     if commit:
         s.commit()
 
@@ -428,9 +428,12 @@ def record_blob(s: Session, state: HubState, task_id: int, partial: str, sha256:
     """
     state.store.commit(partial, sha256)
     conn = s.connection()
-    if conn.execute(_BLOB_HELD, {"task_id": task_id, "sha256": sha256}).first() is None:
+    held = conn.execute(_BLOB_HELD, {"task_id": task_id, "sha256": sha256}).first()
+    if held is None:
         conn.execute(_BLOB_INSERT, {"task_id": task_id, "sha256": sha256, "size": size, "uploaded_by": user_id,
                                     "shared": False, "created_at": utcnow()})
+    else:
+        conn.execute(_BLOB_RENEW, {"id": held.id, "now": utcnow()})
 
 
 _BLOB_ACCESS = select(Blob.size, Blob.uploaded_by, Blob.shared).where(
@@ -438,12 +441,23 @@ _BLOB_ACCESS = select(Blob.size, Blob.uploaded_by, Blob.shared).where(
 )
 _BLOB_HELD = select(Blob.id).where(Blob.task_id == bindparam("task_id"), Blob.sha256 == bindparam("sha256"))
 _BLOB_INSERT = insert(Blob)
+_BLOB_RENEW = update(Blob).where(Blob.id == bindparam("id")).values(created_at=bindparam("now"))
 
 
-def share_if_creator(task: Task, blob: Blob, user_id: int, private: bool) -> None:
-    """The creator sending a blob the task already holds decides, like a first upload, whether it is shared."""
-    if task.creator_id == user_id:
-        blob.shared = not private
+def _renew(blob: Blob, shared: bool | None) -> None:
+    """The task recorded these bytes again: the reclaiming passes' grace starts over (hub.blobgc).
+
+    ``shared`` (the creator's uploads) opens or closes the blob as a first upload would; None leaves it.
+    """
+    blob.created_at = utcnow()
+    if shared is not None:
+        blob.shared = shared
+
+
+def record_again(task: Task, blob: Blob, user_id: int, private: bool) -> None:
+    """Content the task already holds, sent again: renewed, and the creator decides, like a
+    first upload, whether it is shared."""
+    _renew(blob, (not private) if task.creator_id == user_id else None)
 
 
 def keep_private(s: Session, task: Task, sha256: str) -> None:
@@ -467,7 +481,7 @@ def _blob_target(
         shared = (not private) if row.creator_id == user.id else None
         blob = s.scalars(select(Blob).where(Blob.task_id == row.id, Blob.sha256 == sha256)).first()
         if blob is not None:
-            share_if_creator(row, blob, user.id, private)
+            record_again(row, blob, user.id, private)
             s.commit()
         else:
             check_stored_bytes(s, state.config, user.id, size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,6 +47,7 @@ def put_round(
         row = find_task(s, task)
         require_creator(row, user, "record its rounds")
         rnd = s.scalars(select(Round).where(Round.task_id == row.id, Round.number == number)).first()
+        opened = rnd is None and number > (s.scalar(select(func.max(Round.number)).where(Round.task_id == row.id)) or 0)
         if rnd is None:
             rnd = Round(task_id=row.id, number=number)
             s.add(rnd)
@@ -63,6 +64,8 @@ def put_round(
             s.rollback()
             raise HTTPException(409, f"round {number} was written concurrently; retry") from None
         state.metrics.rounds.labels(body.status).inc()
+        if opened:
+            state.gc.round_opened(row.id)  # the rounds before it are finished: their blobs can go
         return round_out(rnd)
 
 
