@@ -148,12 +148,17 @@ def _put_round(c: HubClient, task: str, number: int, status: str) -> None:
     c.put_round(task, number, status=status, participants=[], started_at=datetime.now(UTC).isoformat(), metrics={})
 
 
-def test_gc_keeps_what_is_referenced_and_reclaims_the_rest(env: Env) -> None:
+def running_task(env: Env) -> tuple[User, User, dict[str, Any], HubClient, HubClient]:
+    """Alice's task, running, with Bob admitted; and a HubClient for each."""
     alice, bob, task = members(env)
-    name = task["name"]
-    a, b = env.client(alice), env.client(bob)
-    r = alice.http.post(f"/tasks/{name}/status", json={"status": "RUNNING", "reason": "test"})
+    r = alice.http.post(f"/tasks/{task['name']}/status", json={"status": "RUNNING", "reason": "test"})
     assert r.status_code == 200, r.text
+    return alice, bob, task, env.client(alice), env.client(bob)
+
+
+def test_gc_keeps_what_is_referenced_and_reclaims_the_rest(env: Env) -> None:
+    alice, bob, task, a, b = running_task(env)
+    name = task["name"]
     blobs = {k: os.urandom(300_000) for k in ("eval", "update1", "ckpt1", "ckpt2", "model", "update2")}
     digest = {k: sha(v) for k, v in blobs.items()}
     a.upload_blob(name, blobs["eval"])
@@ -227,11 +232,8 @@ def test_gc_keeps_the_blobs_the_latest_checkpoint_state_names(env: Env) -> None:
 
 
 def test_a_new_round_reclaims_what_only_finished_rounds_name(env: Env) -> None:
-    alice, bob, task = members(env)
+    alice, bob, task, a, b = running_task(env)
     name, tid = task["name"], int(task["id"])
-    a, b = env.client(alice), env.client(bob)
-    r = alice.http.post(f"/tasks/{name}/status", json={"status": "RUNNING", "reason": "test"})
-    assert r.status_code == 200, r.text
     blobs = {k: os.urandom(300_000) for k in ("eval", "update1", "model1", "update2", "model2")}
     digest = {k: sha(v) for k, v in blobs.items()}
     a.upload_blob(name, blobs["eval"], private=True)  # named by nothing: stays while the task runs
@@ -256,11 +258,8 @@ def test_a_new_round_reclaims_what_only_finished_rounds_name(env: Env) -> None:
 
 
 def test_reclaiming_finished_rounds_spares_what_is_sent_again_or_named_elsewhere(env: Env) -> None:
-    alice, bob, task = members(env)
+    alice, bob, task, a, b = running_task(env)
     name, tid = task["name"], int(task["id"])
-    a, b = env.client(alice), env.client(bob)
-    r = alice.http.post(f"/tasks/{name}/status", json={"status": "RUNNING", "reason": "test"})
-    assert r.status_code == 200, r.text
     blobs = {k: os.urandom(300_000) for k in ("resent", "shared")}  # over the inline limit: blobs
     digest = {k: sha(v) for k, v in blobs.items()}
     _put_round(a, name, 1, "running")
