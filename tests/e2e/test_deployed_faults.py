@@ -68,7 +68,7 @@ def test_three_replicas_survive_a_killed_replica_and_a_broker_cut_mid_round(tmp_
             for n in NAMES:
                 people.user(n)
             alice.create_task("deployed", digits_definition(rounds=ROUNDS, quorum=10, min_participants=8,
-                                                            local_epochs=3, batch_size=4, round_timeout_s=90))
+                                                            local_epochs=30, batch_size=4, round_timeout_s=90))
             participants = people.participants("deployed", NAMES)
             aggregator = people.cli("alice", "aggregate", "deployed")
 
@@ -76,10 +76,13 @@ def test_three_replicas_survive_a_killed_replica_and_a_broker_cut_mid_round(tmp_
                 rounds = alice.list_rounds("deployed")
                 return max((r["number"] for r in rounds if r["status"] == "running"), default=0)
 
-            wait_for(lambda: running_round() == 2, 240, "round 2 to start")
+            # Rounds take a second or two (30 local epochs): long enough to be caught running.
+            wait_for(lambda: running_round() >= 2, 240, "round 2 to start")
             killed = hubs[1]
             killed.kill()  # SIGKILL mid-round
-            wait_for(lambda: running_round() == 4, 240, "round 4 to start")
+            assert alice.get_task("deployed")["status"] == "RUNNING", "the replica died after the task ended"
+            wait_for(lambda: running_round() >= 4, 240, "round 4 to start")
+            assert alice.get_task("deployed")["status"] == "RUNNING", "the task ended before the broker restart"
             rabbitmq.restart()  # the broker process stops and starts again mid-round
             killed.start()  # the operator brings it back; it rejoins behind haproxy
             finish(aggregator, 300)

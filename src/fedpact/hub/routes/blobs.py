@@ -433,7 +433,7 @@ def record_blob(s: Session, state: HubState, task_id: int, partial: str, sha256:
         conn.execute(_BLOB_INSERT, {"task_id": task_id, "sha256": sha256, "size": size, "uploaded_by": user_id,
                                     "shared": False, "created_at": utcnow()})
     else:
-        conn.execute(_BLOB_RENEW, {"id": held.id, "now": utcnow()})
+        conn.execute(_BLOB_RENEW, {"blob_id": held.id, "now": utcnow()})
 
 
 _BLOB_ACCESS = select(Blob.size, Blob.uploaded_by, Blob.shared).where(
@@ -441,7 +441,7 @@ _BLOB_ACCESS = select(Blob.size, Blob.uploaded_by, Blob.shared).where(
 )
 _BLOB_HELD = select(Blob.id).where(Blob.task_id == bindparam("task_id"), Blob.sha256 == bindparam("sha256"))
 _BLOB_INSERT = insert(Blob)
-_BLOB_RENEW = update(Blob).where(Blob.id == bindparam("id")).values(created_at=bindparam("now"))
+_BLOB_RENEW = update(Blob).where(Blob.id == bindparam("blob_id")).values(created_at=bindparam("now"))
 
 
 def _renew(blob: Blob, shared: bool | None) -> None:
