@@ -309,7 +309,10 @@ async def post_raw_message(
             assert earlier is not None
             state.store.discard(partial)
             return message_out(earlier), True
-        # The blob and the message that names it: one transaction, one commit.
+        # The blob and the message that names it: one transaction, one commit. The task's
+        # message lock comes first, as in a reclaiming pass (hub.blobgc), which holds it and
+        # then deletes blob rows: renewing a row before taking it could wait in a cycle.
+        lock_task_messages(s, task_id)
         record_blob(s, state, task_id, partial, sha256, size, user.id)
         values: dict[str, Any] = {
             "task_id": task_id, "sender": head.sender, "recipient": head.recipient, "kind": head.kind,
