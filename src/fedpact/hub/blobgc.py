@@ -295,7 +295,8 @@ class Collector:
         with self._lock:
             self._pending.pop(task_id, None)
             self._last_pass[task_id] = time.monotonic()
-            before = self._opened.get(task_id, (datetime.now(UTC),) * 2)[1]
+            unseen = datetime.now(UTC) - timedelta(seconds=FIRST_SEEN_MARGIN_S)
+            before = self._opened[task_id][1] if task_id in self._opened else unseen
         cutoff = min(before, datetime.now(UTC) - timedelta(seconds=self.round_grace_s))
         report = reclaim_finished_rounds(self.db, self.store, task_id, cutoff)
         self.round_passes += 1
