@@ -75,6 +75,15 @@ def members(env: Env) -> tuple[User, User, dict[str, Any]]:
     return alice, bob, task
 
 
+def test_the_blob_directory_is_offered_for_a_local_store_only(env: Env) -> None:
+    alice, _bob, _task = members(env)
+    r = env.api.client(alice.token).get("/blobstore/local")
+    if env.config.blob_store is None:
+        assert r.status_code == 200 and Path(r.json()["blobs_dir"]) == (env.config.data_dir / "blobs").resolve(), r.text
+    else:
+        assert r.status_code == 404 and "s3 store" in r.json()["detail"], r.text
+
+
 def test_large_upload_and_download_round_trip(env: Env, tmp_path: Path) -> None:
     alice, bob, task = members(env)
     data = os.urandom(DIRECT_MIN_BYTES + DIRECT_PART_BYTES + 4321)

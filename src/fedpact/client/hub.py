@@ -23,6 +23,7 @@ import io
 import json
 import os
 import random
+import re
 import ssl
 import sys
 import time
@@ -35,10 +36,13 @@ from typing import Any, BinaryIO, Self, cast
 import httpx
 
 from fedpact.client.bulk import BulkChannel, BulkResponse, Urllib3Error, proxied
+from fedpact.client.localblobs import LocalBlobs, on_this_machine
 from fedpact.common.errors import FedpactError
 from fedpact.common.tensors import Payload, TensorSink, Weights
 
 API = "/api/v1"
+#: A task blob's download path: the only downloads a local blob directory can serve.
+_TASK_BLOB_PATH = re.compile(r"^/tasks/([^/]+)/blobs/[0-9a-f]{64}$")
 #: Payloads above this size travel as blobs rather than inline in the message.
 INLINE_LIMIT = 256 * 1024
 CHUNK_SIZE = 8 * 1024 * 1024
@@ -229,24 +233,29 @@ class _BulkDownload(_Download):
         return self._resp.read()
 
     def fill(self, sink: BinaryIO | TensorSink, h: Any) -> Iterator[int]:
-        tensors = sink if isinstance(sink, TensorSink) else None
-        while True:
-            view = tensors.writable(DOWNLOAD_PIECE) if tensors is not None else None
-            if view is not None:
-                n = self._resp.readinto(view)
-                if not n:
-                    return
-                h.update(view[:n])
-                cast(TensorSink, tensors).wrote(n)
-            else:
-                # The safetensors header (then the arrays, read into above), or a plain sink.
-                chunk = self._resp.read(64 * 1024 if tensors is not None else DOWNLOAD_PIECE)
-                if not chunk:
-                    return
-                sink.write(chunk)
-                h.update(chunk)
-                n = len(chunk)
-            yield n
+        return _fill(self._resp, sink, h)
+
+
+def _fill(reader: Any, sink: BinaryIO | TensorSink, h: Any) -> Iterator[int]:
+    """Read ``reader`` (a response or a file) into ``sink`` and ``h``, yielding each piece's size."""
+    tensors = sink if isinstance(sink, TensorSink) else None
+    while True:
+        view = tensors.writable(DOWNLOAD_PIECE) if tensors is not None else None
+        if view is not None:
+            n = reader.readinto(view)
+            if not n:
+                return
+            h.update(view[:n])
+            cast(TensorSink, tensors).wrote(n)
+        else:
+            # The safetensors header (then the arrays, read into above), or a plain sink.
+            chunk = reader.read(64 * 1024 if tensors is not None else DOWNLOAD_PIECE)
+            if not chunk:
+                return
+            sink.write(chunk)
+            h.update(chunk)
+            n = len(chunk)
+        yield n
 
 
 class _HttpxDownload(_Download):
@@ -301,6 +310,11 @@ class HubClient:
         self.user: dict[str, Any] | None = None
         #: Whether the hub's blob store takes uploads directly (learnt from the first upload it starts).
         self.store_presigns: bool | None = None
+        #: Tasks whose blobs this client reads from the hub's directory when it can
+        #: (:meth:`read_blobs_locally`).
+        self.local_blob_tasks: set[str] = set()
+        self._local: LocalBlobs | None = None
+        self._local_asked = False
 
     # -- plumbing -------------------------------------------------------------------
     def close(self) -> None:
@@ -318,6 +332,7 @@ class HubClient:
         twin._contacted = self._contacted
         twin.user = self.user
         twin.store_presigns = self.store_presigns
+        twin.local_blob_tasks, twin._local, twin._local_asked = set(self.local_blob_tasks), self._local, self._local_asked
         return twin
 
     def __enter__(self) -> Self:
@@ -753,6 +768,8 @@ class HubClient:
         :class:`~fedpact.client.bulk.BulkChannel` straight into the sink's arrays where it
         can be (httpx when an environment proxy applies).
         """
+        if expected_sha and self._read_local(path, expected_sha, sink, progress):
+            return
         h = hashlib.sha256()
         received = 0
         deadline = time.monotonic() + self.retry_for_s
@@ -809,6 +826,48 @@ class HubClient:
                 waited += 0.5
         if expected_sha and h.hexdigest() != expected_sha:
             raise FedpactError(f"downloaded data does not match sha256 {expected_sha}; try again")
+
+    def read_blobs_locally(self, task: str | int) -> None:
+        """Read ``task``'s blobs from the hub's directory when this process is on the hub's
+        machine and can read it (``client.localblobs``); otherwise nothing changes.
+
+        For the task's creator (its aggregator): the creator may read every blob of its
+        task, so the files give the answers the hub would. Not for a participant, whose
+        reads the hub restricts and the files would not.
+        """
+        self.local_blob_tasks.add(str(task))
+
+    def _local_dir(self) -> LocalBlobs | None:
+        """The hub's blob directory if this process can read it; asked once per client."""
+        if not self._local_asked:
+            self._local_asked = True
+            if on_this_machine(self.url):
+                try:
+                    answer = self._call("GET", "/blobstore/local")
+                except HubError:
+                    answer = None  # a store elsewhere (S3), a remote caller, or an older hub
+                self._local = LocalBlobs.verify(answer) if isinstance(answer, dict) else None
+        return self._local
+
+    def _read_local(self, path: str, sha256: str, sink: BinaryIO | TensorSink, progress: ProgressFn | None) -> bool:
+        """Read a task blob from the hub's directory; False when it has to come from the hub."""
+        match = _TASK_BLOB_PATH.match(path)
+        if match is None or match[1] not in self.local_blob_tasks:
+            return False
+        local = self._local_dir()
+        f = local.open(sha256) if local is not None else None
+        if f is None:
+            return False
+        h = hashlib.sha256()
+        with f:
+            total, received = os.fstat(f.fileno()).st_size, 0
+            for n in _fill(f, sink, h):
+                received += n
+                if progress:
+                    progress(received, total)
+        if h.hexdigest() != sha256:
+            raise FedpactError(f"the hub's file of blob {sha256} does not match its sha256; the hub's disk needs checking")
+        return True
 
     @contextlib.contextmanager
     def _open_download(self, url: str, headers: dict[str, str]) -> Iterator[_Download]:

@@ -32,6 +32,7 @@ from fedpact.hub.routes import (
     cards,
     health,
     hosted,
+    localstore,
     membership,
     models,
     relay,
@@ -108,6 +109,7 @@ def create_app(config: HubConfig) -> FastAPI:
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(algorithms.router, prefix=API_PREFIX)
     app.include_router(users.router, prefix=API_PREFIX)
+    app.include_router(localstore.router, prefix=API_PREFIX)
     for module in (tasks, membership, relay, blobs, rounds, models, cards, hosted):
         app.include_router(module.router, prefix=API_PREFIX, responses=error_responses(*TASK_ERRORS))
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_json_bytes)

@@ -2,12 +2,15 @@
 
 Finished blobs live at ``<dir>/<sha[:2]>/<sha>`` and are only ever created by an atomic
 rename of a fully verified file, so a crash mid-upload leaves nothing but a partial file
-to resume from. Downloads are served by the hub itself (sendfile-like, with ranges).
+to resume from. Downloads are served by the hub itself (sendfile-like, with ranges), or,
+for a client on the hub's machine that can read this directory, not at all: it reads the
+file (``local_token``, ``routes/localstore.py``).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +27,9 @@ from fedpact.hub.blobstore import (
 )
 
 READ = 1024 * 1024
+#: A file in the blob directory whose content a client must read to prove it shares the
+#: hub's filesystem (``routes/localstore.py``). Not a blob name, so no pass ever touches it.
+TOKEN_FILE = ".fedpact-store"
 
 
 class LocalBlobStore(BlobStore):
@@ -32,6 +38,7 @@ class LocalBlobStore(BlobStore):
     def __init__(self, blobs_dir: Path, uploads_dir: Path) -> None:
         super().__init__(uploads_dir)
         self.blobs_dir = blobs_dir
+        self._token: str | None = None
         blobs_dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -45,6 +52,26 @@ class LocalBlobStore(BlobStore):
         if self.blobs_dir.is_dir() and os.access(self.blobs_dir, os.W_OK):
             return None
         return f"{self.blobs_dir} is missing or not writable"
+
+    def local_token(self) -> str:
+        """This directory's token, made once and then kept: whoever can read it reads this directory.
+
+        Written to a temporary name and renamed, so replicas sharing the directory that
+        start together agree on one token (the last rename wins, and each reads it back).
+        """
+        if self._token is None:
+            path = self.blobs_dir / TOKEN_FILE
+            try:
+                token = path.read_text().strip()
+            except FileNotFoundError:
+                token = ""
+            if not token:
+                tmp = self.blobs_dir / f"{TOKEN_FILE}.{secrets.token_hex(8)}"
+                tmp.write_text(secrets.token_hex(32))
+                os.replace(tmp, path)
+                token = path.read_text().strip()
+            self._token = token
+        return self._token
 
     def blob_path(self, sha256: str) -> Path:
         return self.blobs_dir / check_sha(sha256)[:2] / sha256

@@ -98,6 +98,9 @@ class Aggregator:
         self.on_round = on_round
         info = client.get_task(task)
         self.task_id = int(info["id"])
+        # On the hub's machine, the updates are read from its blob directory: the hub does
+        # not send each one again (client.localblobs).
+        client.read_blobs_locally(self.task_id)
         self.task_name = info["name"]
         me = (client.user or client.me())["name"]
         if info["creator"] != me:
