@@ -41,11 +41,17 @@ def check_tasks(s: Session, config: HubConfig, user_id: int) -> None:
         )
 
 
+#: Both sums in one prepared statement: every update a participant sends checks it.
+_STORED_BYTES = select(
+    select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.uploaded_by == bindparam("user_id")).scalar_subquery(),
+    select(func.coalesce(func.sum(Upload.size), 0)).where(Upload.created_by == bindparam("user_id")).scalar_subquery(),
+)
+
+
 def stored_bytes(s: Session, user_id: int) -> int:
     """Bytes this user stores: blobs they uploaded (per task) and uploads they opened."""
-    blobs = s.scalar(select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.uploaded_by == user_id)) or 0
-    uploads = s.scalar(select(func.coalesce(func.sum(Upload.size), 0)).where(Upload.created_by == user_id)) or 0
-    return int(blobs) + int(uploads)
+    blobs, uploads = s.connection().execute(_STORED_BYTES, {"user_id": user_id}).one()
+    return int(blobs or 0) + int(uploads or 0)
 
 
 def check_stored_bytes(s: Session, config: HubConfig, user_id: int, adding: int) -> None:
