@@ -27,6 +27,7 @@ from fedpact.common.allocator import keep_freed_memory
 from fedpact.hub.app import create_app
 from fedpact.hub.config import SETTINGS, HubConfig
 from fedpact.hub.logs import uvicorn_log_config
+from fedpact.hub.protocol import lean_protocol
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8470
@@ -43,6 +44,7 @@ def serve(config: HubConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT)
         host=host,
         port=port,
         log_level="info",
+        http=lean_protocol(),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         ssl_certfile=_path(config.tls_cert),
         ssl_keyfile=_path(config.tls_key),
@@ -114,6 +116,7 @@ class EmbeddedHub:
                 self.app,
                 log_level="warning",
                 access_log=False,
+                http=lean_protocol(),
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
                 ssl_certfile=_path(self.config.tls_cert),
                 ssl_keyfile=_path(self.config.tls_key),
