@@ -187,28 +187,40 @@ def reclaim_finished_rounds(db: Database, store: BlobStore, task_id: int, cutoff
                            .limit(1)).first()
         if latest is not None:
             keep |= _checkpoint_blobs(latest)
-        for sha in sorted(sha for sha, finished in named.items() if finished and sha not in keep):
-            gone = s.execute(delete(Blob).where(Blob.task_id == task_id, Blob.sha256 == sha,
+        # A statement per batch, not per blob: the pass holds the task's message lock (and on
+        # SQLite the write lock) throughout, and a round's updates wait for it.
+        finished = sorted(sha for sha, only_finished in named.items() if only_finished and sha not in keep)
+        for i in range(0, len(finished), 500):
+            some = finished[i:i + 500]
+            gone = s.execute(delete(Blob).where(Blob.task_id == task_id, Blob.sha256.in_(some),
                                                 Blob.created_at < cutoff))
-            if cast(CursorResult[Any], gone).rowcount:
-                dropped.append((sha, rows[sha]))
-                report.task_refs += 1
+            report.task_refs += cast(CursorResult[Any], gone).rowcount
+            # A row renewed meanwhile (PostgreSQL) was not deleted: it still holds its bytes,
+            # which the check below sees.
+            dropped.extend((sha, rows[sha]) for sha in some)
         s.commit()
     if dropped:
         # Checked and deleted under one write session: an upload of the same content commits under it too (SQLite).
         with db.session() as s:
-            for sha, size in dropped:
-                if _unreferenced(s, sha):
+            for i in range(0, len(dropped), 500):
+                sizes = dict(dropped[i:i + 500])
+                for sha in sorted(_unreferenced_among(s, list(sizes))):
                     store.delete(sha)
                     report.blobs.append(sha)
-                    report.bytes += size
+                    report.bytes += sizes[sha]
     return report
 
 
 def _unreferenced(s: Session, sha256: str) -> bool:
     """Whether no task and no stored model holds ``sha256`` (checked under the write session)."""
-    used = s.scalars(select(Blob.id).where(Blob.sha256 == sha256).limit(1)).first()
-    return used is None and s.scalars(select(StoredModel.id).where(StoredModel.sha256 == sha256).limit(1)).first() is None
+    return bool(_unreferenced_among(s, [sha256]))
+
+
+def _unreferenced_among(s: Session, shas: list[str]) -> set[str]:
+    """Those of ``shas`` that no task and no stored model holds (checked under the write session)."""
+    held = set(s.scalars(select(Blob.sha256).where(Blob.sha256.in_(shas))))
+    held |= set(s.scalars(select(StoredModel.sha256).where(StoredModel.sha256.in_(shas))))
+    return set(shas) - held
 
 
 def expire_uploads(db: Database, store: BlobStore, ttl_s: float) -> int:
