@@ -56,21 +56,22 @@ class LocalBlobStore(BlobStore):
     def local_token(self) -> str:
         """This directory's token, made once and then kept: whoever can read it reads this directory.
 
-        Written to a temporary name and renamed, so replicas sharing the directory that
-        start together agree on one token (the last rename wins, and each reads it back).
+        Written whole to a temporary name, then hard-linked to its name, which fails if the
+        name exists: threads and replicas sharing the directory that get here together all
+        end up with the one token that was linked first.
         """
         if self._token is None:
             path = self.blobs_dir / TOKEN_FILE
-            try:
-                token = path.read_text().strip()
-            except FileNotFoundError:
-                token = ""
-            if not token:
+            if not path.exists():
                 tmp = self.blobs_dir / f"{TOKEN_FILE}.{secrets.token_hex(8)}"
                 tmp.write_text(secrets.token_hex(32))
-                os.replace(tmp, path)
-                token = path.read_text().strip()
-            self._token = token
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    pass
+                finally:
+                    tmp.unlink()
+            self._token = path.read_text().strip()
         return self._token
 
     def blob_path(self, sha256: str) -> Path:
