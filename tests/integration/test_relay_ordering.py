@@ -10,6 +10,7 @@ would be missed for good and the test would see it.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -171,3 +172,34 @@ def test_message_ids_become_visible_in_order_under_concurrent_inserts_on_postgre
     assert len(everything) == SENDERS * PER_SENDER * 2
     assert sorted(set(everything) - set(seen)) == [], "the cursor moved past messages that committed later"
     assert seen == sorted(set(seen))
+
+
+def test_a_raw_message_takes_its_tasks_lock_once_on_postgresql(tmp_path: Path) -> None:
+    """The raw-message route locks the task before its blob row (the reclaiming pass's
+    order) and inserts the message under that same lock, not a second one."""
+    from sqlalchemy import event
+
+    from fedpact.client.hub import HubClient
+
+    with postgres_database() as url, EmbeddedHub(config=fast_config(tmp_path / "hub", database_url=url)) as hub:
+        api = Api(hub.url)
+        alice, bob = api.user("alice"), api.user("bob")
+        task = alice.create_task()["name"]
+        bob.join(task)
+        locks: list[str] = []
+
+        def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+            if "pg_advisory_xact_lock" in statement:
+                locks.append(statement)
+
+        engine = hub.app.state.hub.db.engine
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            with HubClient(hub.url, bob.token) as c:
+                sent = c.send(task, sender=f"participant/{bob.name}", recipient="aggregator", kind="update",
+                              round=1, payload=os.urandom(400_000))  # above the inline limit: a raw message
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert sent["blob"] is not None
+        assert len(locks) == 1, locks
+        api.close()

@@ -319,7 +319,7 @@ async def post_raw_message(
             "round": head.round, "headers": {}, "payload": None, "blob_sha256": sha256, "blob_size": size,
             "idempotency_key": idempotency_key, "created_at": utcnow(),
         }
-        new_id, raced = _insert(s, values)
+        new_id, raced = _insert(s, values, locked=True)
         if raced is not None:
             return raced, True
         return MessageOut(
@@ -344,15 +344,17 @@ async def post_raw_message(
     return out
 
 
-def _insert(s: Session, values: dict[str, Any]) -> tuple[int, MessageOut | None]:
+def _insert(s: Session, values: dict[str, Any], *, locked: bool = False) -> tuple[int, MessageOut | None]:
     """Insert a message row under its task's lock: (its id, None), or (0, the earlier message)
     when the same idempotency key raced in from another request (another replica).
 
     A Core INSERT: the ORM's unit of work costs more than the rest of the route. On SQLite
     the group commit's one writer already checked the key, so the insert cannot collide and
-    needs no savepoint of its own.
+    needs no savepoint of its own. ``locked``: the caller holds the task's message lock
+    already (on PostgreSQL, taking it again is a round trip while holding it).
     """
-    lock_task_messages(s, values["task_id"])
+    if not locked:
+        lock_task_messages(s, values["task_id"])
     conn = s.connection()
     try:
         if conn.dialect.name == "sqlite":
