@@ -26,6 +26,7 @@ import random
 import re
 import ssl
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -315,6 +316,7 @@ class HubClient:
         self.local_blob_tasks: set[str] = set()
         self._local: LocalBlobs | None = None
         self._local_asked = False
+        self._local_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------
     def close(self) -> None:
@@ -838,15 +840,22 @@ class HubClient:
         self.local_blob_tasks.add(str(task))
 
     def _local_dir(self) -> LocalBlobs | None:
-        """The hub's blob directory if this process can read it; asked once per client."""
-        if not self._local_asked:
-            self._local_asked = True
-            if on_this_machine(self.url):
-                try:
-                    answer = self._call("GET", "/blobstore/local")
-                except HubError:
-                    answer = None  # a store elsewhere (S3), a remote caller, or an older hub
-                self._local = LocalBlobs.verify(answer) if isinstance(answer, dict) else None
+        """The hub's blob directory if this process can read it; asked once per client.
+
+        Under a lock: the aggregator's first downloads start together, and one that found
+        the question asked but not yet answered would go to the hub.
+        """
+        if self._local_asked:
+            return self._local
+        with self._local_lock:
+            if not self._local_asked:
+                if on_this_machine(self.url):
+                    try:
+                        answer = self._call("GET", "/blobstore/local")
+                    except HubError:
+                        answer = None  # a store elsewhere (S3), a remote caller, or an older hub
+                    self._local = LocalBlobs.verify(answer) if isinstance(answer, dict) else None
+                self._local_asked = True
         return self._local
 
     def _read_local(self, path: str, sha256: str, sink: BinaryIO | TensorSink, progress: ProgressFn | None) -> bool:
