@@ -14,24 +14,18 @@ usual, which also answers what a missing file means.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from fedpact.common.errors import FedpactError
+from fedpact.common.net import is_loopback
 
 
 def on_this_machine(url: str) -> bool:
     """Whether ``url`` names a loopback address: the only hubs worth asking for their directory."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urlsplit(url).hostname)
 
 
 class LocalBlobs:

@@ -17,12 +17,11 @@ read the hub's database next to it.
 
 from __future__ import annotations
 
-import ipaddress
-
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from fedpact.common.net import is_loopback
 from fedpact.hub.auth import CurrentUser, State
 from fedpact.hub.blobstore_local import TOKEN_FILE, LocalBlobStore
 
@@ -37,13 +36,6 @@ class LocalStore(BaseModel):
     token: str
 
 
-def _loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @router.get(
     "/blobstore/local",
     response_model=LocalStore,
@@ -54,7 +46,7 @@ async def local_store(request: Request, user: CurrentUser, state: State) -> Loca
     store = state.store
     if not isinstance(store, LocalBlobStore):
         raise HTTPException(404, f"this hub keeps its blobs in a {store.kind} store, not a local directory")
-    if not _loopback(request.client.host if request.client else None):
+    if not is_loopback(request.client.host if request.client else None):
         raise HTTPException(404, "the blob directory is offered only to clients on the hub's own machine")
     token = await run_in_threadpool(store.local_token)
     return LocalStore(blobs_dir=str(store.blobs_dir.resolve()), token_file=TOKEN_FILE, token=token)
