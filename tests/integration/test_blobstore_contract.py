@@ -70,6 +70,42 @@ def test_existing_content_is_kept_and_delete_is_idempotent(store: BlobStore, tmp
     assert digest not in {b.sha256 for b in store.iter_blobs()}
 
 
+def test_retire_hides_a_blob_at_once_and_its_call_frees_the_bytes(store: BlobStore, tmp_path: Path) -> None:
+    data = os.urandom(MIB + 5)
+    digest = sha(data)
+    other = b"stays " * 100
+    store.put_file(digest, staged(store, data, tmp_path))
+    store.put_file(sha(other), staged(store, other, tmp_path))
+    free = store.retire(digest)
+    assert not store.exists(digest) and store.size(digest) is None
+    assert {b.sha256 for b in store.iter_blobs()} == {sha(other)}
+    free()
+    free()  # freeing twice is harmless
+    assert not store.exists(digest)
+    store.retire(sha(b"never stored"))()  # nothing there: nothing to free, no error
+    assert b"".join(store.read_range(sha(other))) == other
+    if isinstance(store, LocalBlobStore):
+        assert not any(store.blobs_dir.rglob("*" + digest + "*")), "the file is gone from the disk"
+
+
+def test_a_local_reader_keeps_its_open_file_and_a_crash_leaves_nothing_retired(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs", tmp_path / "uploads")
+    data = os.urandom(2 * MIB)
+    digest = sha(data)
+    store.put_file(digest, staged(store, data, tmp_path))
+    with open(store.blob_path(digest), "rb") as reader:
+        head = reader.read(1000)
+        store.retire(digest)()
+        assert head + reader.read() == data, "a download in progress reads on, as after an unlink"
+    kept = os.urandom(1000)
+    store.put_file(sha(kept), staged(store, kept, tmp_path))
+    store.retire(sha(kept))  # the hub dies before it frees the bytes
+    assert any((tmp_path / "blobs" / "retired").iterdir())
+    reopened = LocalBlobStore(tmp_path / "blobs", tmp_path / "uploads")
+    assert not any((tmp_path / "blobs" / "retired").iterdir()) and not reopened.exists(sha(kept))
+    assert list(reopened.iter_blobs()) == []
+
+
 def test_iter_blobs_lists_every_blob_with_its_size(store: BlobStore, tmp_path: Path) -> None:
     contents = [b"a" * 10, b"b" * 2000, os.urandom(MIB)]
     for data in contents:

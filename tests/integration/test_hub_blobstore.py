@@ -335,6 +335,39 @@ def test_the_hub_reclaims_finished_rounds_as_rounds_open(blob_store_url: str | N
         api.close()
 
 
+def test_round_passes_are_spaced_by_what_they_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task opening rounds back to back gets a pass at once, then passes that take at most
+    ROUND_PASS_SHARE of the time: after a pass of d seconds the next waits d / share - d."""
+    import time
+
+    from fedpact.hub import blobgc
+
+    db = Database(f"sqlite:///{tmp_path / 'hub.db'}")
+    spans: list[tuple[float, float]] = []
+
+    def slow_pass(*_args: Any) -> blobgc.GcReport:  # a pass over a slow disk: the cost is what matters here
+        started = time.monotonic()
+        time.sleep(0.05)
+        spans.append((started, time.monotonic()))
+        return blobgc.GcReport()
+
+    monkeypatch.setattr(blobgc, "reclaim_finished_rounds", slow_pass)
+    gc = blobgc.Collector(db, open_blob_store(None, tmp_path), interval_s=3600, grace_s=3600, upload_ttl_s=3600)
+    gc.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(spans) < 3 and time.monotonic() < deadline:
+            gc.round_opened(7)  # a round every 10 ms
+            time.sleep(0.01)
+    finally:
+        gc.stop()
+        db.dispose()
+    assert len(spans) >= 3, spans
+    assert gc.round_passes == len(spans) and gc.round_pass_seconds >= 0.05 * len(spans)
+    for (start, end), (later, _) in zip(spans, spans[1:]):
+        assert later - end >= (end - start) * (1 / blobgc.ROUND_PASS_SHARE - 1), spans
+
+
 def test_gc_leaves_young_blobs_alone(env: Env) -> None:
     orphan = os.urandom(1000)
     env.store.put_stream(sha(orphan), io.BytesIO(orphan))

@@ -34,6 +34,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -55,6 +56,8 @@ from fedpact.hub.tables import (
 
 log = logging.getLogger("fedpact.hub.gc")
 OPEN = ("CREATED", "RUNNING")
+#: Most of the collector's time that reclaiming one task's finished rounds may take.
+ROUND_PASS_SHARE = 0.05
 #: A hub that has not yet seen a task open a round (it just started, or another replica
 #: took the earlier rounds) keeps what the task recorded in this many seconds before.
 FIRST_SEEN_MARGIN_S = 60.0
@@ -132,13 +135,15 @@ def collect(db: Database, store: BlobStore, *, grace_s: float, upload_ttl_s: flo
         referenced |= set(s.scalars(select(StoredModel.sha256).distinct()))
     candidates = [b for b in store.iter_blobs() if b.modified < wall_cutoff and b.sha256 not in referenced]
     for blob in candidates:
-        # Checked and deleted under the write session: an upload that records the same
+        # Checked and retired under the write session: an upload that records the same
         # content commits under it too (on SQLite), so it cannot slip in between.
         with db.session() as s:
-            if _unreferenced(s, blob.sha256):
-                store.delete(blob.sha256)
-                report.blobs.append(blob.sha256)
-                report.bytes += blob.size
+            if not _unreferenced(s, blob.sha256):
+                continue
+            free = store.retire(blob.sha256)
+        free()
+        report.blobs.append(blob.sha256)
+        report.bytes += blob.size
     report.uploads = expire_uploads(db, store, upload_ttl_s)
     return report
 
@@ -200,14 +205,18 @@ def reclaim_finished_rounds(db: Database, store: BlobStore, task_id: int, cutoff
             dropped.extend((sha, rows[sha]) for sha in some)
         s.commit()
     if dropped:
-        # Checked and deleted under one write session: an upload of the same content commits under it too (SQLite).
+        # Checked and retired under one write session: an upload of the same content commits
+        # under it too (SQLite). The bytes are freed after it, so writers do not wait for that.
+        frees: list[Callable[[], None]] = []
         with db.session() as s:
             for i in range(0, len(dropped), 500):
                 sizes = dict(dropped[i:i + 500])
                 for sha in sorted(_unreferenced_among(s, list(sizes))):
-                    store.delete(sha)
+                    frees.append(store.retire(sha))
                     report.blobs.append(sha)
                     report.bytes += sizes[sha]
+        for free in frees:
+            free()
     return report
 
 
@@ -252,12 +261,19 @@ def expire_uploads(db: Database, store: BlobStore, ttl_s: float) -> int:
 
 class Collector:
     """Runs :func:`collect` every ``interval_s`` in a thread, and soon after :meth:`request`;
-    :func:`reclaim_finished_rounds` for a task after :meth:`round_opened`, at most once
-    every ``round_every_s`` per task (a pass costs a few write transactions: at three
-    rounds a second it would take a tenth of the hub's time)."""
+    :func:`reclaim_finished_rounds` for a task after :meth:`round_opened`.
+
+    A task's round passes are spaced by their own cost: after a pass that took ``d``
+    seconds the next waits ``d * (1 / ROUND_PASS_SHARE - 1)`` (and at least
+    ``round_every_s``), so reclaiming takes at most ``ROUND_PASS_SHARE`` of the time while
+    a fast task's finished rounds still go within a round or two. Prompt matters beyond
+    disk space: a new file's page-cache pages come cheapest from pages just freed (a
+    virtual machine that hands freed memory back to its host makes every page touched
+    afresh cost a fault on the host, ten times the copy; docs/benchmarks.md, (k)).
+    """
 
     def __init__(self, db: Database, store: BlobStore, *, interval_s: float, grace_s: float, upload_ttl_s: float,
-                 round_grace_s: float = 1.0, round_every_s: float = 5.0):
+                 round_grace_s: float = 1.0, round_every_s: float = 0.0):
         self.db = db
         self.store = store
         self.interval_s = interval_s
@@ -274,9 +290,12 @@ class Collector:
         self._pending: dict[int, float] = {}
         #: When this hub saw each task open its latest round, and the round before it.
         self._opened: dict[int, tuple[datetime, datetime]] = {}
-        self._last_pass: dict[int, float] = {}
+        #: When each task's next round pass may run at the earliest (see the class docstring).
+        self._next_pass: dict[int, float] = {}
         self.passes = 0
         self.round_passes = 0
+        #: Seconds spent in round passes, all tasks together.
+        self.round_pass_seconds = 0.0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fedpact-blob-gc", daemon=True)
@@ -295,22 +314,32 @@ class Collector:
             # A task this hub has not seen open a round keeps what it recorded in the last minute.
             latest = self._opened[task_id][0] if task_id in self._opened else now - timedelta(seconds=FIRST_SEEN_MARGIN_S)
             self._opened[task_id] = (now, latest)
-            self._pending.setdefault(task_id, self._last_pass.get(task_id, -math.inf) + self.round_every_s)
+            self._pending.setdefault(task_id, self._next_pass.get(task_id, -math.inf))
             if len(self._opened) > 10_000:  # tasks that ended long ago
                 gone = next(iter(self._opened))
                 self._opened.pop(gone)
-                self._last_pass.pop(gone, None)
+                self._next_pass.pop(gone, None)
         self._wake.set()
 
     def reclaim_rounds(self, task_id: int) -> GcReport:
         """Reclaim the finished rounds of ``task_id``; what it recorded since the round before its latest stays."""
+        started = time.monotonic()
         with self._lock:
             self._pending.pop(task_id, None)
-            self._last_pass[task_id] = time.monotonic()
+            self._next_pass[task_id] = started + self.round_every_s
             unseen = datetime.now(UTC) - timedelta(seconds=FIRST_SEEN_MARGIN_S)
             before = self._opened[task_id][1] if task_id in self._opened else unseen
         cutoff = min(before, datetime.now(UTC) - timedelta(seconds=self.round_grace_s))
-        report = reclaim_finished_rounds(self.db, self.store, task_id, cutoff)
+        try:
+            report = reclaim_finished_rounds(self.db, self.store, task_id, cutoff)
+        finally:
+            ended = time.monotonic()
+            self.round_pass_seconds += ended - started
+            with self._lock:
+                spacing = max(self.round_every_s, (ended - started) * (1 / ROUND_PASS_SHARE - 1))
+                self._next_pass[task_id] = ended + spacing
+                if task_id in self._pending:  # a round opened during the pass: it waits its turn
+                    self._pending[task_id] = ended + spacing
         self.round_passes += 1
         if report.blobs or report.task_refs:
             log.debug("finished rounds of task %d: %d references, %d blobs (%d bytes) reclaimed",

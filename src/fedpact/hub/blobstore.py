@@ -19,7 +19,7 @@ import importlib
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -70,6 +70,10 @@ def check_sha(sha256: str) -> str:
     if not SHA256_RE.match(sha256):
         raise ValueError(f"not a lowercase hex sha256: {sha256!r}")
     return sha256
+
+
+def _nothing() -> None:
+    """What :meth:`BlobStore.retire` leaves to do when it removed the blob at once."""
 
 
 class BlobStore(ABC):
@@ -137,6 +141,18 @@ class BlobStore(ABC):
     @abstractmethod
     def delete(self, sha256: str) -> None:
         """Remove a blob; removing one that is not stored is not an error."""
+
+    def retire(self, sha256: str) -> Callable[[], None]:
+        """Make a blob unreadable now and return the call that frees its bytes.
+
+        Reclaiming checks that nothing references a blob and removes it under a write
+        session (an upload of the same content must not commit in between); only the cheap
+        first half belongs there, and the returned call runs after the session ends. This
+        default removes the blob at once; the local store renames it out of the way, so
+        the slow part (unlinking a file of many pages) runs outside the session.
+        """
+        self.delete(sha256)
+        return _nothing
 
     @abstractmethod
     def iter_blobs(self) -> Iterator[StoredBlob]:

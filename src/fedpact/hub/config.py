@@ -94,8 +94,9 @@ class HubConfig:
     #: A running task's finished rounds are reclaimed as soon as a new round opens, except
     #: what the task recorded within this many seconds (or since its previous new round).
     gc_round_grace_s: float = 1.0
-    #: ... at most once every this many seconds per task (each pass costs a few writes).
-    gc_round_every_s: float = 5.0
+    #: ... at most once every this many seconds per task; passes are also spaced so that
+    #: they take at most 5% of the time (hub.blobgc.Collector), which is what paces them.
+    gc_round_every_s: float = 0.0
     #: Uploads untouched this long are abandoned and dropped.
     upload_ttl_s: float = 24 * 3600.0
 
