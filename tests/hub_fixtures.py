@@ -161,6 +161,24 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedHub]:
         yield h
 
 
+#: The databases a module's ``hub`` runs on when it overrides the fixture with
+#: :func:`hub_on`: the relay's writes take a different path on each.
+DATABASES = ["sqlite", "postgresql"]
+
+
+def hub_on(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedHub]:
+    """An embedded hub on SQLite, or on a new PostgreSQL database dropped afterwards."""
+    from services import postgres_database
+
+    data_dir = tmp_path_factory.mktemp("hub")
+    if database == "sqlite":
+        with EmbeddedHub(config=fast_config(data_dir)) as h:
+            yield h
+        return
+    with postgres_database() as url, EmbeddedHub(config=fast_config(data_dir, database_url=url)) as h:
+        yield h
+
+
 @pytest.fixture
 def api(hub: EmbeddedHub) -> Iterator[Api]:
     a = Api(hub.url)

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fedpact.hub import EmbeddedHub  # noqa: E402
-from hub_fixtures import Api, User, api, fast_config, hub, sha, task_with_members  # noqa: E402,F401
+from hub_fixtures import DATABASES, Api, User, api, fast_config, hub_on, sha, task_with_members  # noqa: E402,F401
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedHub]:
+    """Every test of this module on SQLite and on PostgreSQL, whose relay writes take another path."""
+    yield from hub_on(request.param, tmp_path_factory)
+
 
 Members = tuple[User, User, User, dict[str, Any]]
 OCTETS = {"content-type": "application/octet-stream"}

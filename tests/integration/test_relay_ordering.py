@@ -25,7 +25,8 @@ from sqlalchemy import select
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fedpact.hub import EmbeddedHub
 from fedpact.hub.db import Database, lock_task_messages
-from fedpact.hub.tables import Message, Task
+from fedpact.hub.inserts import INSERT_MESSAGE, INSERT_MESSAGE_AND_BLOB
+from fedpact.hub.tables import Blob, Message, Task, utcnow
 from fedpact.hub.tables import User as UserRow
 from hub_fixtures import Api, User, fast_config
 from services import postgres_database
@@ -59,7 +60,10 @@ def _user_on(apis: list[Api], prefix: str, replica: int) -> User:
                 creators=apis[0].creators)
 
 
-def test_concurrent_senders_reach_a_cursor_reader_exactly_once_in_order(replicas: list[Api]) -> None:
+@pytest.mark.parametrize("route", ["json", "raw"])
+def test_concurrent_senders_reach_a_cursor_reader_exactly_once_in_order(replicas: list[Api], route: str) -> None:
+    """``json``: POST .../messages; ``raw``: POST .../messages/raw, whose body becomes a blob
+    (on PostgreSQL the lock, the blob row and the message are one statement)."""
     apis = replicas
     alice = apis[0].user("alice")
     task = alice.create_task()["name"]
@@ -74,7 +78,13 @@ def test_concurrent_senders_reach_a_cursor_reader_exactly_once_in_order(replicas
     def send(user: User) -> None:
         start.wait()
         for k in range(PER_SENDER):
-            r = user.send(task, f"participant/{user.name}", "aggregator", kind="note", headers={"k": str(k)})
+            if route == "json":
+                r = user.send(task, f"participant/{user.name}", "aggregator", kind="note", round=k)
+            else:
+                r = user.http.post(f"/tasks/{task}/messages/raw", content=f"{user.name} {k}".encode() * 50,
+                                   params={"sender": f"participant/{user.name}", "recipient": "aggregator",
+                                           "kind": "note", "round": k},
+                                   headers={"content-type": "application/octet-stream"})  # fmt: skip
             if r.status_code != 201:
                 errors.append(f"{user.name} #{k}: {r.status_code} {r.text}")
 
@@ -119,11 +129,12 @@ def test_concurrent_senders_reach_a_cursor_reader_exactly_once_in_order(replicas
         assert len(ids) == len(set(ids)), "a reader got a message twice"
         assert ids == sorted(ids), "a reader got messages out of id order"
         for user in senders:
-            mine = [int(m["headers"]["k"]) for m in seen if m["sender"] == f"participant/{user.name}"]
+            mine = [m["round"] for m in seen if m["sender"] == f"participant/{user.name}"]
             assert mine == list(range(PER_SENDER)), f"{user.name}'s messages arrived as {mine}"
 
 
-def test_message_ids_become_visible_in_order_under_concurrent_inserts_on_postgresql() -> None:
+@pytest.mark.parametrize("insert", ["lock, then insert", "one statement", "one statement with a blob row"])
+def test_message_ids_become_visible_in_order_under_concurrent_inserts_on_postgresql(insert: str) -> None:
     """The ordering argument of ``tables.Message`` on its own, without HTTP in between.
 
     Through HTTP a reader samples the database a few hundred times; here it queries in a
@@ -141,19 +152,32 @@ def test_message_ids_become_visible_in_order_under_concurrent_inserts_on_postgre
                 task = Task(name="t", definition={}, status="CREATED", creator_id=user.id)
                 s.add(task)
                 s.commit()
-                task_id = task.id
+                task_id, user_id = task.id, user.id
             start = threading.Barrier(SENDERS + 1)
 
-            def insert(sender: int) -> None:
+            def send(sender: int) -> None:
                 start.wait()
                 for k in range(PER_SENDER * 2):
-                    with db.session() as s:
-                        lock_task_messages(s, task_id)
-                        s.add(Message(task_id=task_id, sender=f"participant/p{sender}", recipient="aggregator",
-                                      kind="note", headers={"k": str(k)}))
-                        s.commit()
+                    if insert == "lock, then insert":
+                        with db.session() as s:
+                            lock_task_messages(s, task_id)
+                            s.add(Message(task_id=task_id, sender=f"participant/p{sender}", recipient="aggregator",
+                                          kind="note", headers={"k": str(k)}))
+                            s.commit()
+                        continue
+                    digest = f"{sender:032x}{k:032x}"
+                    row = {"task_id": task_id, "sender": f"participant/p{sender}", "recipient": "aggregator",
+                           "kind": "note", "round": k, "headers": {}, "payload": None, "blob_sha256": None,
+                           "blob_size": None, "idempotency_key": None, "created_at": utcnow(),
+                           "uploaded_by": user_id, "shared": False}  # fmt: skip
+                    statement = INSERT_MESSAGE
+                    if insert == "one statement with a blob row":
+                        row |= {"blob_sha256": digest, "blob_size": 1}
+                        statement = INSERT_MESSAGE_AND_BLOB
+                    with db.statements() as s:
+                        assert s.connection().execute(statement, row).scalar() is not None
 
-            threads = [threading.Thread(target=insert, args=(i,), daemon=True) for i in range(SENDERS)]
+            threads = [threading.Thread(target=send, args=(i,), daemon=True) for i in range(SENDERS)]
             for t in threads:
                 t.start()
             start.wait()
@@ -172,6 +196,72 @@ def test_message_ids_become_visible_in_order_under_concurrent_inserts_on_postgre
     assert len(everything) == SENDERS * PER_SENDER * 2
     assert sorted(set(everything) - set(seen)) == [], "the cursor moved past messages that committed later"
     assert seen == sorted(set(seen))
+
+
+def test_the_one_statement_insert_does_nothing_for_a_taken_key_on_postgresql() -> None:
+    """The race that HTTP only sometimes produces, made on purpose: a retry's insert with the
+    sender's key inserts no message (its blob row, the same bytes, is the one already held),
+    and the route's answer is the first message."""
+    from fedpact.hub.routes.relay import _raced
+
+    with postgres_database() as url:
+        db = Database(url)
+        try:
+            with db.session() as s:
+                user = UserRow(name="alice", organisation="Org", password_hash="x")
+                s.add(user)
+                s.flush()
+                task = Task(name="t", definition={}, status="CREATED", creator_id=user.id)
+                s.add(task)
+                s.commit()
+            row = {"task_id": task.id, "sender": "participant/bob", "recipient": "aggregator", "kind": "update",
+                   "round": 1, "headers": {}, "payload": None, "blob_sha256": "a" * 64, "blob_size": 5,
+                   "idempotency_key": "round-1", "created_at": utcnow(), "uploaded_by": user.id, "shared": False}
+            with db.statements() as s:
+                first = s.connection().execute(INSERT_MESSAGE_AND_BLOB, row).scalar()
+                assert first is not None
+                assert s.connection().execute(INSERT_MESSAGE_AND_BLOB, row).scalar() is None
+                assert s.connection().execute(INSERT_MESSAGE, row).scalar() is None
+                assert _raced(s, row).id == first
+            with db.reading() as s:
+                assert list(s.scalars(select(Message.id).where(Message.task_id == task.id))) == [first]
+                held = sorted(s.scalars(select(Blob.sha256).where(Blob.task_id == task.id)))
+        finally:
+            db.dispose()
+    assert held == ["a" * 64]
+
+
+def test_a_raw_message_raced_by_its_own_retry_is_stored_once(replicas: list[Api]) -> None:
+    """Eight copies of one raw message with one idempotency key, sent at once through every
+    replica: one message, one blob row, every answer names it (all but one say replayed)."""
+    apis = replicas
+    alice = apis[0].user("alice")
+    task = alice.create_task()["name"]
+    bob = _user_on(apis, "bob", 0)
+    bob.join(task)
+    clients = [a.client(bob.token) for a in apis]
+    body = os.urandom(300_000)
+    start = threading.Barrier(8)
+    answers: list[Any] = []
+
+    def send(i: int) -> None:
+        start.wait()
+        answers.append(clients[i % len(clients)].post(
+            f"/tasks/{task}/messages/raw", content=body,
+            params={"sender": f"participant/{bob.name}", "recipient": "aggregator", "kind": "update", "round": 1},
+            headers={"content-type": "application/octet-stream", "Idempotency-Key": "round-1"}))  # fmt: skip
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [r.status_code for r in answers] == [201] * 8, [r.text for r in answers]
+    assert len({r.json()["id"] for r in answers}) == 1
+    assert sum(r.headers.get("idempotent-replayed") != "true" for r in answers) == 1
+    stored = alice.http.get(f"/tasks/{task}/mailbox/aggregator", params={"after": 0}).json()["messages"]
+    assert [m["id"] for m in stored] == [answers[0].json()["id"]]
+    assert alice.http.get(f"/tasks/{task}/blobs/{stored[0]['blob']['sha256']}").content == body
 
 
 def test_a_raw_message_takes_its_tasks_lock_once_on_postgresql(tmp_path: Path) -> None:

@@ -15,13 +15,16 @@ other and with the writer.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect, select, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fedpact.hub.tables import Task
@@ -34,6 +37,9 @@ MIGRATION_LOCK_SPACE = 0x666D
 #: First key of the PostgreSQL advisory locks that order a task's messages ("fp" in ASCII).
 MESSAGE_LOCK_SPACE = 0x6670
 _READ_ONLY = "fedpact_read_only"
+#: A pooled PostgreSQL connection idle longer than this is pinged before use (see make_engine).
+PING_AFTER_IDLE_S = 1.0
+_USED_AT = "fedpact_used_at"
 #: Most writes one group commit carries (see :class:`GroupCommit`).
 GROUP_COMMIT_MAX = 256
 T = TypeVar("T")
@@ -50,9 +56,42 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
         )
         _configure_sqlite(engine)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
+        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        _ping_idle_connections(engine)
     upgrade_schema(engine)
     return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Check a pooled connection before handing it out only if it sat idle for a while.
+
+    ``pool_pre_ping`` checks every checkout: a round trip (and, in the hub, a wait for the
+    GIL when it returns) before each of the two or three sessions of a relay request, a
+    third of the statements a round sent to PostgreSQL. A connection used within
+    ``PING_AFTER_IDLE_S`` is handed out as it is, as HikariCP does within its alive-bypass
+    window: if the server went away meanwhile, the statement that finds out fails, and
+    SQLAlchemy then discards every connection checked out before it, so the next sessions
+    reconnect. A dead connection found by the ping is replaced before anyone uses it.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connected(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_USED_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_USED_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _handed_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_USED_AT, -math.inf) < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as e:
+            if engine.dialect.is_disconnect(e, dbapi_conn, None):
+                raise DisconnectionError(f"a pooled connection was closed: {e}") from e
+            raise
 
 
 class SchemaError(RuntimeError):
@@ -149,6 +188,24 @@ class Database:
                 yield s
             finally:
                 s.rollback()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def statements(self) -> Iterator[Session]:
+        """A session in which every statement is its own transaction (PostgreSQL only).
+
+        For a write that is one statement (``hub.inserts``): it commits as it runs, with no
+        BEGIN before it and no COMMIT round trip after it, so the locks it takes are held
+        only while the database executes it.
+        """
+        if self.dialect != "postgresql":
+            raise RuntimeError("single-statement transactions are for PostgreSQL; SQLite writes go through write()")
+        with self._sessions() as s:
+            s.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            yield s
 
     async def write(self, job: Callable[[Session], T]) -> T:
         """Run ``job`` in a write transaction from the event loop, holding no request thread.

@@ -8,7 +8,9 @@ every status a route really answers.
 :class:`ErrorShieldMiddleware` sits inside Starlette's own error middleware. Starlette
 re-raises an unhandled exception after sending its 500, which makes uvicorn close the
 kept-alive connection; answering here instead keeps the connection usable. It also
-turns a full disk into 507 and over-deep JSON (a RecursionError while parsing) into 422.
+turns a full disk into 507, over-deep JSON (a RecursionError while parsing) into 422, and
+a database connection found dead mid-request into 503: the pool has already dropped it and
+every connection opened before it, so a retry gets a fresh one (``HubClient`` retries 503).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import logging
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("fedpact.hub")
 
 DISK_FULL = "the hub's disk is full: nothing was stored; retry later or tell the hub operator"
+CONNECTION_LOST = "the hub's connection to its database dropped (the database restarted?); it reconnects: retry"
 
 
 class ErrorOut(BaseModel):
@@ -45,7 +48,7 @@ _DESCRIPTIONS = {
     413: "too large: a request, a blob, or a quota on stored bytes (X-Fedpact-Limit names it)",
     422: "a field or parameter is invalid",
     429: "too many requests or a count quota reached (X-Fedpact-Limit names it; see Retry-After)",
-    503: "busy (password hashing) or starting up; retry after Retry-After",
+    503: "busy (password hashing), starting up, or its database connection dropped; retry after Retry-After",
     507: "the hub's disk is full",
 }
 
@@ -107,6 +110,10 @@ class ErrorShieldMiddleware:
             if is_disk_full(exc):
                 log.error("disk full in %s %s: %s", scope["method"], scope["path"], exc)
                 await _answer(send, 507, DISK_FULL)
+            elif isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                log.warning("database connection lost in %s %s (%s); the pool reconnects", scope["method"],
+                            scope["path"], exc.orig)
+                await _answer(send, 503, CONNECTION_LOST, {"retry-after": "0"})
             elif isinstance(exc, RecursionError):
                 await _answer(send, 422, "the JSON is nested too deeply: at most 32 levels are accepted")
             else:
@@ -118,13 +125,14 @@ class ErrorShieldMiddleware:
                 )
 
 
-async def _answer(send: Send, status: int, detail: str) -> None:
+async def _answer(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
+    extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra],
         }
     )
     await send({"type": "http.response.body", "body": body})

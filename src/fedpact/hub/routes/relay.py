@@ -33,6 +33,7 @@ from fedpact.hub.access import (
 )
 from fedpact.hub.auth import CurrentUser, Principal, State
 from fedpact.hub.db import lock_task_messages
+from fedpact.hub.inserts import INSERT_MESSAGE, INSERT_MESSAGE_AND_BLOB
 from fedpact.hub.notify import BROADCAST, PARTICIPANT_PREFIX
 from fedpact.hub.quotas import check_free_space, check_mailbox, check_stored_bytes
 from fedpact.hub.routes.blobs import declared_size, receive_verified, record_blob
@@ -303,34 +304,61 @@ async def post_raw_message(
         state.store.prepare(partial, sha256)  # a network upload, outside the write lock
         return sha256
 
+    def keyed_before(s: Session) -> MessageOut | None:
+        """The message this idempotency key already made: the body is dropped, nothing changes."""
+        if not idempotency_key or not _keyed(s, task_id, head.sender, idempotency_key):
+            return None
+        earlier = _by_key(s, task_id, head.sender, idempotency_key)
+        assert earlier is not None
+        state.store.discard(partial)
+        return message_out(earlier)
+
+    def message(new_id: int, values: dict[str, Any]) -> MessageOut:
+        return MessageOut(
+            id=new_id, task_id=task_id, sender=head.sender, recipient=head.recipient, kind=head.kind,
+            round=head.round, headers={}, payload=None, blob=BlobRef(sha256=sha256, size=size),
+            created_at=values["created_at"],
+        )
+
+    def values() -> dict[str, Any]:
+        return {
+            "task_id": task_id, "sender": head.sender, "recipient": head.recipient, "kind": head.kind,
+            "round": head.round, "headers": {}, "payload": None, "blob_sha256": sha256, "blob_size": size,
+            "idempotency_key": idempotency_key, "created_at": utcnow(),
+        }
+
     def store(s: Session) -> tuple[MessageOut, bool]:
-        if idempotency_key and _keyed(s, task_id, head.sender, idempotency_key):
-            earlier = _by_key(s, task_id, head.sender, idempotency_key)
-            assert earlier is not None
-            state.store.discard(partial)
-            return message_out(earlier), True
+        if (earlier := keyed_before(s)) is not None:
+            return earlier, True
         # The blob and the message that names it: one transaction, one commit. The task's
         # message lock comes first, as in a reclaiming pass (hub.blobgc), which holds it and
         # then deletes blob rows: renewing a row before taking it could wait in a cycle.
         lock_task_messages(s, task_id)
         record_blob(s, state, task_id, partial, sha256, size, user.id)
-        values: dict[str, Any] = {
-            "task_id": task_id, "sender": head.sender, "recipient": head.recipient, "kind": head.kind,
-            "round": head.round, "headers": {}, "payload": None, "blob_sha256": sha256, "blob_size": size,
-            "idempotency_key": idempotency_key, "created_at": utcnow(),
-        }
-        new_id, raced = _insert(s, values, locked=True)
+        row = values()
+        new_id, raced = _insert(s, row, locked=True)
         if raced is not None:
             return raced, True
-        return MessageOut(
-            id=new_id, task_id=task_id, sender=head.sender, recipient=head.recipient, kind=head.kind,
-            round=head.round, headers={}, payload=None, blob=BlobRef(sha256=sha256, size=size),
-            created_at=values["created_at"],
-        ), False
+        return message(new_id, row), False
+
+    def store_in_one_statement() -> tuple[MessageOut, bool]:
+        """PostgreSQL: the lock, the blob row and the message in one statement (``hub.inserts``)."""
+        with state.db.statements() as s:
+            if (earlier := keyed_before(s)) is not None:
+                return earlier, True
+            state.store.commit(partial, sha256)
+            row = values() | {"uploaded_by": user.id, "shared": False}
+            new_id = s.connection().execute(INSERT_MESSAGE_AND_BLOB, row).scalar()
+            if new_id is None:
+                return _raced(s, row), True
+            return message(new_id, row), False
 
     try:
         sha256 = await run_in_threadpool(stage)
-        out, replayed = await state.db.write(store)
+        if state.db.dialect == "postgresql":
+            out, replayed = await run_in_threadpool(store_in_one_statement)
+        else:
+            out, replayed = await state.db.write(store)
     except BaseException:
         state.store.discard(partial)
         raise
@@ -350,12 +378,16 @@ def _insert(s: Session, values: dict[str, Any], *, locked: bool = False) -> tupl
 
     A Core INSERT: the ORM's unit of work costs more than the rest of the route. On SQLite
     the group commit's one writer already checked the key, so the insert cannot collide and
-    needs no savepoint of its own. ``locked``: the caller holds the task's message lock
-    already (on PostgreSQL, taking it again is a round trip while holding it).
+    needs no savepoint of its own. On PostgreSQL the lock and the insert are one statement
+    (``hub.inserts``), so the lock is held for the COMMIT's round trip only. ``locked``: the
+    caller holds the task's message lock already (taking it again would cost a round trip).
     """
+    conn = s.connection()
+    if conn.dialect.name == "postgresql" and not locked:
+        new_id = conn.execute(INSERT_MESSAGE, values).scalar()
+        return (new_id, None) if new_id is not None else (0, _raced(s, values))
     if not locked:
         lock_task_messages(s, values["task_id"])
-    conn = s.connection()
     try:
         if conn.dialect.name == "sqlite":
             return conn.execute(_INSERT, values).scalar_one(), None
@@ -367,6 +399,14 @@ def _insert(s: Session, values: dict[str, Any], *, locked: bool = False) -> tupl
         if earlier is None:
             raise
         return 0, message_out(earlier)
+
+
+def _raced(s: Session, values: dict[str, Any]) -> MessageOut:
+    """The message that took this idempotency key first (``ON CONFLICT DO NOTHING`` inserted none)."""
+    earlier = _by_key(s, values["task_id"], values["sender"], values["idempotency_key"])
+    if earlier is None:  # only the key's unique constraint can make the insert do nothing
+        raise RuntimeError(f"a message insert into task {values['task_id']} did nothing, and no message holds its key")
+    return message_out(earlier)
 
 
 def _keyed(s: Session, task_id: int, sender: str, key: str) -> bool:
