@@ -86,6 +86,26 @@ def test_a_message_posted_on_one_replica_wakes_a_poll_on_the_other_through_the_b
     assert _notifier(hubs[1]).published >= 1 and _notifier(hubs[0]).received > received_before
 
 
+def test_a_replica_drops_its_own_wake_ups_coming_back_from_the_broker(
+    two_replicas: tuple[list[EmbeddedHub], list[Api]],
+) -> None:
+    """The fanout hands the publisher its own copy; it woke its readers before publishing,
+    so a second wake would only send them back to the database."""
+    hubs, (a, b) = two_replicas
+    alice = a.user("alice")
+    task = alice.create_task()["name"]
+    bob = a.user("bob")
+    bob.join(task)
+    bob_b = User(bob.name, bob.token, b.client(bob.token))
+    notifier_a, notifier_b = _notifier(hubs[0]), _notifier(hubs[1])
+    a_before, b_before, echoes_before = notifier_a.received, notifier_b.received, notifier_b.echoes
+    for k in range(3):
+        assert bob_b.send(task, f"participant/{bob.name}", "aggregator", kind="note", round=k).status_code == 201
+    wait_for(lambda: notifier_a.received >= a_before + 3 and notifier_b.echoes >= echoes_before + 3, 30,
+             "the three wake-ups to reach replica A, and their copies replica B")
+    assert notifier_b.received == b_before, "replica B woke its readers again with its own wake-ups"
+
+
 def test_while_the_broker_connection_is_cut_polls_fall_back_to_the_database_and_lose_nothing(
     two_replicas: tuple[list[EmbeddedHub], list[Api]],
 ) -> None:

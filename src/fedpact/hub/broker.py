@@ -2,7 +2,7 @@
 
 Every replica binds its own exclusive queue to one fanout exchange. A replica that commits
 a message wakes its own waiters at once and publishes the task id; every other replica
-consumes it and wakes its waiters for that task. The database stays the record of truth:
+consumes it and wakes its waiters for that task (the publisher drops its own copy). The database stays the record of truth:
 a wake-up only tells a waiting poll to query again, so a lost or duplicated wake-up costs
 latency, never a message. The same exchange carries token revocations (a logout), so
 every replica forgets a revoked token at once instead of when its token cache expires.
@@ -39,9 +39,13 @@ class BrokerNotifier(AsyncioNotifier):
         self.url = url
         self.reconnect_s = reconnect_s
         self.name = f"fedpact-hub {socket.gethostname()} pid {os.getpid()} {id(self):x}"
-        #: Wake-ups received from other replicas (or this one) through the broker.
+        #: Wake-ups received from other replicas through the broker.
         self.received = 0
         self.published = 0
+        #: This replica's own wake-ups coming back from the fanout, dropped: it woke its own
+        #: readers before it published (a second wake would send each waiting reader of
+        #: the message back to the database for nothing).
+        self.echoes = 0
         #: Times the connection was lost after it had been up.
         self.disconnects = 0
         self._up = False
@@ -86,6 +90,9 @@ class BrokerNotifier(AsyncioNotifier):
 
     async def _on_message(self, message: Any) -> None:
         """A wake-up is ``b"<task id>"`` or ``b"<task id> <recipient>"``; ``b"revoke <digest>"`` revokes a token."""
+        if message.app_id == self.name:
+            self.echoes += 1
+            return
         task, _, recipient = message.body.decode("utf-8", "replace").partition(" ")
         if task == REVOKE:
             if TOKEN_DIGEST.fullmatch(recipient):
@@ -142,7 +149,7 @@ class BrokerNotifier(AsyncioNotifier):
         import aio_pika
 
         try:
-            await self._exchange.publish(aio_pika.Message(body=body.encode()), routing_key="")
+            await self._exchange.publish(aio_pika.Message(body=body.encode(), app_id=self.name), routing_key="")
             self.published += 1
         except Exception as e:  # noqa: BLE001 - a lost wake-up only delays; the database has the message
             log.warning("could not publish %r to the other replicas (%s)", body.split(" ")[0], e)

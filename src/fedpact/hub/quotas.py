@@ -104,18 +104,18 @@ def _pending_bound(s: Session, task_id: int, recipient: str) -> int:
     """
     if recipient == BROADCAST:
         return INT_UNBOUNDED  # a broadcast's reader is every participant: count (the aggregator sends few)
-    conn = s.connection()
-    acked = conn.execute(_READER_CURSOR, {"task_id": task_id, "address": recipient}).scalar() or 0
-    newest = conn.execute(_NEWEST_ID).scalar() or 0
-    return max(0, newest - acked)
+    acked, newest = s.connection().execute(_BOUND, {"task_id": task_id, "address": recipient}).one()
+    return max(0, (newest or 0) - (acked or 0))
 
 
 INT_UNBOUNDED = 2**63
-# Built once: the relay's every message runs them.
-_READER_CURSOR = select(func.max(Cursor.cursor)).where(
-    Cursor.task_id == bindparam("task_id"), Cursor.address == bindparam("address")
+# Built once, both look-ups in one statement: the relay's every message runs it.
+_BOUND = select(
+    select(func.max(Cursor.cursor))
+    .where(Cursor.task_id == bindparam("task_id"), Cursor.address == bindparam("address"))
+    .scalar_subquery(),
+    select(func.max(Message.id)).scalar_subquery(),
 )
-_NEWEST_ID = select(func.max(Message.id))
 
 
 def check_mailbox(s: Session, config: HubConfig, task_id: int, recipient: str) -> None:

@@ -33,7 +33,7 @@ from fedpact.hub.access import (
 )
 from fedpact.hub.auth import CurrentUser, Principal, State
 from fedpact.hub.db import lock_task_messages
-from fedpact.hub.inserts import INSERT_MESSAGE, INSERT_MESSAGE_AND_BLOB
+from fedpact.hub.inserts import ADVANCE_CURSOR, INSERT_MESSAGE, INSERT_MESSAGE_AND_BLOB
 from fedpact.hub.notify import BROADCAST, PARTICIPANT_PREFIX
 from fedpact.hub.quotas import check_free_space, check_mailbox, check_stored_bytes
 from fedpact.hub.routes.blobs import declared_size, receive_verified, record_blob
@@ -344,8 +344,8 @@ async def post_raw_message(
     def store_in_one_statement() -> tuple[MessageOut, bool]:
         """PostgreSQL: the lock, the blob row and the message in one statement (``hub.inserts``)."""
         with state.db.statements() as s:
-            if (earlier := keyed_before(s)) is not None:
-                return earlier, True
+            # No second look for the key here (authorize() looked before the body came): a
+            # retry racing this request is what ON CONFLICT catches, one round trip fewer.
             state.store.commit(partial, sha256)
             row = values() | {"uploaded_by": user.id, "shared": False}
             new_id = s.connection().execute(INSERT_MESSAGE_AND_BLOB, row).scalar()
@@ -482,13 +482,24 @@ async def read_mailbox(
             page, more = page_after(s, row.id, start)
             return reader, start, page, more
 
-    def fetch() -> tuple[list[MessageOut], str, bool]:
+    def fetch(known: str) -> tuple[list[MessageOut], str, bool]:
+        """The next page; the task's status is read only when the page is empty (the wait
+        goes on unless the task ended): a page answers with ``known``, the status read when
+        the poll began, as the first page does."""
         with state.db.reading() as s:
+            page, more = page_after(s, reader.task_id, start)
+            if page:
+                return page, known, more
             status = s.connection().execute(_STATUS, {"task_id": reader.task_id}).scalar()
             if status is None:
                 raise HTTPException(404, f"task {task!r} was deleted")
-            page, more = page_after(s, reader.task_id, start)
             return page, status, more
+
+    def advance(cursor: int) -> None:
+        """PostgreSQL: the acknowledgement as one statement in autocommit (``hub.inserts``)."""
+        with state.db.statements() as s:
+            s.connection().execute(ADVANCE_CURSOR, {"b_task": reader.task_id, "b_address": address,
+                                                    "b_user": user.id, "b_cursor": cursor, "b_now": utcnow()})
 
     # A wait's mark must come before the query it follows, so that a message committed in
     # between wakes it. Clients poll by task id, which gives the mark before the first query;
@@ -498,12 +509,15 @@ async def read_mailbox(
     reader, start, messages, more = await run_in_threadpool(open_reader)
     if ack and after is not None and after > reader.acked:
         done = after
-        await state.db.write(lambda s: _store_cursor(s, reader.task_id, address, user.id, done))
+        if state.db.dialect == "postgresql":
+            await run_in_threadpool(advance, done)
+        else:
+            await state.db.write(lambda s: _store_cursor(s, reader.task_id, address, user.id, done))
     status = reader.status
     if mark is None:
         mark = state.notifier.mark(reader.task_id, address)
         if not messages and wait > 0:
-            messages, status, more = await run_in_threadpool(fetch)
+            messages, status, more = await run_in_threadpool(fetch, status)
     deadline = time.monotonic() + wait
     while True:
         remaining = deadline - time.monotonic()
@@ -518,7 +532,7 @@ async def read_mailbox(
         finally:
             state.metrics.waiting_polls.dec()
         mark = state.notifier.mark(reader.task_id, address)
-        messages, status, more = await run_in_threadpool(fetch)
+        messages, status, more = await run_in_threadpool(fetch, status)
 
 
 @router.post("/tasks/{task}/mailbox/{address:path}/ack", response_model=AckOut)
