@@ -33,7 +33,7 @@ test: $(TEST_INSTALLED) system-tools
 
 # ruff and mypy, configured in pyproject.toml ([tool.ruff], [tool.mypy]).
 lint: $(TEST_INSTALLED)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy src
 
 # Installs the Debian packages the tests drive when they are missing (as root, or with

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import scipy.linalg.blas as sblas
 
-        axpy_lib = os.path.basename(getattr(sblas, "_fblas").__file__)
+        axpy_lib = os.path.basename(sblas._fblas.__file__)
     except Exception:  # noqa: BLE001
         axpy_lib = "unknown"
     print(f"weighted_average: blocks of {BLOCK_ELEMENTS} elements, axpy from SciPy ({axpy_lib}); "

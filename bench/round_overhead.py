@@ -428,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
             "parameters": {"participants": a.participants, "rounds": a.rounds, "parameters": FEATURES * CLASSES + CLASSES,
                            "model": "softmax_regression", "features": FEATURES, "classes": CLASSES,
                            "participants_in_process": a.participants_in_process, "poll_wait": a.poll_wait,
-                           "hub": "HubProcess (separate OS process), " + ("PostgreSQL + RabbitMQ" if a.database_url else "SQLite") + " + blob files", "data_dir": str(data_dir),
+                           "hub": "HubProcess (separate OS process), "
+                                  + ("PostgreSQL + RabbitMQ" if a.database_url else "SQLite") + " + blob files",
+                           "data_dir": str(data_dir),
                            "profile": a.profile, "tag": a.tag},
             "status": result.status,
             "rounds_completed": result.rounds_completed,
@@ -715,7 +717,7 @@ def _print_profile(prof: cProfile.Profile, n: int = 25) -> list[dict[str, Any]]:
     print("top by cumulative time:")
     print("\n".join(s2.getvalue().splitlines()[:n + 12]))
     out = []
-    for (file, line, fn), (cc, nc, tt, ct, _) in sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:n]:  # type: ignore[attr-defined]
+    for (file, line, fn), (_cc, nc, tt, ct, _) in sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:n]:  # type: ignore[attr-defined]
         out.append({"function": f"{file}:{line}({fn})", "calls": nc, "tottime_s": tt, "cumtime_s": ct})
     return out
 
