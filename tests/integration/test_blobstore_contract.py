@@ -286,6 +286,12 @@ def test_the_generic_streamed_download_serves_whole_blobs_and_ranges(store: Blob
             r = await client.head(f"/{sha(data)}")
             assert r.status_code == 200 and r.headers["content-length"] == str(len(data)) and r.content == b""
             assert (await client.get(f"/{sha(b'absent')}")).status_code == 500
+            for past_the_end in (f"bytes={len(data)}-", f"bytes={len(data) + 10}-{len(data) + 20}"):
+                r = await client.get(f"/{sha(data)}", headers={"Range": past_the_end})
+                assert r.status_code == 416 and r.content == b"", past_the_end
+                assert r.headers["content-range"] == f"bytes */{len(data)}"
+            r = await client.get(f"/{sha(data)}", headers={"Range": "bytes=9-3"})  # not a range: ignored
+            assert r.status_code == 200 and r.content == data
 
     run_coroutine(check())
 

@@ -297,10 +297,15 @@ class StreamedBlob(Response):
         for name, value in scope.get("headers", []):
             if name == b"range":
                 m = re.fullmatch(r"bytes=(\d+)-(\d*)", value.decode("latin-1").strip())
-                if m and int(m.group(1)) < size:
-                    start = int(m.group(1))
-                    end = min(size, int(m.group(2)) + 1) if m.group(2) else size
-                    status = 206
+                if m is None or (m.group(2) and int(m.group(2)) < int(m.group(1))):
+                    continue  # not a single valid range: ignored, as RFC 9110 lets a server do
+                if int(m.group(1)) >= size:  # starts past the end: unsatisfiable, as the memory cache answers
+                    resp = Response(status_code=416, headers={"content-range": f"bytes */{size}"})
+                    await resp(scope, receive, send)
+                    return
+                start = int(m.group(1))
+                end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+                status = 206
         headers = dict(self.headers)
         headers["content-length"] = str(end - start)
         headers["accept-ranges"] = "bytes"
