@@ -208,15 +208,17 @@ def reclaim_finished_rounds(db: Database, store: BlobStore, task_id: int, cutoff
         # Checked and retired under one write session: an upload of the same content commits
         # under it too (SQLite). The bytes are freed after it, so writers do not wait for that.
         frees: list[Callable[[], None]] = []
-        with db.session() as s:
-            for i in range(0, len(dropped), 500):
-                sizes = dict(dropped[i:i + 500])
-                for sha in sorted(_unreferenced_among(s, list(sizes))):
-                    frees.append(store.retire(sha))
-                    report.blobs.append(sha)
-                    report.bytes += sizes[sha]
-        for free in frees:
-            free()
+        try:
+            with db.session() as s:
+                for i in range(0, len(dropped), 500):
+                    sizes = dict(dropped[i:i + 500])
+                    for sha in sorted(_unreferenced_among(s, list(sizes))):
+                        frees.append(store.retire(sha))
+                        report.blobs.append(sha)
+                        report.bytes += sizes[sha]
+        finally:  # what was retired goes even if a later batch failed
+            for free in frees:
+                free()
     return report
 
 

@@ -52,7 +52,8 @@ def _locked_insert(with_blob: bool) -> Insert:
                    _param(blobs, "size", "blob_size"), _param(blobs, "uploaded_by"), _param(blobs, "shared"),
                    _param(blobs, "created_at")).select_from(lock),
         )
-        # The task holds these bytes already: renew the row, as a first upload would write it.
+        # The task holds these bytes already: renew the row's age only (its uploader and
+        # sharing stay), as ``routes.blobs.record_blob`` does on SQLite.
         source = upsert.on_conflict_do_update(
             index_elements=["task_id", "sha256"], set_={"created_at": upsert.excluded.created_at}
         ).returning(Blob.id).cte("blob_row")
