@@ -133,6 +133,18 @@ def test_concurrent_senders_reach_a_cursor_reader_exactly_once_in_order(replicas
             assert mine == list(range(PER_SENDER)), f"{user.name}'s messages arrived as {mine}"
 
 
+def _a_task(db: Database) -> tuple[int, int]:
+    """A task and its creator, straight in the database: (task id, user id)."""
+    with db.session() as s:
+        user = UserRow(name="alice", organisation="Org", password_hash="x")
+        s.add(user)
+        s.flush()
+        task = Task(name="t", definition={}, status="CREATED", creator_id=user.id)
+        s.add(task)
+        s.commit()
+        return task.id, user.id
+
+
 @pytest.mark.parametrize("insert", ["lock, then insert", "one statement", "one statement with a blob row"])
 def test_message_ids_become_visible_in_order_under_concurrent_inserts_on_postgresql(insert: str) -> None:
     """The ordering argument of ``tables.Message`` on its own, without HTTP in between.
@@ -145,14 +157,7 @@ def test_message_ids_become_visible_in_order_under_concurrent_inserts_on_postgre
     with postgres_database() as url:
         db = Database(url)
         try:
-            with db.session() as s:
-                user = UserRow(name="alice", organisation="Org", password_hash="x")
-                s.add(user)
-                s.flush()
-                task = Task(name="t", definition={}, status="CREATED", creator_id=user.id)
-                s.add(task)
-                s.commit()
-                task_id, user_id = task.id, user.id
+            task_id, user_id = _a_task(db)
             start = threading.Barrier(SENDERS + 1)
 
             def send(sender: int) -> None:
@@ -207,16 +212,10 @@ def test_the_one_statement_insert_does_nothing_for_a_taken_key_on_postgresql() -
     with postgres_database() as url:
         db = Database(url)
         try:
-            with db.session() as s:
-                user = UserRow(name="alice", organisation="Org", password_hash="x")
-                s.add(user)
-                s.flush()
-                task = Task(name="t", definition={}, status="CREATED", creator_id=user.id)
-                s.add(task)
-                s.commit()
-            row = {"task_id": task.id, "sender": "participant/bob", "recipient": "aggregator", "kind": "update",
+            task_id, user_id = _a_task(db)
+            row = {"task_id": task_id, "sender": "participant/bob", "recipient": "aggregator", "kind": "update",
                    "round": 1, "headers": {}, "payload": None, "blob_sha256": "a" * 64, "blob_size": 5,
-                   "idempotency_key": "round-1", "created_at": utcnow(), "uploaded_by": user.id, "shared": False}
+                   "idempotency_key": "round-1", "created_at": utcnow(), "uploaded_by": user_id, "shared": False}
             with db.statements() as s:
                 first = s.connection().execute(INSERT_MESSAGE_AND_BLOB, row).scalar()
                 assert first is not None
@@ -224,8 +223,8 @@ def test_the_one_statement_insert_does_nothing_for_a_taken_key_on_postgresql() -
                 assert s.connection().execute(INSERT_MESSAGE, row).scalar() is None
                 assert _raced(s, row).id == first
             with db.reading() as s:
-                assert list(s.scalars(select(Message.id).where(Message.task_id == task.id))) == [first]
-                held = sorted(s.scalars(select(Blob.sha256).where(Blob.task_id == task.id)))
+                assert list(s.scalars(select(Message.id).where(Message.task_id == task_id))) == [first]
+                held = sorted(s.scalars(select(Blob.sha256).where(Blob.task_id == task_id)))
         finally:
             db.dispose()
     assert held == ["a" * 64]
