@@ -200,11 +200,11 @@ def test_an_aggregator_beside_the_hub_reads_every_update_from_the_files(tmp_path
 def test_the_directorys_token_is_made_once_by_whoever_comes_first(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from fedpact.hub.blobstore_local import LocalBlobStore
+    from fedpact.hub.blobstore_local import RETIRED_DIR, LocalBlobStore
 
     blobs = tmp_path / "blobs"
     stores = [LocalBlobStore(blobs, tmp_path / f"uploads-{i}") for i in range(8)]  # replicas sharing one directory
     with ThreadPoolExecutor(8) as pool:
         tokens = set(pool.map(lambda store: store.local_token(), stores))
     assert len(tokens) == 1 and (blobs / TOKEN_FILE).read_text() == tokens.pop()
-    assert sorted(p.name for p in blobs.iterdir()) == [TOKEN_FILE], "no temporary file is left behind"
+    assert sorted(p.name for p in blobs.iterdir()) == [TOKEN_FILE, RETIRED_DIR], "no temporary file is left behind"
