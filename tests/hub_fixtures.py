@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from fedpact.hub import EmbeddedHub, HubConfig
+from fedpact.hub.db import Database
 
 #: Cheap password hashing: the tests register and log in many users.
 FAST_HASH: dict[str, Any] = {"password_time_cost": 1, "password_memory_kib": 8192, "password_parallelism": 1}
@@ -159,6 +160,21 @@ class Api:
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedHub]:
     with EmbeddedHub(config=fast_config(tmp_path_factory.mktemp("hub"))) as h:
         yield h
+
+
+def task_in_database(db: Database, name: str = "t") -> tuple[int, int]:
+    """A CREATED task and its creator, written straight into a hub's database: (task id, user id)."""
+    from fedpact.hub.tables import Task
+    from fedpact.hub.tables import User as UserRow
+
+    with db.session() as s:
+        user = UserRow(name="alice", organisation="Org", password_hash="-")
+        s.add(user)
+        s.flush()
+        task = Task(name=name, definition={}, status="CREATED", creator_id=user.id)
+        s.add(task)
+        s.commit()
+        return task.id, user.id
 
 
 #: The databases a module's ``hub`` runs on when it overrides the fixture with

@@ -15,9 +15,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fedpact.hub import hosted_log
 from fedpact.hub.db import Database
-from fedpact.hub.tables import HostedWorker, Task, User
+from fedpact.hub.tables import HostedWorker
 from fedpact.hub.workers import WorkerManager
-from hub_fixtures import fast_config
+from hub_fixtures import fast_config, task_in_database
 
 
 def test_the_log_keeps_its_newest_bytes_at_stable_offsets_and_only_its_owner_writes_it(
@@ -27,14 +27,7 @@ def test_the_log_keeps_its_newest_bytes_at_stable_offsets_and_only_its_owner_wri
     monkeypatch.setattr(hosted_log, "LOG_CHUNK_BYTES", 512)
     db = Database(f"sqlite:///{tmp_path / 'hub.db'}")
     try:
-        with db.session() as s:
-            user = User(name="alice", organisation="Org", password_hash="-")
-            s.add(user)
-            s.flush()
-            task = Task(name="logged", definition={}, status="CREATED", creator_id=user.id)
-            s.add(task)
-            s.commit()
-            task_id = task.id
+        task_id, _ = task_in_database(db, "logged")
         owner = WorkerManager(fast_config(tmp_path / "replica-a"), db)
         reader = WorkerManager(fast_config(tmp_path / "replica-b"), db)
         assert reader.read_log(task_id, None, 100) == {"offset": 0, "next_offset": 0, "size": 0, "text": ""}

@@ -26,9 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fedpact.hub import EmbeddedHub
 from fedpact.hub.db import Database, lock_task_messages
 from fedpact.hub.inserts import INSERT_MESSAGE, INSERT_MESSAGE_AND_BLOB
-from fedpact.hub.tables import Blob, Message, Task, utcnow
-from fedpact.hub.tables import User as UserRow
-from hub_fixtures import Api, User, fast_config
+from fedpact.hub.tables import Blob, Message, utcnow
+from hub_fixtures import Api, User, fast_config, task_in_database
 from services import postgres_database
 
 SENDERS = 16
@@ -133,18 +132,6 @@ def test_concurrent_senders_reach_a_cursor_reader_exactly_once_in_order(replicas
             assert mine == list(range(PER_SENDER)), f"{user.name}'s messages arrived as {mine}"
 
 
-def _a_task(db: Database) -> tuple[int, int]:
-    """A task and its creator, straight in the database: (task id, user id)."""
-    with db.session() as s:
-        user = UserRow(name="alice", organisation="Org", password_hash="x")
-        s.add(user)
-        s.flush()
-        task = Task(name="t", definition={}, status="CREATED", creator_id=user.id)
-        s.add(task)
-        s.commit()
-        return task.id, user.id
-
-
 @pytest.mark.parametrize("insert", ["lock, then insert", "one statement", "one statement with a blob row"])
 def test_message_ids_become_visible_in_order_under_concurrent_inserts_on_postgresql(insert: str) -> None:
     """The ordering argument of ``tables.Message`` on its own, without HTTP in between.
@@ -157,7 +144,7 @@ def test_message_ids_become_visible_in_order_under_concurrent_inserts_on_postgre
     with postgres_database() as url:
         db = Database(url)
         try:
-            task_id, user_id = _a_task(db)
+            task_id, user_id = task_in_database(db)
             start = threading.Barrier(SENDERS + 1)
 
             def send(sender: int) -> None:
@@ -212,7 +199,7 @@ def test_the_one_statement_insert_does_nothing_for_a_taken_key_on_postgresql() -
     with postgres_database() as url:
         db = Database(url)
         try:
-            task_id, user_id = _a_task(db)
+            task_id, user_id = task_in_database(db)
             row = {"task_id": task_id, "sender": "participant/bob", "recipient": "aggregator", "kind": "update",
                    "round": 1, "headers": {}, "payload": None, "blob_sha256": "a" * 64, "blob_size": 5,
                    "idempotency_key": "round-1", "created_at": utcnow(), "uploaded_by": user_id, "shared": False}
