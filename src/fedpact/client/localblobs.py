@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
+from fedpact.common.digests import SHA256_RE
 from fedpact.common.errors import FedpactError
 from fedpact.common.net import is_loopback
 
@@ -58,7 +59,7 @@ class LocalBlobs:
 
     def open(self, sha256: str) -> BinaryIO | None:
         """The blob's file, open for reading, or None when this directory does not hold it."""
-        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+        if not SHA256_RE.fullmatch(sha256):
             raise FedpactError(f"not a sha256: {sha256!r}")
         try:
             return open(self.blobs_dir / sha256[:2] / sha256, "rb")

@@ -42,7 +42,8 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.orm import Session
 
-from fedpact.hub.blobstore import SHA256_RE, BlobStore
+from fedpact.common.digests import SHA256_RE
+from fedpact.hub.blobstore import BlobStore
 from fedpact.hub.db import Database, lock_task_messages
 from fedpact.hub.tables import (
     Blob,

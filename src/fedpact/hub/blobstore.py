@@ -26,8 +26,9 @@ from typing import BinaryIO
 
 from starlette.responses import FileResponse, Response
 
+from fedpact.common.digests import SHA256_RE
+
 CHUNK = 1024 * 1024
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 #: URL scheme -> "module:class" of the backend; a new backend is one file plus a line here.

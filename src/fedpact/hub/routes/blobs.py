@@ -30,10 +30,10 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from fedpact.common.digests import SHA256_RE
 from fedpact.hub.access import can_read_blob, find_task, find_task_ref, require_member
 from fedpact.hub.auth import CurrentUser, State
 from fedpact.hub.blobcache import MAX_ITEM_BYTES, MemoryBlob, Pieces
-from fedpact.hub.blobstore import SHA256_RE
 from fedpact.hub.errors import is_disk_full
 from fedpact.hub.quotas import check_free_space, check_stored_bytes, disk_full
 from fedpact.hub.schemas import (
