@@ -82,10 +82,10 @@ def _advance_cursor() -> Insert:
         index_elements=["task_id", "address", "user_id"],
         set_={"cursor": upsert.excluded.cursor, "updated_at": upsert.excluded.updated_at},
         where=Cursor.cursor < upsert.excluded.cursor,
-    )
+    ).returning(Cursor.cursor)
 
 
 #: A reader's stored cursor moved forward to ``b_cursor`` (created if it has none), never
-#: back: one statement where ``UPDATE``-else-``INSERT`` took a transaction of three round
-#: trips, on every poll that acknowledges.
+#: back. Returns the cursor it stored, or no row when the stored one was not behind. One
+#: statement where UPDATE-else-INSERT took up to three, on every poll that acknowledges.
 ADVANCE_CURSOR = _advance_cursor()

@@ -496,10 +496,9 @@ async def read_mailbox(
             return page, status, more
 
     def advance(cursor: int) -> None:
-        """PostgreSQL: the acknowledgement as one statement in autocommit (``hub.inserts``)."""
+        """PostgreSQL: the acknowledgement is one statement (:func:`_store_cursor`), run in autocommit."""
         with state.db.statements() as s:
-            s.connection().execute(ADVANCE_CURSOR, {"b_task": reader.task_id, "b_address": address,
-                                                    "b_user": user.id, "b_cursor": cursor, "b_now": utcnow()})
+            _store_cursor(s, reader.task_id, address, user.id, cursor)
 
     # A wait's mark must come before the query it follows, so that a message committed in
     # between wakes it. Clients poll by task id, which gives the mark before the first query;
@@ -554,12 +553,17 @@ def _check_ack_cursor(s: Session, task_id: int, address: str, cursor: int) -> No
 def _store_cursor(s: Session, task_id: int, address: str, user_id: int, cursor: int) -> int:
     """Move the stored cursor forward to ``cursor`` (never back); the stored value.
 
-    One UPDATE in the usual case (the reader's cursor exists and moves on): this runs once
-    per poll of every participant.
+    One statement in the usual case (the reader's cursor moves on): this runs once per poll
+    of every participant. On PostgreSQL an upsert (``hub.inserts``) also makes a missing
+    cursor; elsewhere an UPDATE, then an INSERT if there was none.
     """
     conn = s.connection()
     mine = {"b_task": task_id, "b_address": address, "b_user": user_id}
-    if conn.execute(_ADVANCE, {**mine, "b_cursor": cursor, "b_now": utcnow()}).rowcount:
+    moving = {**mine, "b_cursor": cursor, "b_now": utcnow()}
+    if conn.dialect.name == "postgresql":
+        if conn.execute(ADVANCE_CURSOR, moving).first() is not None:
+            return cursor
+    elif conn.execute(_ADVANCE, moving).rowcount:
         return cursor
     stored: int | None = conn.execute(_STORED_CURSOR, mine).scalar()
     if stored is None:
