@@ -329,7 +329,6 @@ class Collector:
         started = time.monotonic()
         with self._lock:
             self._pending.pop(task_id, None)
-            self._next_pass[task_id] = started + self.round_every_s
             unseen = datetime.now(UTC) - timedelta(seconds=FIRST_SEEN_MARGIN_S)
             before = self._opened[task_id][1] if task_id in self._opened else unseen
         cutoff = min(before, datetime.now(UTC) - timedelta(seconds=self.round_grace_s))

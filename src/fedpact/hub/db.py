@@ -165,7 +165,7 @@ class Database:
         # takes its own snapshot anyway, so nothing changes but the BEGIN and ROLLBACK round
         # trips each reading session would cost (two of a few per relay request).
         self._read_options: dict[str, Any] = {_READ_ONLY: True}
-        if self.engine.dialect.name == "postgresql":
+        if self.dialect == "postgresql":
             self._read_options["isolation_level"] = "AUTOCOMMIT"
 
     @contextmanager
