@@ -9,7 +9,7 @@ rounds, the hosted aggregator, who takes part) is for its creator and ADMITTED m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi import HTTPException
 from sqlalchemy import Select, bindparam, exists, or_, select
@@ -55,6 +55,8 @@ class TaskRef:
     #: The user whose membership was read with the task, and that membership (None: never asked).
     viewer: int | None = None
     viewer_membership: str | None = None
+    #: What a :class:`TaskRefQuery`'s own look-ups read, in its order.
+    extra: tuple[Any, ...] = ()
 
 
 def _task_filter(ref: str) -> ColumnElement[bool]:
@@ -83,32 +85,51 @@ def find_task(s: Session, ref: str, lock: bool = False) -> Task:
     return task
 
 
-def _task_ref_query(by_id: bool) -> Select[int, str, int, str, str]:
+def _task_ref_query(by_id: bool, extras: tuple[ColumnElement[Any], ...] = ()) -> Select[Any]:
     key = Task.id == bindparam("ref") if by_id else Task.name == bindparam("ref")
     return (
-        select(Task.id, Task.name, Task.creator_id, Task.status, Membership.status)
+        select(Task.id, Task.name, Task.creator_id, Task.status, Membership.status, *extras)
         .outerjoin(Membership, (Membership.task_id == Task.id) & (Membership.user_id == bindparam("viewer")))
         .where(key)
     )
 
 
-# Built once: building a statement per request costs more than running it (hub.routes.relay).
-_TASK_REF_BY_ID = _task_ref_query(by_id=True)
-_TASK_REF_BY_NAME = _task_ref_query(by_id=False)
+class TaskRefQuery:
+    """The statement of :func:`find_task_ref`, plus scalar subqueries a route reads with it.
+
+    Each is correlated to the task's row (``Task.id``), so it works whether the request named
+    the task by id or by name, and comes back in :attr:`TaskRef.extra`, in order. On
+    PostgreSQL every statement is a round trip, and on either database a statement's
+    execution costs the hub more Python than its query costs the database: a poll reads its
+    stored cursor, an update its quotas, in the statement that finds the task. Built once
+    per route, at import: building a statement per request costs more than running it.
+    """
+
+    def __init__(self, *extras: ColumnElement[Any]) -> None:
+        self.by_id = _task_ref_query(True, extras)
+        self.by_name = _task_ref_query(False, extras)
 
 
-def find_task_ref(s: Session, ref: str, viewer: int) -> TaskRef:
+#: The task and the viewer's membership, nothing more.
+TASK_REF = TaskRefQuery()
+
+
+def find_task_ref(s: Session, ref: str, viewer: int, query: TaskRefQuery = TASK_REF, **params: Any) -> TaskRef:
     """Like :func:`find_task`, for the relay's hot routes: the columns the checks need and
-    ``viewer``'s membership, in one query and without an ORM object."""
+    ``viewer``'s membership, in one query and without an ORM object. ``query`` adds a
+    route's own look-ups, bound by ``params``."""
     key: int | str
     if ref.isascii() and ref.isdigit():
-        statement, key = _TASK_REF_BY_ID, (int(ref) if len(ref) <= 18 else -1)
+        statement, key = query.by_id, (int(ref) if len(ref) <= 18 else -1)
     else:
-        statement, key = _TASK_REF_BY_NAME, ref
-    row = s.connection().execute(statement, {"ref": key, "viewer": viewer}).first()
+        statement, key = query.by_name, ref
+    row = s.connection().execute(statement, {**params, "ref": key, "viewer": viewer}).first()
     if row is None:
         raise _no_task(ref)
-    return TaskRef(id=row[0], name=row[1], creator_id=row[2], status=row[3], viewer=viewer, viewer_membership=row[4])
+    return TaskRef(
+        id=row[0], name=row[1], creator_id=row[2], status=row[3], viewer=viewer, viewer_membership=row[4],
+        extra=tuple(row[5:]),
+    )
 
 
 def _membership(s: Session, task: TaskLike, user_id: int) -> str | None:

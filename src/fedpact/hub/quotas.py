@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from fastapi import HTTPException
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ScalarSelect, bindparam, func, select
+from sqlalchemy.orm import QueryableAttribute, Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from fedpact.hub.config import HubConfig
 from fedpact.hub.tables import Blob, Cursor, Message, Task, Upload
@@ -41,11 +43,18 @@ def check_tasks(s: Session, config: HubConfig, user_id: int) -> None:
         )
 
 
+def stored_bytes_columns() -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
+    """The two sums :func:`stored_bytes` adds, as scalar subqueries bound by ``user_id``: a
+    route that reads other things in the same statement passes their sum to
+    :func:`check_stored_bytes` (``used``)."""
+    return (
+        select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.uploaded_by == bindparam("user_id")).scalar_subquery(),
+        select(func.coalesce(func.sum(Upload.size), 0)).where(Upload.created_by == bindparam("user_id")).scalar_subquery(),
+    )
+
+
 #: Both sums in one prepared statement: every update a participant sends checks it.
-_STORED_BYTES = select(
-    select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.uploaded_by == bindparam("user_id")).scalar_subquery(),
-    select(func.coalesce(func.sum(Upload.size), 0)).where(Upload.created_by == bindparam("user_id")).scalar_subquery(),
-)
+_STORED_BYTES = select(*stored_bytes_columns())
 
 
 def stored_bytes(s: Session, user_id: int) -> int:
@@ -54,11 +63,13 @@ def stored_bytes(s: Session, user_id: int) -> int:
     return int(blobs or 0) + int(uploads or 0)
 
 
-def check_stored_bytes(s: Session, config: HubConfig, user_id: int, adding: int) -> None:
+def check_stored_bytes(s: Session, config: HubConfig, user_id: int, adding: int, used: int | None = None) -> None:
+    """``used``: the user's stored bytes when the caller read them already (in the same transaction)."""
     limit = config.max_stored_bytes_per_user
     if limit <= 0:
         return
-    used = stored_bytes(s, user_id)
+    if used is None:
+        used = stored_bytes(s, user_id)
     if used + adding > limit:
         raise quota_exceeded(
             413,
@@ -94,35 +105,50 @@ def pending_after(s: Session, task_id: int, recipient: str, acked: int) -> int:
     )
 
 
-def _pending_bound(s: Session, task_id: int, recipient: str) -> int:
+def _pending_bound(s: Session, task_id: int, recipient: str, read: tuple[int | None, int | None] | None = None) -> int:
     """An upper bound on :func:`pending_messages` that costs two index look-ups, not a count.
 
     Ids are unique and increase, so a mailbox holds at most (newest id) - (its reader's
     cursor) unacknowledged messages. Counting them is linear in the queue: at a thousand
     participants every update would count the aggregator's queue of up to a thousand, a
-    cost per round that grows with the square of the participants.
+    cost per round that grows with the square of the participants. ``read``: the two
+    look-ups (:func:`mailbox_bound_columns`) when the caller made them already.
     """
     if recipient == BROADCAST:
         return INT_UNBOUNDED  # a broadcast's reader is every participant: count (the aggregator sends few)
-    acked, newest = s.connection().execute(_BOUND, {"task_id": task_id, "address": recipient}).one()
+    acked, newest = read if read is not None else s.connection().execute(
+        _BOUND, {"task_id": task_id, "address": recipient}
+    ).one()
     return max(0, (newest or 0) - (acked or 0))
 
 
 INT_UNBOUNDED = 2**63
+
+
+def mailbox_bound_columns(task_id: ColumnElement[int] | QueryableAttribute[int]) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
+    """The look-ups of :func:`_pending_bound` as scalar subqueries: the mailbox ``address``'s
+    reader's cursor in the task ``task_id`` (a column to correlate with, or a parameter),
+    and the newest message id."""
+    return (
+        select(func.max(Cursor.cursor))
+        .where(Cursor.task_id == task_id, Cursor.address == bindparam("address"))
+        .scalar_subquery(),
+        select(func.max(Message.id)).scalar_subquery(),
+    )
+
+
 # Built once, both look-ups in one statement: the relay's every message runs it.
-_BOUND = select(
-    select(func.max(Cursor.cursor))
-    .where(Cursor.task_id == bindparam("task_id"), Cursor.address == bindparam("address"))
-    .scalar_subquery(),
-    select(func.max(Message.id)).scalar_subquery(),
-)
+_BOUND = select(*mailbox_bound_columns(bindparam("task_id")))
 
 
-def check_mailbox(s: Session, config: HubConfig, task_id: int, recipient: str) -> None:
+def check_mailbox(
+    s: Session, config: HubConfig, task_id: int, recipient: str, bound: tuple[int | None, int | None] | None = None
+) -> None:
+    """``bound``: :func:`mailbox_bound_columns` as read by the caller in the same transaction."""
     limit = config.max_pending_messages
     if limit <= 0:
         return
-    if _pending_bound(s, task_id, recipient) < limit:
+    if _pending_bound(s, task_id, recipient, bound) < limit:
         return
     if pending_messages(s, task_id, recipient) >= limit:
         raise quota_exceeded(

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from fedpact.hub.access import (
     TERMINAL,
     TaskLike,
+    TaskRefQuery,
     find_task_ref,
     is_joined,
     require_member,
@@ -35,7 +36,13 @@ from fedpact.hub.auth import CurrentUser, Principal, State
 from fedpact.hub.db import lock_task_messages
 from fedpact.hub.inserts import ADVANCE_CURSOR, INSERT_MESSAGE, INSERT_MESSAGE_AND_BLOB
 from fedpact.hub.notify import BROADCAST, PARTICIPANT_PREFIX
-from fedpact.hub.quotas import check_free_space, check_mailbox, check_stored_bytes
+from fedpact.hub.quotas import (
+    check_free_space,
+    check_mailbox,
+    check_stored_bytes,
+    mailbox_bound_columns,
+    stored_bytes_columns,
+)
 from fedpact.hub.routes.blobs import declared_size, receive_verified, record_blob
 from fedpact.hub.schemas import (
     INT32_MAX,
@@ -87,6 +94,28 @@ _ADVANCE = (
 _NEWEST_FOR = select(func.max(Message.id)).where(
     Message.task_id == bindparam("task_id"), Message.recipient.in_(bindparam("recipients", expanding=True))
 )
+# A poll finds its task, the caller's membership and stored cursor (and, when it acknowledges,
+# the newest id it may acknowledge) in one statement.
+_STORED_FOR_VIEWER = (
+    select(Cursor.cursor)
+    .where(Cursor.task_id == Task.id, Cursor.address == bindparam("b_address"), Cursor.user_id == bindparam("viewer"))
+    .scalar_subquery()
+)
+_NEWEST_IN_TASK = (
+    select(func.max(Message.id))
+    .where(Message.task_id == Task.id, Message.recipient.in_(bindparam("recipients", expanding=True)))
+    .scalar_subquery()
+)
+_READER = TaskRefQuery(_STORED_FOR_VIEWER)
+_ACKING_READER = TaskRefQuery(_STORED_FOR_VIEWER, _NEWEST_IN_TASK)
+# An update finds its task with its idempotency key's message and the quotas' look-ups
+# (``hub.quotas``): one statement where there were four.
+_KEY_TAKEN = (
+    select(Message.id)
+    .where(Message.task_id == Task.id, Message.sender == bindparam("sender"), Message.idempotency_key == bindparam("key"))
+    .scalar_subquery()
+)
+_SENDER = TaskRefQuery(_KEY_TAKEN, *mailbox_bound_columns(Task.id), *stored_bytes_columns())
 
 
 def _page_out(row: Any) -> MessageOut:
@@ -281,14 +310,16 @@ async def post_raw_message(
 
     def authorize() -> tuple[int, MessageOut | None]:
         with state.db.reading() as s:
-            row = find_task_ref(s, task, user.id)
+            row = find_task_ref(s, task, user.id, _SENDER, sender=head.sender, key=idempotency_key,
+                                address=head.recipient, user_id=user.id)  # fmt: skip
             _authorize_send(s, row, user, head.sender, head.recipient)
-            if idempotency_key and _keyed(s, row.id, head.sender, idempotency_key):
+            keyed, acked, newest, blob_bytes, upload_bytes = row.extra
+            if idempotency_key and keyed is not None:
                 earlier = _by_key(s, row.id, head.sender, idempotency_key)
                 assert earlier is not None
                 return row.id, message_out(earlier)
-            check_mailbox(s, state.config, row.id, head.recipient)
-            check_stored_bytes(s, state.config, user.id, size)
+            check_mailbox(s, state.config, row.id, head.recipient, bound=(acked, newest))
+            check_stored_bytes(s, state.config, user.id, size, used=int(blob_bytes or 0) + int(upload_bytes or 0))
             check_free_space(state.config, size)
             return row.id, None
 
@@ -452,6 +483,7 @@ async def read_mailbox(
 
     recipients = _recipients(address)
     page_bytes = state.config.max_poll_bytes
+    acking = ack and after is not None
 
     def page_after(s: Session, task_id: int, start: int) -> tuple[list[MessageOut], bool]:
         rows = s.connection().execute(
@@ -471,13 +503,14 @@ async def read_mailbox(
     def open_reader() -> tuple[_Reader, int, list[MessageOut], bool]:
         """Authorise, read the stored cursor and the first page in one read transaction."""
         with state.db.reading() as s:
-            row = find_task_ref(s, task, user.id)
+            if acking:
+                row = find_task_ref(s, task, user.id, _ACKING_READER, b_address=address, recipients=list(recipients))
+            else:
+                row = find_task_ref(s, task, user.id, _READER, b_address=address)
             _authorize_read(s, row, user, address)
-            mine = {"b_task": row.id, "b_address": address, "b_user": user.id}
-            acked = s.connection().execute(_STORED_CURSOR, mine).scalar()
-            reader = _Reader(task_id=row.id, user_id=user.id, status=row.status, acked=acked or 0)
-            if ack and after is not None and after > reader.acked:
-                _check_ack_cursor(s, row.id, address, after)
+            reader = _Reader(task_id=row.id, user_id=user.id, status=row.status, acked=row.extra[0] or 0)
+            if acking and after is not None and after > reader.acked:
+                _check_newest(row.extra[1], address, after)
             start = reader.acked if after is None else after
             page, more = page_after(s, row.id, start)
             return reader, start, page, more
@@ -542,7 +575,12 @@ async def ack(task: str, address: str, body: AckIn, user: CurrentUser, state: St
 
 def _check_ack_cursor(s: Session, task_id: int, address: str, cursor: int) -> None:
     """Only ids the reader can have read may be acknowledged."""
-    newest = s.connection().execute(_NEWEST_FOR, {"task_id": task_id, "recipients": list(_recipients(address))}).scalar() or 0
+    newest = s.connection().execute(_NEWEST_FOR, {"task_id": task_id, "recipients": list(_recipients(address))}).scalar()
+    _check_newest(newest, address, cursor)
+
+
+def _check_newest(newest: int | None, address: str, cursor: int) -> None:
+    newest = newest or 0
     if cursor > newest:
         raise HTTPException(
             422,
