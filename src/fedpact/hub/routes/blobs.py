@@ -19,7 +19,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, NamedTuple
 
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from fedpact.common.digests import SHA256_RE
-from fedpact.hub.access import can_read_blob, find_task, find_task_ref, require_member
+from fedpact.hub.access import TaskRefQuery, can_read_blob, find_task, find_task_ref, require_member
 from fedpact.hub.auth import CurrentUser, State
 from fedpact.hub.blobcache import MAX_ITEM_BYTES, MemoryBlob, Pieces
 from fedpact.hub.errors import is_disk_full
@@ -436,9 +436,20 @@ def record_blob(s: Session, state: HubState, task_id: int, partial: str, sha256:
         conn.execute(_BLOB_RENEW, {"blob_id": held.id, "now": utcnow()})
 
 
-_BLOB_ACCESS = select(Blob.size, Blob.uploaded_by, Blob.shared).where(
-    Blob.task_id == bindparam("task_id"), Blob.sha256 == bindparam("sha256")
-)
+def _blob_column(column: Any) -> Any:
+    return select(column).where(Blob.task_id == Task.id, Blob.sha256 == bindparam("sha256")).scalar_subquery()
+
+
+# A download finds the task, the caller's membership and the blob's row in one statement:
+# every participant downloads each round's model, and the aggregator each update.
+_READ_BLOB = TaskRefQuery(_blob_column(Blob.size), _blob_column(Blob.uploaded_by), _blob_column(Blob.shared))
+
+
+class _BlobRow(NamedTuple):
+    """What deciding access needs of a blob's row (``access.BlobAccess``)."""
+
+    uploaded_by: int
+    shared: bool
 _BLOB_HELD = select(Blob.id).where(Blob.task_id == bindparam("task_id"), Blob.sha256 == bindparam("sha256"))
 _BLOB_INSERT = insert(Blob)
 _BLOB_RENEW = update(Blob).where(Blob.id == bindparam("blob_id")).values(created_at=bindparam("now"))
@@ -648,16 +659,13 @@ def _hash_and_write(digest: Any, f: BinaryIO, data: bytes | bytearray) -> None:
 @router.head("/tasks/{task}/blobs/{sha256}", response_class=FileResponse, operation_id="head_blob")
 def get_blob(task: str, sha256: str, user: CurrentUser, state: State) -> Response:
     _check_sha(sha256)
-    # Every participant downloads each round's model here, and the aggregator each update:
-    # the task, the caller's membership and the blob in two prepared look-ups.
     with state.db.reading() as s:
-        row = find_task_ref(s, task, user.id)
+        row = find_task_ref(s, task, user.id, _READ_BLOB, sha256=sha256)
         require_member(s, row, user, "read its blobs")
-        blob = s.connection().execute(_BLOB_ACCESS, {"task_id": row.id, "sha256": sha256}).first()
-        if blob is None:
+        size, uploaded_by, shared = row.extra
+        if size is None:
             raise HTTPException(404, f"no blob {sha256} in task {row.name!r}")
-        size = blob.size
-        if not can_read_blob(s, row, user, sha256, blob):
+        if not can_read_blob(s, row, user, sha256, _BlobRow(uploaded_by, bool(shared))):
             raise HTTPException(
                 403,
                 f"blob {sha256} of task {row.name!r} is not yours to read: a participant reads the blobs it uploaded, "
