@@ -16,6 +16,7 @@ deployed, Flower, ... ``--repeat`` times.
 
     .venv/bin/python bench/round_overhead_flower.py                  # 3 repeats x 10 rounds
     .venv/bin/python bench/round_overhead_flower.py --repeat 1 --no-deployed
+    .venv/bin/python bench/round_overhead_flower.py --warmup --repeat 4   # each engine once first, not counted
 """
 
 from __future__ import annotations
@@ -195,17 +196,20 @@ def main() -> int:
     ap.add_argument("--tag", default="")
     ap.add_argument("--baseline-src", default=None,
                     help="the src/ folder of another fedpact version: also run it (embedded) in the alternation")
+    ap.add_argument("--warmup", action="store_true",
+                    help="run each configuration once first and leave those runs out of the summary: the first run "
+                         "of each pays for pages and files the machine has not touched yet, whichever engine it is")
     a = ap.parse_args()
     facts = machine_facts()
     print(f"== round overhead vs Flower: {a.participants} participants x {FEATURES * CLASSES + CLASSES:,} float32, "
           f"{a.rounds} rounds, {a.repeat} repeats, load {os.getloadavg()} ==", flush=True)
     rows: list[dict[str, Any]] = []
-    for i in range(a.repeat):
+    for i in range(-1 if a.warmup else 0, a.repeat):
         order: list[tuple[str, bool | None, str | None]] = [("fedpact embedded", False, None), ("flower", None, None)]
         if a.baseline_src:
             order += [("fedpact embedded (baseline)", False, a.baseline_src)]
         if not a.no_deployed:
-            order += [("fedpact deployed", True, None), ("flower", None, None)]
+            order += [("fedpact deployed", True, None)] + ([] if i < 0 else [("flower", None, None)])
         for name, deployed, src in order:
             load = os.getloadavg()[0]
             t0 = time.perf_counter()
@@ -213,17 +217,19 @@ def main() -> int:
                 row = run_flower(a.rounds, a.participants)
             else:
                 row = run_fedpact(a.rounds, a.participants, deployed, f"vs-flower-{i}", src)
-            row |= {"repeat": i, "load_1min_before": load, "wall_s": time.perf_counter() - t0}
+            row |= {"repeat": i, "warmup": i < 0, "load_1min_before": load, "wall_s": time.perf_counter() - t0}
             rows.append(row)
             if "error" in row:
                 print(f"{name}: ERROR {row['error'][-1500:]}", flush=True)
             else:
                 cpu = ", ".join(f"{k} {v:.3f}" for k, v in row["cpu_s_per_round"].items())
                 print(f"{row['engine']:17s} {row['cycle_median_s']:.3f} s/round; CPU-s per round: {cpu} "
-                      f"(total {row['cpu_s_per_round_total']:.3f}); load {load:.1f}", flush=True)
+                      f"(total {row['cpu_s_per_round_total']:.3f}); load {load:.1f}{' (warm-up)' if i < 0 else ''}",
+                      flush=True)
     summary = []
-    for engine in sorted({r["engine"] for r in rows if "error" not in r}):
-        mine = [r for r in rows if r.get("engine") == engine and "error" not in r]
+    counted = [r for r in rows if "error" not in r and not r["warmup"]]
+    for engine in sorted({r["engine"] for r in counted}):
+        mine = [r for r in counted if r.get("engine") == engine]
         summary.append([engine, len(mine), f"{statistics.median(r['cycle_median_s'] for r in mine):.3f}",
                         ", ".join(f"{r['cycle_median_s']:.3f}" for r in mine),
                         f"{statistics.median(r['cpu_s_per_round_total'] for r in mine):.3f}"])
