@@ -72,12 +72,15 @@ def unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers=_BEARER_HINT)
 
 
-async def current_user(request: Request, state: Annotated[HubState, Depends(get_state)]) -> Principal:
+async def current_user(request: Request) -> Principal:
     """The caller, from the token cache on the event loop; the database (in the thread pool) only on a miss.
 
     Async because FastAPI runs a plain ``def`` dependency in the thread pool: one thread hop
     per request for what is, for a token seen in the last seconds, a dictionary look-up.
+    The hub's state comes from the app, not from a dependency of its own: FastAPI solves
+    every dependency on every request, and this one runs on all of them.
     """
+    state: HubState = request.app.state.hub
     header = request.headers.get("authorization")
     if not header:
         raise unauthorized(
