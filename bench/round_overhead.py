@@ -239,8 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="", help="suffix for the result file name")
     ap.add_argument("--database-url", default=None, help="deployed variant: e.g. postgresql+psycopg://postgres@127.0.0.1/DB")
     ap.add_argument("--broker-url", default=None, help="deployed variant: e.g. amqp://guest:guest@127.0.0.1:5672/")
+    ap.add_argument("--replicas", type=int, default=1,
+                    help="deployed variant: this many hub processes behind haproxy (deploy/haproxy.cfg, at most 3)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.replicas > 1 and not (a.database_url and a.broker_url):
+        ap.error("--replicas needs the deployed variant (--database-url and --broker-url)")
+    if not 1 <= a.replicas <= 3:
+        ap.error("--replicas is 1 to 3 (deploy/haproxy.cfg names three servers)")
 
     from fedpact.hub.config import HubConfig
     from fedpact.hub.server import HubProcess
@@ -250,20 +256,31 @@ def main(argv: list[str] | None = None) -> int:
           f"{a.rounds} rounds, hub process on loopback ==")
     print_machine(facts)
     data_dir = Path(tempfile.mkdtemp(prefix="fedpact-bench-"))
-    hub = HubProcess(config=HubConfig(data_dir=data_dir / "hub", database_url=a.database_url, broker_url=a.broker_url))
+    # Replicas share the database, the broker and the blob directory (one machine), as the
+    # replicas of docs/deploy.md share an object store; 10 connections each, as there.
+    config = HubConfig(data_dir=data_dir / "hub", database_url=a.database_url, broker_url=a.broker_url,
+                       **({"database_pool_size": 10} if a.replicas > 1 else {}))
+    replicas = [HubProcess(config=config) for _ in range(a.replicas)]
+    hub = replicas[0]
     t = time.perf_counter()
-    hub.start()
-    print(f"hub process pid {hub.pid} at {hub.url} (data {data_dir}), started in {time.perf_counter() - t:.1f} s")
+    for h in replicas:
+        h.start()
+    lb: subprocess.Popen[bytes] | None = None
+    hub_url = hub.url
+    if a.replicas > 1:
+        lb, hub_url = _start_haproxy(replicas, data_dir)
+    print(f"hub process pid {hub.pid if a.replicas == 1 else [h.pid for h in replicas]} at {hub_url} (data {data_dir}), started in "
+          f"{time.perf_counter() - t:.1f} s")
     worker: subprocess.Popen[str] | None = None
     try:
         t = time.perf_counter()
         names = ["alice"] + [f"p{k:02d}" for k in range(a.participants)]
         tokens: dict[str, str] = {}
         for name in names:
-            with HubClient(hub.url) as c:
+            with HubClient(hub_url) as c:
                 c.register(name, PASSWORD, "Bench")
                 tokens[name] = c.login(name, PASSWORD)
-        alice, agg_counter = counted_client(hub.url, tokens["alice"])
+        alice, agg_counter = counted_client(hub_url, tokens["alice"])
         task = f"bench-{int(time.time())}"
         alice.create_task(task, definition(a.rounds, a.participants), "round overhead benchmark")
         print(f"registered {len(names)} users and created task {task!r} in {time.perf_counter() - t:.1f} s")
@@ -271,21 +288,26 @@ def main(argv: list[str] | None = None) -> int:
         ptokens = [tokens[n] for n in names[1:]]
         in_process: dict[str, Any] = {}
         if a.participants_in_process:
-            th = threading.Thread(target=lambda: in_process.update(run_participants(hub.url, task, ptokens, a.poll_wait)),
+            th = threading.Thread(target=lambda: in_process.update(run_participants(hub_url, task, ptokens, a.poll_wait)),
                                   daemon=True)
             th.start()
         else:
             worker = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True)
             assert worker.stdin is not None
-            worker.stdin.write(json.dumps({"url": hub.url, "task": task, "tokens": ptokens, "poll_wait": a.poll_wait}))
+            worker.stdin.write(json.dumps({"url": hub_url, "task": task, "tokens": ptokens, "poll_wait": a.poll_wait}))
             worker.stdin.close()
 
         rec = Recorder()
         ends: dict[int, float] = {}
         agg_snap: dict[int, dict[str, int]] = {}
 
-        cpu_pids = {"hub": hub.pid, "aggregator (bench process)": os.getpid()}
+        cpu_pids: dict[str, int | tuple[int, ...] | None] = {
+            "hub": tuple(h.pid for h in replicas if h.pid is not None) if a.replicas > 1 else hub.pid,
+            "aggregator (bench process)": os.getpid(),
+        }
+        if lb is not None:
+            cpu_pids["load balancer (haproxy)"] = lb.pid
         if worker is not None:
             cpu_pids["participants (worker process)"] = worker.pid
         cpu_snap: dict[int, dict[str, float]] = {}
@@ -416,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         for w in rec.warnings:
             print(f"aggregator warning: {w}")
 
-        components = {} if a.no_components else _components(alice, a.participants, hub.pid)
+        components = {} if a.no_components else _components(alice, a.participants, hub.pid if a.replicas == 1 else None)
 
         hotspots = None
         if prof:
@@ -428,8 +450,10 @@ def main(argv: list[str] | None = None) -> int:
             "parameters": {"participants": a.participants, "rounds": a.rounds, "parameters": FEATURES * CLASSES + CLASSES,
                            "model": "softmax_regression", "features": FEATURES, "classes": CLASSES,
                            "participants_in_process": a.participants_in_process, "poll_wait": a.poll_wait,
-                           "hub": "HubProcess (separate OS process), "
+                           "hub": ("HubProcess (separate OS process), " if a.replicas == 1 else
+                                   f"{a.replicas} HubProcess replicas behind haproxy (deploy/haproxy.cfg), ")
                                   + ("PostgreSQL + RabbitMQ" if a.database_url else "SQLite") + " + blob files",
+                           "replicas": a.replicas,
                            "data_dir": str(data_dir),
                            "profile": a.profile, "tag": a.tag},
             "status": result.status,
@@ -465,7 +489,11 @@ def main(argv: list[str] | None = None) -> int:
         if worker is not None and worker.poll() is None:
             worker.kill()
             worker.wait()
-        hub.stop()
+        if lb is not None:
+            lb.terminate()
+            lb.wait(10)
+        for h in replicas:
+            h.stop()
         if not a.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -675,8 +703,38 @@ class _Breakdown:
         return dict(self.totals)
 
 
-def _cpu_seconds(pid: int | None) -> float:
-    """user + system CPU time of a process (all its threads), from /proc."""
+def _start_haproxy(replicas: list[Any], data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """haproxy with the shipped deploy/haproxy.cfg in front of the replicas (with two, the
+    third server line names the first again); its address once it routes."""
+    import httpx
+
+    from fedpact.hub.server import free_port
+
+    port = free_port()
+    env = {**os.environ, "FEDPACT_LB_BIND": f"127.0.0.1:{port}"}
+    for i in range(3):
+        env[f"FEDPACT_HUB{i + 1}"] = f"127.0.0.1:{replicas[i % len(replicas)].port}"
+    cfg = Path(__file__).resolve().parents[1] / "deploy" / "haproxy.cfg"
+    with open(data_dir / "haproxy.log", "wb") as log:
+        lb = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/api/v1/health", timeout=2).status_code == 200:
+                return lb, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or lb.poll() is not None:
+            lb.kill()
+            raise RuntimeError(f"haproxy did not route to the replicas; see {data_dir / 'haproxy.log'}")
+        time.sleep(0.2)
+
+
+def _cpu_seconds(pid: int | tuple[int, ...] | None) -> float:
+    """user + system CPU time of a process (all its threads), or of several summed, from /proc."""
+    if isinstance(pid, tuple):
+        return sum(_cpu_seconds(p) for p in pid)
     if pid is None:
         return float("nan")
     try:
