@@ -83,6 +83,12 @@ def test_pending_messages_per_mailbox(limited: Api) -> None:
     for i in range(3):
         assert bob.send(task, me, "aggregator", round=i).status_code == 201
     _refused(bob.send(task, me, "aggregator", round=3), 429, "max_pending_messages", 3)
+    # An update (the raw route reads the quota with its task, in one statement) is refused alike.
+    update = b"u" * 2000
+    r = bob.http.post(f"/tasks/{task}/messages/raw", params={"sender": me, "recipient": "aggregator", "kind": "update"},
+                      content=update, headers={"content-type": "application/octet-stream"})
+    _refused(r, 429, "max_pending_messages", 3)
+    assert alice.http.get(f"/tasks/{task}/blobs/{sha(update)}").status_code == 404
     page = alice.http.get(f"/tasks/{task}/mailbox/aggregator").json()
     assert [m["round"] for m in page["messages"]] == [0, 1, 2]
     # Once the aggregator has acknowledged them, the mailbox takes messages again.
