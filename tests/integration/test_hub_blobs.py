@@ -122,6 +122,22 @@ def test_sha256_mismatch_discards_the_upload(hub: EmbeddedHub, task_with_members
     assert not (hub.config.data_dir / "blobs" / claimed[:2] / claimed).exists()
 
 
+def test_a_blob_name_must_be_exactly_64_lowercase_hex_digits(hub: EmbeddedHub, task_with_members: Members) -> None:
+    alice, bob, carol, t = task_with_members
+    data = b"named by its sha256"
+    good = sha(data)
+    # A trailing newline (%0A in the path) once passed a `^...$` pattern used with match().
+    for bad in (good.upper(), good[:-1], good + "0", good + "%0A", "%0A" + good[1:]):
+        r = bob.http.put(f"/tasks/{t['name']}/blobs/{bad}", content=data, headers=OCTETS)
+        assert r.status_code == 422 and "is not a sha256" in r.json()["detail"], (bad, r.text)
+        for method in ("GET", "HEAD"):
+            assert bob.http.request(method, f"/tasks/{t['name']}/blobs/{bad}").status_code == 422, (method, bad)
+    assert head(bob, t["name"], good) == 404, "nothing was stored"
+    assert not (hub.config.data_dir / "blobs" / good[:2]).exists()
+    assert bob.http.put(f"/tasks/{t['name']}/blobs/{good}", content=data, headers=OCTETS).status_code == 201
+    assert bob.http.get(f"/tasks/{t['name']}/blobs/{good}").content == data
+
+
 def test_oversized_blobs_are_413(tmp_path: Path) -> None:
     with EmbeddedHub(config=fast_config(tmp_path, max_blob_bytes=1000)) as h:
         api = Api(h.url)

@@ -68,7 +68,7 @@ def redact(url: str) -> str:
 
 
 def check_sha(sha256: str) -> str:
-    if not SHA256_RE.match(sha256):
+    if not SHA256_RE.fullmatch(sha256):
         raise ValueError(f"not a lowercase hex sha256: {sha256!r}")
     return sha256
 

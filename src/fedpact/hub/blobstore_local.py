@@ -141,7 +141,7 @@ class LocalBlobStore(BlobStore):
             if not sub.is_dir():
                 continue
             for entry in os.scandir(sub.path):
-                if SHA256_RE.match(entry.name) and entry.is_file():
+                if SHA256_RE.fullmatch(entry.name) and entry.is_file():
                     try:
                         st = entry.stat()
                     except FileNotFoundError:

@@ -95,7 +95,7 @@ def _parts_gone(upload_id: str) -> HTTPException:
 
 
 def _check_sha(sha256: str) -> None:
-    if not SHA256_RE.match(sha256):
+    if not SHA256_RE.fullmatch(sha256):
         raise HTTPException(422, f"{sha256!r} is not a sha256: use 64 lowercase hex digits")
 
 
