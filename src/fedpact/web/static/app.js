@@ -349,7 +349,11 @@ async function pageTasks(params) {
     form, box, results,
   );
 
+  // A load that a newer one overtook (the filters changed while it was on its way) is
+  // dropped: answers can arrive out of order, and the older one would show stale rows.
+  let latest = 0;
   async function load() {
+    const ticket = ++latest;
     const { params: p } = parseHash();
     let out;
     try {
@@ -358,9 +362,10 @@ async function pageTasks(params) {
         mine: p.get("mine") === "true", joined: p.get("joined") === "true", limit: 200,
       });
     } catch (err) {
-      if (err.status !== 401) showError(box, err);
+      if (ticket === latest && err.status !== 401) showError(box, err);
       return;
     }
+    if (ticket !== latest) return;
     box.hidden = true;
     if (!out.items.length) {
       results.replaceChildren(h("p", { class: "empty" }, "No task matches. Change the filters, or create a task."));
