@@ -47,6 +47,21 @@ def shot(page: Any, artifacts: Path, name: str) -> None:
     page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
 
 
+#: A task definition the hub accepts, for tests about the pages rather than the training.
+SMALL_TASK = {"model": {"name": "softmax_regression"}, "data": {"features": 4, "classes": [0, 1]}}
+
+
+def registered(hub: EmbeddedHub, *names: str) -> dict[str, HubClient]:
+    """A logged-in client for each new user."""
+    clients = {}
+    for n in names:
+        c = HubClient(hub.url, retry_for_s=10)
+        c.register(n, PASSWORD, f"{n} org")
+        c.login(n, PASSWORD)
+        clients[n] = c
+    return clients
+
+
 def login(browser: Any, page_errors: Any, url: str, name: str) -> tuple[Any, Any]:
     ctx = browser.new_context(viewport=LAPTOP)
     page = page_errors.watch(ctx.new_page())
@@ -64,14 +79,8 @@ def test_join_requests_pending_approved_and_declined(hub: EmbeddedHub, browser: 
     from playwright.sync_api import expect
 
     page_errors.allowed = EXPECTED_REFUSALS
-    clients = {}
-    for n in ("alice", "bob", "dave"):
-        c = HubClient(hub.url, retry_for_s=10)
-        c.register(n, PASSWORD, f"{n} org")
-        c.login(n, PASSWORD)
-        clients[n] = c
-    definition = {"model": {"name": "softmax_regression"}, "data": {"features": 4, "classes": [0, 1]}}
-    clients["alice"].create_task("gated", definition, "approval needed")
+    clients = registered(hub, "alice", "bob", "dave")
+    clients["alice"].create_task("gated", SMALL_TASK, "approval needed")
     assert clients["dave"].join("gated")["status"] == "PENDING"
     bob_ctx, bob = login(browser, page_errors, hub.url, "bob")
     alice_ctx, alice = login(browser, page_errors, hub.url, "alice")
@@ -107,15 +116,9 @@ def test_a_task_list_overtaken_by_a_newer_filter_is_not_shown(hub: EmbeddedHub, 
     the newer one. (On a loaded machine the first answer can come last; the page once showed it.)"""
     from playwright.sync_api import expect
 
-    clients = {}
-    for n in ("alice", "bob"):
-        c = HubClient(hub.url, retry_for_s=10)
-        c.register(n, PASSWORD, f"{n} org")
-        c.login(n, PASSWORD)
-        clients[n] = c
-    definition = {"model": {"name": "softmax_regression"}, "data": {"features": 4, "classes": [0, 1]}}
-    clients["alice"].create_task("joined-one", definition, "bob joins this one")
-    clients["alice"].create_task("other-one", definition, "bob does not")
+    clients = registered(hub, "alice", "bob")
+    clients["alice"].create_task("joined-one", SMALL_TASK, "bob joins this one")
+    clients["alice"].create_task("other-one", SMALL_TASK, "bob does not")
     if clients["bob"].join("joined-one")["status"] == "PENDING":
         clients["alice"].approve("joined-one", "bob")
     ctx, page = login(browser, page_errors, hub.url, "bob")
@@ -161,12 +164,7 @@ def test_analytics_report_shows_a_table_per_column(hub: EmbeddedHub, browser: An
     from fedpact.runtime import Progress, run_aggregator, run_participant
     from fedpact.runtime.kind_participant import TaskParticipant
 
-    clients = {}
-    for n in ("alice", "site-a", "site-b"):
-        c = HubClient(hub.url, retry_for_s=10)
-        c.register(n, PASSWORD, f"{n} org")
-        c.login(n, PASSWORD)
-        clients[n] = c
+    clients = registered(hub, "alice", "site-a", "site-b")
     columns = ["height", "weight"]
     definition = {"quorum": 2, "round_timeout_s": 30, "admission": "open",
                   "data": {"task": "analytics", "features": columns}, "analytics": {"bins": 4}}
