@@ -9,6 +9,7 @@ what is left) and counts 429 (come back when some have gone).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,8 @@ def check_tasks(s: Session, config: HubConfig, user_id: int) -> None:
 
 def stored_bytes_columns() -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
     """The two sums :func:`stored_bytes` adds, as scalar subqueries bound by ``user_id``: a
-    route that reads other things in the same statement passes their sum to
-    :func:`check_stored_bytes` (``used``)."""
+    route that reads other things in the same statement passes them to
+    :func:`check_stored_bytes` (``sums``)."""
     return (
         select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.uploaded_by == bindparam("user_id")).scalar_subquery(),
         select(func.coalesce(func.sum(Upload.size), 0)).where(Upload.created_by == bindparam("user_id")).scalar_subquery(),
@@ -57,19 +58,22 @@ def stored_bytes_columns() -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
 _STORED_BYTES = select(*stored_bytes_columns())
 
 
-def stored_bytes(s: Session, user_id: int) -> int:
-    """Bytes this user stores: blobs they uploaded (per task) and uploads they opened."""
-    blobs, uploads = s.connection().execute(_STORED_BYTES, {"user_id": user_id}).one()
-    return int(blobs or 0) + int(uploads or 0)
+def stored_bytes(s: Session, user_id: int, sums: Sequence[int | None] | None = None) -> int:
+    """Bytes this user stores: blobs they uploaded (per task) and uploads they opened.
+    ``sums``: :func:`stored_bytes_columns` as the caller read them already."""
+    if sums is None:
+        sums = s.connection().execute(_STORED_BYTES, {"user_id": user_id}).one()
+    return sum(int(part or 0) for part in sums)
 
 
-def check_stored_bytes(s: Session, config: HubConfig, user_id: int, adding: int, used: int | None = None) -> None:
-    """``used``: the user's stored bytes when the caller read them already (in the same transaction)."""
+def check_stored_bytes(
+    s: Session, config: HubConfig, user_id: int, adding: int, sums: Sequence[int | None] | None = None
+) -> None:
+    """``sums``: :func:`stored_bytes_columns` as read by the caller in the same transaction."""
     limit = config.max_stored_bytes_per_user
     if limit <= 0:
         return
-    if used is None:
-        used = stored_bytes(s, user_id)
+    used = stored_bytes(s, user_id, sums)
     if used + adding > limit:
         raise quota_exceeded(
             413,

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from pydantic import ValidationError
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Select, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -63,12 +63,24 @@ router = APIRouter(tags=["relay"])
 AGGREGATOR = "aggregator"
 ADDRESS_HELP = "addresses are 'aggregator', 'participants' or 'participant/<user name>'"
 
+def _keyed_in(task_id: Any) -> Select[int]:
+    """The message of task ``task_id`` (a parameter, or ``Task.id`` to correlate with) that
+    holds ``sender``'s idempotency ``key``."""
+    return select(Message.id).where(
+        Message.task_id == task_id, Message.sender == bindparam("sender"), Message.idempotency_key == bindparam("key")
+    )
+
+
+def _newest_in(task_id: Any) -> Select[int]:
+    """The newest message id in task ``task_id`` addressed to ``recipients`` (as above)."""
+    return select(func.max(Message.id)).where(
+        Message.task_id == task_id, Message.recipient.in_(bindparam("recipients", expanding=True))
+    )
+
+
 # The hot routes' statements, built once with bound parameters: at a thousand participants
 # building a statement per request (and the ORM around it) cost more than running it.
-_KEYED = select(Message.id).where(
-    Message.task_id == bindparam("task_id"), Message.sender == bindparam("sender"),
-    Message.idempotency_key == bindparam("key"),
-)
+_KEYED = _keyed_in(bindparam("task_id"))
 _INSERT = insert(Message).returning(Message.id)
 _PAGE_COLUMNS = (
     Message.id, Message.task_id, Message.sender, Message.recipient, Message.kind, Message.round, Message.headers,
@@ -91,9 +103,7 @@ _ADVANCE = (
     update(Cursor).where(_MINE, Cursor.cursor < bindparam("b_cursor"))
     .values(cursor=bindparam("b_cursor"), updated_at=bindparam("b_now"))
 )
-_NEWEST_FOR = select(func.max(Message.id)).where(
-    Message.task_id == bindparam("task_id"), Message.recipient.in_(bindparam("recipients", expanding=True))
-)
+_NEWEST_FOR = _newest_in(bindparam("task_id"))
 # A poll finds its task, the caller's membership and stored cursor (and, when it acknowledges,
 # the newest id it may acknowledge) in one statement.
 _STORED_FOR_VIEWER = (
@@ -101,21 +111,11 @@ _STORED_FOR_VIEWER = (
     .where(Cursor.task_id == Task.id, Cursor.address == bindparam("b_address"), Cursor.user_id == bindparam("viewer"))
     .scalar_subquery()
 )
-_NEWEST_IN_TASK = (
-    select(func.max(Message.id))
-    .where(Message.task_id == Task.id, Message.recipient.in_(bindparam("recipients", expanding=True)))
-    .scalar_subquery()
-)
 _READER = TaskRefQuery(_STORED_FOR_VIEWER)
-_ACKING_READER = TaskRefQuery(_STORED_FOR_VIEWER, _NEWEST_IN_TASK)
+_ACKING_READER = TaskRefQuery(_STORED_FOR_VIEWER, _newest_in(Task.id).scalar_subquery())
 # An update finds its task with its idempotency key's message and the quotas' look-ups
 # (``hub.quotas``): one statement where there were four.
-_KEY_TAKEN = (
-    select(Message.id)
-    .where(Message.task_id == Task.id, Message.sender == bindparam("sender"), Message.idempotency_key == bindparam("key"))
-    .scalar_subquery()
-)
-_SENDER = TaskRefQuery(_KEY_TAKEN, *mailbox_bound_columns(Task.id), *stored_bytes_columns())
+_SENDER = TaskRefQuery(_keyed_in(Task.id).scalar_subquery(), *mailbox_bound_columns(Task.id), *stored_bytes_columns())
 
 
 def _page_out(row: Any) -> MessageOut:
@@ -313,13 +313,13 @@ async def post_raw_message(
             row = find_task_ref(s, task, user.id, _SENDER, sender=head.sender, key=idempotency_key,
                                 address=head.recipient, user_id=user.id)  # fmt: skip
             _authorize_send(s, row, user, head.sender, head.recipient)
-            keyed, acked, newest, blob_bytes, upload_bytes = row.extra
+            keyed, acked, newest, *stored = row.extra
             if idempotency_key and keyed is not None:
                 earlier = _by_key(s, row.id, head.sender, idempotency_key)
                 assert earlier is not None
                 return row.id, message_out(earlier)
             check_mailbox(s, state.config, row.id, head.recipient, bound=(acked, newest))
-            check_stored_bytes(s, state.config, user.id, size, used=int(blob_bytes or 0) + int(upload_bytes or 0))
+            check_stored_bytes(s, state.config, user.id, size, sums=stored)
             check_free_space(state.config, size)
             return row.id, None
 
