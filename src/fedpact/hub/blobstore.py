@@ -73,8 +73,8 @@ def check_sha(sha256: str) -> str:
     return sha256
 
 
-def _nothing() -> None:
-    """What :meth:`BlobStore.retire` leaves to do when it removed the blob at once."""
+def nothing_to_free() -> None:
+    """What :meth:`BlobStore.retire` leaves to do when nothing is left to free."""
 
 
 class BlobStore(ABC):
@@ -153,7 +153,7 @@ class BlobStore(ABC):
         the slow part (unlinking a file of many pages) runs outside the session.
         """
         self.delete(sha256)
-        return _nothing
+        return nothing_to_free
 
     @abstractmethod
     def iter_blobs(self) -> Iterator[StoredBlob]:

@@ -17,13 +17,14 @@ from urllib.parse import urlsplit
 
 from starlette.responses import Response
 
+from fedpact.common.digests import SHA256_RE
 from fedpact.hub.blobstore import (
-    SHA256_RE,
     BlobResponse,
     BlobStore,
     BlobStoreError,
     StoredBlob,
     check_sha,
+    nothing_to_free,
 )
 
 READ = 1024 * 1024
@@ -133,7 +134,7 @@ class LocalBlobStore(BlobStore):
         try:
             os.rename(self.blob_path(sha256), gone)
         except FileNotFoundError:
-            return lambda: None
+            return nothing_to_free  # already gone
         return lambda: gone.unlink(missing_ok=True)
 
     def iter_blobs(self) -> Iterator[StoredBlob]:
