@@ -483,7 +483,7 @@ async def read_mailbox(
 
     recipients = _recipients(address)
     page_bytes = state.config.max_poll_bytes
-    acking = ack and after is not None
+    acknowledged = after if ack else None  # the cursor this poll acknowledges, if any
 
     def page_after(s: Session, task_id: int, start: int) -> tuple[list[MessageOut], bool]:
         rows = s.connection().execute(
@@ -503,14 +503,14 @@ async def read_mailbox(
     def open_reader() -> tuple[_Reader, int, list[MessageOut], bool]:
         """Authorise, read the stored cursor and the first page in one read transaction."""
         with state.db.reading() as s:
-            if acking:
+            if acknowledged is not None:
                 row = find_task_ref(s, task, user.id, _ACKING_READER, b_address=address, recipients=list(recipients))
             else:
                 row = find_task_ref(s, task, user.id, _READER, b_address=address)
             _authorize_read(s, row, user, address)
             reader = _Reader(task_id=row.id, user_id=user.id, status=row.status, acked=row.extra[0] or 0)
-            if acking and after is not None and after > reader.acked:
-                _check_newest(row.extra[1], address, after)
+            if acknowledged is not None and acknowledged > reader.acked:
+                _check_newest(row.extra[1], address, acknowledged)
             start = reader.acked if after is None else after
             page, more = page_after(s, row.id, start)
             return reader, start, page, more
@@ -539,8 +539,8 @@ async def read_mailbox(
     known_id = int(task) if task.isascii() and task.isdigit() and len(task) <= 18 else None
     mark = state.notifier.mark(known_id, address) if known_id is not None else None
     reader, start, messages, more = await run_in_threadpool(open_reader)
-    if ack and after is not None and after > reader.acked:
-        done = after
+    if acknowledged is not None and acknowledged > reader.acked:
+        done = acknowledged
         if state.db.dialect == "postgresql":
             await run_in_threadpool(advance, done)
         else:
