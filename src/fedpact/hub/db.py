@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect, select, text
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fedpact.hub.tables import Task
@@ -40,6 +40,7 @@ _READ_ONLY = "fedpact_read_only"
 #: A pooled PostgreSQL connection idle longer than this is pinged before use (see make_engine).
 PING_AFTER_IDLE_S = 1.0
 _USED_AT = "fedpact_used_at"
+_WROTE = "fedpact_wrote"
 #: Most writes one group commit carries (see :class:`GroupCommit`).
 GROUP_COMMIT_MAX = 256
 T = TypeVar("T")
@@ -56,8 +57,12 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
         )
         _configure_sqlite(engine)
     else:
-        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        # LIFO: the few connections that carry the load stay in use (their prepared
+        # statements warm, the idle rest pinged and recycled) instead of every request
+        # taking the one that waited longest.
+        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True)
         _ping_idle_connections(engine)
+        _track_writes(engine)
     upgrade_schema(engine)
     return engine
 
@@ -92,6 +97,34 @@ def _ping_idle_connections(engine: Engine) -> None:
             if engine.dialect.is_disconnect(e, dbapi_conn, None):
                 raise DisconnectionError(f"a pooled connection was closed: {e}") from e
             raise
+
+
+def _track_writes(engine: Engine) -> None:
+    """Note on each connection whether its transaction has sent anything but a SELECT.
+
+    :meth:`Database.session` ends a transaction that only read with COMMIT instead of
+    ROLLBACK. psycopg forgets every statement it prepared on a connection when it sees a
+    ROLLBACK (one could undo the creation of an object a statement names), so a route that
+    reads after its commit would otherwise make the next requests on that connection parse
+    and plan their statements again: on PostgreSQL, most of the server's work per round.
+    Anything that is not a plain SELECT (an INSERT in a CTE, a lock) counts as a write.
+    """
+
+    @event.listens_for(engine, "begin")
+    def _began(conn: Any) -> None:
+        conn.info[_WROTE] = False
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _executing(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip()[:6].upper() != "SELECT":
+            conn.info[_WROTE] = True
+
+
+def _read_only(s: Session) -> bool:
+    """Whether ``s``'s open transaction has only read (see :func:`_track_writes`)."""
+    if s.new or s.dirty or s.deleted:
+        return False
+    return s.connection().info.get(_WROTE, True) is False
 
 
 class SchemaError(RuntimeError):
@@ -154,6 +187,7 @@ class Database:
     def __init__(self, url: str, pool_size: int = 20) -> None:
         self.engine = make_engine(url, pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._track = self.engine.dialect.name == "postgresql"
         # SQLite has one writer at a time; a second one waits in SQLite's busy handler,
         # which sleeps in steps of up to 100 ms. Queueing writers on a lock in this process
         # instead hands the database over as soon as it is free. (PostgreSQL needs no lock.)
@@ -170,13 +204,23 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session that rolls back on error and is always closed."""
+        """A session that rolls back on error and is always closed.
+
+        On PostgreSQL a transaction left open that only read ends with COMMIT, which keeps
+        the connection's prepared statements (see :func:`_track_writes`); one that wrote
+        and was not committed is rolled back as before.
+        """
         with self._write_lock, self._sessions() as s:
             try:
                 yield s
             except BaseException:
                 s.rollback()
                 raise
+            if self._track and s.in_transaction() and _read_only(s):
+                try:
+                    s.commit()
+                except SQLAlchemyError:
+                    s.rollback()  # it only read: ending it cannot lose anything, nor fail the request
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

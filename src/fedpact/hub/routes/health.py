@@ -41,7 +41,8 @@ async def health(state: State) -> Health:
 def _database(state: State) -> BackendHealth:
     kind = state.db.engine.dialect.name
     try:
-        with state.db.engine.connect() as conn:
+        # No transaction: its ROLLBACK would drop the connection's prepared statements (hub.db).
+        with state.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("SELECT 1"))
     except Exception as e:  # noqa: BLE001 - any failure is what health reports
         return BackendHealth(kind=kind, status="down", detail=f"{type(e).__name__}: {str(e)[:200]}")
