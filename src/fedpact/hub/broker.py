@@ -77,7 +77,9 @@ class BrokerNotifier(AsyncioNotifier):
                 continue
             connection.close_callbacks.add(self._on_disconnect)
             connection.reconnect_callbacks.add(self._on_reconnect)
-            channel = await connection.channel()
+            # No publisher confirms: a wake-up is a hint (the database has the message), so
+            # waiting for the broker's ack of each one would only cost a frame per message.
+            channel = await connection.channel(publisher_confirms=False)
             exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=False)
             queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
             await queue.bind(exchange)
