@@ -239,12 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="", help="suffix for the result file name")
     ap.add_argument("--database-url", default=None, help="deployed variant: e.g. postgresql+psycopg://postgres@127.0.0.1/DB")
     ap.add_argument("--broker-url", default=None, help="deployed variant: e.g. amqp://guest:guest@127.0.0.1:5672/")
+    ap.add_argument("--s3", action="store_true",
+                    help="deployed variant: blobs in a SeaweedFS S3 server this script starts (presigned transfers)")
     ap.add_argument("--replicas", type=int, default=1,
                     help="deployed variant: this many hub processes behind haproxy (deploy/haproxy.cfg, at most 3)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a.replicas > 1 and not (a.database_url and a.broker_url):
-        ap.error("--replicas needs the deployed variant (--database-url and --broker-url)")
+    if (a.replicas > 1 or a.s3) and not (a.database_url and a.broker_url):
+        ap.error("--replicas and --s3 need the deployed variant (--database-url and --broker-url)")
     if not 1 <= a.replicas <= 3:
         ap.error("--replicas is 1 to 3 (deploy/haproxy.cfg names three servers)")
 
@@ -258,7 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="fedpact-bench-"))
     # Replicas share the database, the broker and the blob directory (one machine), as the
     # replicas of docs/deploy.md share an object store; 10 connections each, as there.
+    weed = None
+    if a.s3:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+        from seaweedfs import start_seaweedfs
+
+        weed = start_seaweedfs(data_dir / "seaweedfs")
     config = HubConfig(data_dir=data_dir / "hub", database_url=a.database_url, broker_url=a.broker_url,
+                       **({"blob_store": weed.url("fedpact-bench")} if weed is not None else {}),
                        **({"database_pool_size": 10} if a.replicas > 1 else {}))
     replicas = [HubProcess(config=config) for _ in range(a.replicas)]
     hub = replicas[0]
@@ -494,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
             lb.wait(10)
         for h in replicas:
             h.stop()
+        if weed is not None:
+            weed.stop()
         if not a.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
 
