@@ -41,6 +41,10 @@ class HubMetrics:
         )
         self.messages = Counter("fedpact_messages_relayed", "Messages accepted by the relay", registry=r)
         self.rounds = Counter("fedpact_rounds_recorded", "Round records written, by status", ["status"], registry=r)
+        self.handed_on = Counter(
+            "fedpact_lean_handed_on", "Polls and updates with a parameter in an unusual form, parsed by FastAPI",
+            ["route"], registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

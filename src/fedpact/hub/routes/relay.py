@@ -55,12 +55,18 @@ from fedpact.hub.schemas import (
     MessageIn,
     MessageOut,
 )
+from fedpact.hub.state import HubState
 from fedpact.hub.tables import Blob, Cursor, Message, Task, User, utcnow
 from fedpact.hub.views import message_out
 
 router = APIRouter(tags=["relay"])
 
 AGGREGATOR = "aggregator"
+#: Bounds of the query and header parameters (``routes.lean`` parses them too).
+MAX_ADDRESS = 80
+MAX_KIND = 64
+MAX_KEY = 200
+MAX_PAGE = 1000
 ADDRESS_HELP = "addresses are 'aggregator', 'participants' or 'participant/<user name>'"
 
 def _keyed_in(task_id: Any) -> Select[int]:
@@ -215,7 +221,7 @@ async def post_message(
     user: CurrentUser,
     state: State,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=MAX_KEY)] = None,
 ) -> MessageOut:
     """Store one message. The checks and the insert are one write (a group commit on SQLite)."""
     payload = _decode_payload(body.payload, state.config.max_inline_bytes)
@@ -290,11 +296,11 @@ async def post_raw_message(
     user: CurrentUser,
     state: State,
     response: Response,
-    sender: Annotated[str, Query(max_length=80)],
-    recipient: Annotated[str, Query(max_length=80)],
-    kind: Annotated[str, Query(max_length=64)],
+    sender: Annotated[str, Query(max_length=MAX_ADDRESS)],
+    recipient: Annotated[str, Query(max_length=MAX_ADDRESS)],
+    kind: Annotated[str, Query(max_length=MAX_KIND)],
     round: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=MAX_KEY)] = None,
 ) -> MessageOut:
     """A message whose raw body is its payload, stored as a blob: upload and send in one request.
 
@@ -302,6 +308,19 @@ async def post_raw_message(
     resumed aggregator runs again after a power failure; checkpoints and models, uploaded
     through the blob routes, are.
     """
+    out, replayed = await store_raw_message(state, user, request, task, sender=sender, recipient=recipient, kind=kind,
+                                            round=round, idempotency_key=idempotency_key)  # fmt: skip
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return out
+
+
+async def store_raw_message(
+    state: HubState, user: Principal, request: Request, task: str, *, sender: str, recipient: str, kind: str,
+    round: int | None, idempotency_key: str | None,
+) -> tuple[MessageOut, bool]:
+    """Store a raw message from its parameters as parsed (by FastAPI, or by ``routes.lean``):
+    (the message, whether an earlier request with the same idempotency key had stored it)."""
     try:
         head = MessageIn(sender=sender, recipient=recipient, kind=kind, round=round)
     except ValidationError as exc:
@@ -325,8 +344,7 @@ async def post_raw_message(
 
     task_id, replay = await run_in_threadpool(authorize)
     if replay is not None:
-        response.headers["Idempotent-Replayed"] = "true"
-        return replay
+        return replay, True
     got = await receive_verified(request, state, size)
     partial = got.partial
 
@@ -395,12 +413,10 @@ async def post_raw_message(
         raise
     if got.data is not None and got.sha256 is not None:
         state.blob_cache.put(got.sha256, got.data)  # its reader (the aggregator) fetches it next
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    else:
+    if not replayed:
         state.metrics.messages.inc()
         state.notifier.notify(task_id, head.recipient)
-    return out
+    return out, replayed
 
 
 def _insert(s: Session, values: dict[str, Any], *, locked: bool = False) -> tuple[int, MessageOut | None]:
@@ -469,12 +485,19 @@ async def read_mailbox(
         int | None, Query(ge=0, le=INT64_MAX, description="return messages with a larger id; default: the acknowledged cursor")
     ] = None,
     wait: Annotated[float, Query(ge=0, description="long-poll for up to this many seconds")] = 0.0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ack: Annotated[
         bool,
         Query(description="also acknowledge `after`: the caller has handled everything up to it (saves a request)"),
     ] = False,
 ) -> MailboxOut:
+    return await answer_poll(state, user, task, address, after=after, wait=wait, limit=limit, ack=ack)
+
+
+async def answer_poll(
+    state: HubState, user: Principal, task: str, address: str, *, after: int | None, wait: float, limit: int, ack: bool
+) -> MailboxOut:
+    """A poll's answer, from its parameters as parsed (by FastAPI, or by ``routes.lean``)."""
     check_address(address, "address")
     if wait > state.config.max_wait_s:
         raise HTTPException(422, f"wait is at most {state.config.max_wait_s:g} seconds; poll again to wait longer")
