@@ -116,8 +116,9 @@ def create_app(config: HubConfig) -> FastAPI:
     app.include_router(algorithms.router, prefix=API_PREFIX)
     app.include_router(users.router, prefix=API_PREFIX)
     app.include_router(localstore.router, prefix=API_PREFIX)
-    # The poll and the update are answered without FastAPI's per-request machinery when their
-    # parameters are plain, and handed on to FastAPI's routes otherwise (routes.lean).
+    # The poll, the update and the download are answered without FastAPI's per-request
+    # machinery when their parameters are plain, and handed on to FastAPI's routes otherwise
+    # (routes.lean).
     app.router.routes[:0] = lean_routes(API_PREFIX)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_json_bytes)
     app.add_middleware(LearnUrlMiddleware, manager=workers)
