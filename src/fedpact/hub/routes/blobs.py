@@ -450,6 +450,8 @@ class _BlobRow(NamedTuple):
 
     uploaded_by: int
     shared: bool
+
+
 _BLOB_HELD = select(Blob.id).where(Blob.task_id == bindparam("task_id"), Blob.sha256 == bindparam("sha256"))
 _BLOB_INSERT = insert(Blob)
 _BLOB_RENEW = update(Blob).where(Blob.id == bindparam("blob_id")).values(created_at=bindparam("now"))

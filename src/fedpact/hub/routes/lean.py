@@ -107,7 +107,7 @@ def _poll_params(request: Request) -> dict[str, Any]:
     return {
         "after": integer(q.get("after"), 0, INT64_MAX),
         "wait": decimal(q.get("wait"), 0.0),
-        "limit": integer(q.get("limit"), 1, relay.MAX_PAGE, 100),
+        "limit": integer(q.get("limit"), 1, relay.MAX_PAGE, relay.DEFAULT_PAGE),
         "ack": flag(q.get("ack")),
     }
 

@@ -67,7 +67,9 @@ MAX_ADDRESS = 80
 MAX_KIND = 64
 MAX_KEY = 200
 MAX_PAGE = 1000
+DEFAULT_PAGE = 100
 ADDRESS_HELP = "addresses are 'aggregator', 'participants' or 'participant/<user name>'"
+
 
 def _keyed_in(task_id: Any) -> Select[int]:
     """The message of task ``task_id`` (a parameter, or ``Task.id`` to correlate with) that
@@ -485,7 +487,7 @@ async def read_mailbox(
         int | None, Query(ge=0, le=INT64_MAX, description="return messages with a larger id; default: the acknowledged cursor")
     ] = None,
     wait: Annotated[float, Query(ge=0, description="long-poll for up to this many seconds")] = 0.0,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     ack: Annotated[
         bool,
         Query(description="also acknowledge `after`: the caller has handled everything up to it (saves a request)"),
