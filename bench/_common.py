@@ -10,7 +10,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -152,3 +154,35 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}-{stamp}.json"
     path.write_text(text + "\n")
     return path
+
+
+HAPROXY_CFG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy.cfg"
+
+
+def start_haproxy(hub_ports: list[int], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """haproxy with the shipped deploy/haproxy.cfg in front of hubs on 127.0.0.1; its process
+    and address once it routes to them. The config names three servers: with fewer hubs the
+    list wraps around (two hubs: the third server line names the first again)."""
+    import httpx
+
+    from fedpact.hub.server import free_port
+
+    port = free_port()
+    env = {**os.environ, "FEDPACT_LB_BIND": f"127.0.0.1:{port}"}
+    for i in range(3):
+        env[f"FEDPACT_HUB{i + 1}"] = f"127.0.0.1:{hub_ports[i % len(hub_ports)]}"
+    with open(log, "wb") as out:
+        lb = subprocess.Popen(["haproxy", "-db", "-f", str(HAPROXY_CFG)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+                return lb, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or lb.poll() is not None:
+            lb.kill()
+            lb.wait()
+            raise RuntimeError(f"haproxy at {url} did not route to the hubs within 30 s; see {log}")
+        time.sleep(0.2)

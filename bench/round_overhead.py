@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_facts, print_machine, stats, table, write_result  # noqa: E402
+from _common import machine_facts, print_machine, start_haproxy, stats, table, write_result  # noqa: E402
 
 from fedpact.client.hub import HubClient  # noqa: E402
 from fedpact.runtime import Participant, Progress, TrainConfig  # noqa: E402
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     lb: subprocess.Popen[bytes] | None = None
     hub_url = hub.url
     if a.replicas > 1:
-        lb, hub_url = _start_haproxy(replicas, data_dir)
+        lb, hub_url = start_haproxy([h.port for h in replicas], data_dir / "haproxy.log")
     print(f"hub process pid {hub.pid if a.replicas == 1 else [h.pid for h in replicas]} at {hub_url} (data {data_dir}), started in "
           f"{time.perf_counter() - t:.1f} s")
     worker: subprocess.Popen[str] | None = None
@@ -712,34 +712,6 @@ class _Breakdown:
 
     def snapshot(self) -> dict[str, float]:
         return dict(self.totals)
-
-
-def _start_haproxy(replicas: list[Any], data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """haproxy with the shipped deploy/haproxy.cfg in front of the replicas (with two, the
-    third server line names the first again); its address once it routes."""
-    import httpx
-
-    from fedpact.hub.server import free_port
-
-    port = free_port()
-    env = {**os.environ, "FEDPACT_LB_BIND": f"127.0.0.1:{port}"}
-    for i in range(3):
-        env[f"FEDPACT_HUB{i + 1}"] = f"127.0.0.1:{replicas[i % len(replicas)].port}"
-    cfg = Path(__file__).resolve().parents[1] / "deploy" / "haproxy.cfg"
-    with open(data_dir / "haproxy.log", "wb") as log:
-        lb = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/api/v1/health", timeout=2).status_code == 200:
-                return lb, url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or lb.poll() is not None:
-            lb.kill()
-            raise RuntimeError(f"haproxy did not route to the replicas; see {data_dir / 'haproxy.log'}")
-        time.sleep(0.2)
 
 
 def _cpu_seconds(pid: int | tuple[int, ...] | None) -> float:

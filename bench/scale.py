@@ -48,10 +48,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from _common import machine_facts, print_machine, table, write_result
+from _common import machine_facts, print_machine, start_haproxy, table, write_result
 
 PASSWORD = "bench-password-1"
-HAPROXY_CFG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy.cfg"
 #: Bench-only hub settings: the cheapest argon2 the hub accepts and no registration limit.
 BENCH_SETTINGS: dict[str, Any] = {
     "password_time_cost": 1,
@@ -121,7 +120,7 @@ def worker_main() -> int:
 def hubs(n_replicas: int, work: Path) -> Iterator[tuple[str, list[int]]]:
     """One embedded hub, or ``n_replicas`` on PostgreSQL + RabbitMQ + S3 behind haproxy: (URL, hub pids)."""
     from fedpact.hub.config import HubConfig
-    from fedpact.hub.server import HubProcess, free_port
+    from fedpact.hub.server import HubProcess
 
     with ExitStack() as stack:
         if n_replicas <= 1:
@@ -143,36 +142,14 @@ def hubs(n_replicas: int, work: Path) -> Iterator[tuple[str, list[int]]]:
         for h in procs:
             h.start()
             stack.callback(h.stop)
-        port = free_port()
-        env = {**os.environ, "FEDPACT_LB_BIND": f"127.0.0.1:{port}"}
-        for i, h in enumerate(procs, 1):
-            env[f"FEDPACT_HUB{i}"] = f"127.0.0.1:{h.port}"
-        log = open(work / "haproxy.log", "wb")  # noqa: SIM115 - closed by the stack
-        stack.callback(log.close)
-        lb = subprocess.Popen(["haproxy", "-db", "-f", str(HAPROXY_CFG)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        lb, lb_url = start_haproxy([h.port for h in procs], work / "haproxy.log")
 
         def stop_lb() -> None:
             lb.terminate()
             lb.wait(10)
 
         stack.callback(stop_lb)
-        lb_url = f"http://127.0.0.1:{port}"
-        _wait_routed(lb_url)
         yield lb_url, [h.pid for h in procs if h.pid is not None]
-
-
-def _wait_routed(url: str) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"haproxy at {url} did not route to the replicas within 30 s")
 
 
 def register_all(url: str, task: str, n: int, threads: int = 8) -> list[str]:
