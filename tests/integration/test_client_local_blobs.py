@@ -1,20 +1,25 @@
 """A client on the hub's machine reads its task's blobs from the hub's directory
 (client/localblobs.py, hub/routes/localstore.py): not one byte through the hub, the same
-arrays, the sha256 still checked, and the hub asked as before whenever the file is not
+arrays, every byte still checked (by the checksum the hub attached to the file as it
+verified it, else by the sha256), and the hub asked as before whenever the file is not
 there or the directory cannot be shown to be the hub's."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import xxhash
 from sqlalchemy import delete
 
 from fedpact.client.hub import BlobGone, HubClient
 from fedpact.client.localblobs import LocalBlobs, on_this_machine
+from fedpact.common import checksums
 from fedpact.common.errors import FedpactError
 from fedpact.common.tensors import encode_parts
 from fedpact.hub.blobstore_local import TOKEN_FILE
@@ -112,14 +117,45 @@ def test_a_blob_whose_file_is_gone_is_asked_of_the_hub_which_says_so(stored: Sto
     assert len(served) == 1, "the client asked the hub once the file was not there"
 
 
-def test_a_file_that_does_not_hash_to_its_name_is_refused(stored: Stored) -> None:
+def test_the_hubs_file_carries_the_checksum_it_took_as_it_verified_the_bytes(stored: Stored) -> None:
+    data = stored.file().read_bytes()
+    assert hashlib.sha256(data).hexdigest() == stored.ref["sha256"]
+    attached = os.getxattr(stored.file(), checksums.XATTR).decode()
+    assert attached == checksums.checksum((data,)) == f"xxh128:{xxhash.xxh3_128_hexdigest(data)}"
+
+
+def test_a_file_changed_since_the_hub_verified_it_is_refused_by_its_checksum(stored: Stored) -> None:
     c, _served = stored.client(stored.alice)
     c.read_blobs_locally(stored.task["name"])
     data = bytearray(stored.file().read_bytes())
     data[-5] ^= 0xFF
-    stored.file().write_bytes(bytes(data))
+    stored.file().write_bytes(bytes(data))  # the same file: its attribute stays
+    with pytest.raises(FedpactError, match="does not match the checksum the hub attached to it"):
+        c.download_blob(stored.task["name"], stored.ref["sha256"])
+
+
+def test_a_file_without_the_checksum_is_checked_by_its_sha256(stored: Stored) -> None:
+    """A file restored from a backup that kept no attributes, say: the sha256 decides."""
+    c, served = stored.client(stored.alice)
+    c.read_blobs_locally(stored.task["name"])
+    good = stored.file().read_bytes()
+    restore(stored.file(), good)
+    with pytest.raises(OSError):
+        os.getxattr(stored.file(), checksums.XATTR)
+    assert same(c.download_tensors(stored.task["name"], stored.ref["sha256"], stored.ref["size"])[1])
+    bad = bytearray(good)
+    bad[-5] ^= 0xFF
+    restore(stored.file(), bytes(bad))
     with pytest.raises(FedpactError, match="does not match its sha256"):
         c.download_blob(stored.task["name"], stored.ref["sha256"])
+    assert served == [], "both reads were of the file"
+
+
+def restore(path: Path, data: bytes) -> None:
+    """Put ``data`` at ``path`` as a new file (no attributes), as a restore from a backup would."""
+    tmp = path.with_name(path.name + ".restored")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def test_a_directory_the_client_cannot_prove_is_the_hubs_is_not_read(stored: Stored) -> None:

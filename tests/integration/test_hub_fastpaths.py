@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fedpact.hub import EmbeddedHub  # noqa: E402
@@ -148,10 +149,13 @@ def test_small_blobs_are_served_from_memory_with_ranges(task_with_members: Membe
     cache = hub.app.state.hub.blob_cache
     small = os.urandom(4 * 1024 * 1024 + 3)
     assert bob.http.put(f"/tasks/{name}/blobs/{sha(small)}", content=small, headers=OCTETS).status_code == 201
-    assert b"".join(cache.get(sha(small)) or ()) == small, "a body received through the hub is kept for its readers"
+    kept = cache.get(sha(small))
+    assert kept is not None and b"".join(kept.pieces) == small, "a body received through the hub is kept for its readers"
     got = alice.http.get(f"/tasks/{name}/blobs/{sha(small)}")
     assert got.status_code == 200 and got.content == small
     assert got.headers["x-content-sha256"] == sha(small) and got.headers["accept-ranges"] == "bytes"
+    # The checksum taken as the body was hashed on arrival travels with every copy from memory.
+    assert got.headers["x-fedpact-checksum"] == f"xxh128:{xxhash.xxh3_128_hexdigest(small)}"
     part = alice.http.get(f"/tasks/{name}/blobs/{sha(small)}", headers={"Range": "bytes=1000-1999"})
     assert part.status_code == 206 and part.content == small[1000:2000]
     assert part.headers["content-range"] == f"bytes 1000-1999/{len(small)}"
@@ -175,12 +179,13 @@ def test_the_blob_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
     from fedpact.hub.blobcache import BlobCache
 
     cache = BlobCache(max_item=10, max_total=25)
-    cache.put("a", (b"x" * 4, b"x" * 6))
-    cache.put("b", (b"y" * 10,))
-    cache.put("big", (b"z" * 6, b"z" * 5))
+    cache.put("a", (b"x" * 4, b"x" * 6), "xxh128:" + "0" * 32)
+    cache.put("b", (b"y" * 10,), None)
+    cache.put("big", (b"z" * 6, b"z" * 5), None)
     assert cache.get("big") is None, "an item over max_item is not kept"
-    assert cache.get("a") == (b"x" * 4, b"x" * 6)  # a is now the most recently used
-    cache.put("c", (b"w" * 10,))
+    a = cache.get("a")  # a is now the most recently used
+    assert a is not None and a.pieces == (b"x" * 4, b"x" * 6) and a.checksum == "xxh128:" + "0" * 32 and a.size == 10
+    cache.put("c", (b"w" * 10,), None)
     assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
     assert cache.total_bytes == 20
     cache.discard("a")

@@ -38,6 +38,7 @@ import httpx
 
 from fedpact.client.bulk import BulkChannel, BulkResponse, Urllib3Error, proxied
 from fedpact.client.localblobs import LocalBlobs, on_this_machine
+from fedpact.common import checksums
 from fedpact.common.errors import FedpactError
 from fedpact.common.tensors import Payload, TensorSink, Weights
 
@@ -216,6 +217,8 @@ class _Download:
         self.status = status
         self.location: str | None = headers.get("location")
         self.length = int(headers.get("content-length", 0) or 0)
+        #: The checksum of the hub's verified copy, when it sent one (common/checksums.py).
+        self.checksum = checksums.parse(headers.get(checksums.HEADER))
 
     def read_error(self) -> bytes:
         raise NotImplementedError
@@ -772,7 +775,7 @@ class HubClient:
         """
         if expected_sha and self._read_local(path, expected_sha, sink, progress):
             return
-        h = hashlib.sha256()
+        check = checksums.BodyCheck(expected_sha or "")
         received = 0
         deadline = time.monotonic() + self.retry_for_s
         direct: str | None = None
@@ -805,7 +808,9 @@ class HubClient:
                     if received and resp.status != 206:
                         raise HubError(resp.status, "the server ignored the Range request", "GET", path)
                     total = received + resp.length
-                    for n in resp.fill(sink, h):
+                    if direct is None:
+                        check.expect(resp.checksum)  # the hub's own copy; an object store's bytes get the sha256
+                    for n in resp.fill(sink, check):
                         received += n
                         if progress:
                             progress(received, total)
@@ -826,8 +831,9 @@ class HubClient:
                     self._outage_started(exc.__class__.__name__)
                 time.sleep(0.5)
                 waited += 0.5
-        if expected_sha and h.hexdigest() != expected_sha:
-            raise FedpactError(f"downloaded data does not match sha256 {expected_sha}; try again")
+        if expected_sha and not check.matches():
+            what = "the checksum the hub sent with it" if check.by_checksum else f"sha256 {expected_sha}"
+            raise FedpactError(f"downloaded data does not match {what}; try again")
 
     def read_blobs_locally(self, task: str | int) -> None:
         """Read ``task``'s blobs from the hub's directory when this process is on the hub's
@@ -867,15 +873,17 @@ class HubClient:
         f = local.open(sha256) if local is not None else None
         if f is None:
             return False
-        h = hashlib.sha256()
+        check = checksums.BodyCheck(sha256)
         with f:
+            check.expect(checksums.read_xattr(f.fileno()))  # the hub wrote it as it verified the file
             total, received = os.fstat(f.fileno()).st_size, 0
-            for n in _fill(f, sink, h):
+            for n in _fill(f, sink, check):
                 received += n
                 if progress:
                     progress(received, total)
-        if h.hexdigest() != sha256:
-            raise FedpactError(f"the hub's file of blob {sha256} does not match its sha256; the hub's disk needs checking")
+        if not check.matches():
+            what = "the checksum the hub attached to it" if check.by_checksum else "its sha256"
+            raise FedpactError(f"the hub's file of blob {sha256} does not match {what}; the hub's disk needs checking")
         return True
 
     @contextlib.contextmanager

@@ -16,6 +16,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -30,26 +31,35 @@ MAX_TOTAL_BYTES = 64 * 1024 * 1024
 Pieces = tuple[bytes, ...]
 
 
+class Cached(NamedTuple):
+    """A cached blob: its bytes, and their checksum when it was taken with the sha256 (common/checksums.py)."""
+
+    pieces: Pieces
+    checksum: str | None
+    size: int
+
+
 class BlobCache:
     """A thread-safe LRU of blob bytes by sha256, bounded in bytes."""
 
     def __init__(self, max_item: int = MAX_ITEM_BYTES, max_total: int = MAX_TOTAL_BYTES) -> None:
         self.max_item = max_item
         self.max_total = max_total
-        self._items: OrderedDict[str, tuple[Pieces, int]] = OrderedDict()
+        self._items: OrderedDict[str, Cached] = OrderedDict()
         self._total = 0
         self._lock = threading.Lock()
 
-    def get(self, sha256: str) -> Pieces | None:
+    def get(self, sha256: str) -> Cached | None:
         with self._lock:
             item = self._items.get(sha256)
             if item is None:
                 return None
             self._items.move_to_end(sha256)
-            return item[0]
+            return item
 
-    def put(self, sha256: str, pieces: Pieces) -> None:
-        """Keep a stored blob's bytes (immutable pieces, so nothing can change them afterwards)."""
+    def put(self, sha256: str, pieces: Pieces, checksum: str | None) -> None:
+        """Keep a stored blob's bytes (immutable pieces, so nothing can change them afterwards),
+        with the checksum taken of them as their sha256 was checked (None: none was)."""
         size = sum(len(p) for p in pieces)
         if size > self.max_item or self.max_total <= 0:
             return
@@ -57,17 +67,17 @@ class BlobCache:
             if sha256 in self._items:
                 self._items.move_to_end(sha256)
                 return
-            self._items[sha256] = (pieces, size)
+            self._items[sha256] = Cached(pieces, checksum, size)
             self._total += size
             while self._total > self.max_total:
-                _, (_, old) = self._items.popitem(last=False)
-                self._total -= old
+                _, old = self._items.popitem(last=False)
+                self._total -= old.size
 
     def discard(self, sha256: str) -> None:
         with self._lock:
             item = self._items.pop(sha256, None)
             if item is not None:
-                self._total -= item[1]
+                self._total -= item.size
 
     @property
     def total_bytes(self) -> int:

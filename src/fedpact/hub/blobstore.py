@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 from starlette.responses import FileResponse, Response
 
+from fedpact.common import checksums
 from fedpact.common.digests import SHA256_RE
 
 CHUNK = 1024 * 1024
@@ -240,10 +241,15 @@ class BlobStore(ABC):
         self.partial_path(upload_id).unlink(missing_ok=True)
 
     def hash_partial(self, upload_id: str) -> str:
+        """The partial file's sha256; the file gets its checksum attribute on the way (see Received.stage)."""
         h = hashlib.sha256()
-        with open(self.partial_path(upload_id), "rb") as f:
+        summer = checksums.Checksummer()
+        path = self.partial_path(upload_id)
+        with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 h.update(chunk)
+                summer.update(chunk)
+        checksums.write_xattr(path, summer.value())
         return h.hexdigest()
 
     def sync(self, upload_id: str) -> None:

@@ -30,10 +30,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from fedpact.common import checksums
 from fedpact.common.digests import SHA256_RE
 from fedpact.hub.access import TaskRefQuery, can_read_blob, find_task, find_task_ref, require_member
 from fedpact.hub.auth import CurrentUser, State
-from fedpact.hub.blobcache import MAX_ITEM_BYTES, MemoryBlob, Pieces
+from fedpact.hub.blobcache import MAX_ITEM_BYTES, Cached, MemoryBlob, Pieces
 from fedpact.hub.errors import is_disk_full
 from fedpact.hub.quotas import check_free_space, check_stored_bytes, disk_full
 from fedpact.hub.schemas import (
@@ -550,7 +551,7 @@ async def put_blob(
         state.store.discard(partial)
         raise
     if got.data is not None:
-        state.blob_cache.put(sha256, got.data)  # checked by store(); the broadcast: every participant reads it next
+        state.blob_cache.put(sha256, got.data, got.checksum)  # checked by store(); the broadcast: every participant reads it next
     return BlobRef(sha256=sha256, size=size)
 
 
@@ -578,16 +579,24 @@ class Received:
     path: Path
     sha256: str | None
     data: Pieces | None
+    #: The body's checksum, taken with its sha256: see common/checksums.py.
+    checksum: str | None = None
 
     def stage(self) -> str:
-        """Hash the body and write its partial file (once); its sha256."""
+        """Hash the body and write its partial file (once); its sha256.
+
+        The file carries the body's checksum as an attribute, so that a client on the hub's
+        machine reading it once it is a blob checks that instead of hashing it again.
+        """
         if self.sha256 is None:
             assert self.data is not None  # a streamed body was hashed as it arrived
             digest = hashlib.sha256()
             for piece in self.data:
                 digest.update(piece)
+            self.checksum = checksums.checksum(self.data)
             with open(self.path, "wb") as f:
                 f.writelines(self.data)
+            checksums.write_xattr(self.path, self.checksum)
             self.sha256 = digest.hexdigest()
         return self.sha256
 
@@ -606,7 +615,8 @@ async def receive_verified(request: Request, state: HubState, size: int) -> Rece
     try:
         if size <= MAX_ITEM_BYTES:
             return Received(partial, path, None, await _receive_small(request, size))
-        return Received(partial, path, await _receive_streamed(request, path, size), None)
+        sha256, checksum = await _receive_streamed(request, path, size)
+        return Received(partial, path, sha256, None, checksum)
     except ClientDisconnect:
         state.store.discard(partial)
         raise HTTPException(400, "the client disconnected; nothing was kept, send it again") from None
@@ -629,8 +639,9 @@ async def _receive_small(request: Request, size: int) -> Pieces:
     return tuple(pieces)
 
 
-async def _receive_streamed(request: Request, path: Path, size: int) -> str:
-    digest = hashlib.sha256()
+async def _receive_streamed(request: Request, path: Path, size: int) -> tuple[str, str]:
+    """Stream the body to ``path``: its sha256 and checksum (see :meth:`Received.stage`)."""
+    digests = _Digests()
     received = 0
     buffer = bytearray()
     f: BinaryIO = await anyio.to_thread.run_sync(open, path, "wb")
@@ -642,18 +653,41 @@ async def _receive_streamed(request: Request, path: Path, size: int) -> str:
             buffer += chunk
             if len(buffer) >= WRITE_BUFFER:
                 data, buffer = buffer, bytearray()  # hand the full buffer over, no copy
-                await anyio.to_thread.run_sync(_hash_and_write, digest, f, data)
-        await anyio.to_thread.run_sync(_hash_and_write, digest, f, buffer)
+                await anyio.to_thread.run_sync(_hash_and_write, digests, f, data)
+        await anyio.to_thread.run_sync(_hash_and_write, digests, f, buffer)
     finally:
         await anyio.to_thread.run_sync(f.close)
     if received != size:
         raise HTTPException(400, f"the body ended after {received} of {size} bytes; nothing was kept, send it again")
-    return digest.hexdigest()
+    checksum = digests.sum.value()
+    await anyio.to_thread.run_sync(checksums.write_xattr, path, checksum)
+    return digests.sha.hexdigest(), checksum
 
 
-def _hash_and_write(digest: Any, f: BinaryIO, data: bytes | bytearray) -> None:
+class _Digests:
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.sum = checksums.Checksummer()
+
+
+def _read_verified(state: HubState, sha256: str) -> Cached | None:
+    """A stored blob read whole into the cache once its bytes hash to its name (None: no file)."""
+    whole = state.store.read_all(sha256)
+    if whole is None:
+        return None
+    if hashlib.sha256(whole).hexdigest() != sha256:
+        raise HTTPException(
+            500, f"the stored file of blob {sha256} does not match its sha256; tell the hub operator to check the disk"
+        )
+    checksum = checksums.checksum((whole,))
+    state.blob_cache.put(sha256, (whole,), checksum)
+    return Cached((whole,), checksum, len(whole))
+
+
+def _hash_and_write(digests: _Digests, f: BinaryIO, data: bytes | bytearray) -> None:
     if data:
-        digest.update(data)
+        digests.sha.update(data)
+        digests.sum.update(data)
         f.write(data)
 
 
@@ -674,16 +708,16 @@ def get_blob(task: str, sha256: str, user: CurrentUser, state: State) -> Respons
                 "those the aggregator sent to it or to all participants, and the global model",
             )
     headers = {"X-Content-SHA256": sha256}
-    data = state.blob_cache.get(sha256)
-    if data is None and not state.store.presigns and size <= state.blob_cache.max_item:
+    cached = state.blob_cache.get(sha256)
+    if cached is None and not state.store.presigns and size <= state.blob_cache.max_item:
         # Small and local: one read here (this route already runs in a worker thread), one write
-        # to the socket, and the next reader of the same blob is served from memory.
-        whole = state.store.read_all(sha256)
-        if whole is not None:
-            data = (whole,)
-            state.blob_cache.put(sha256, data)
-    if data is not None:
-        return MemoryBlob(data, headers)
+        # to the socket, and the next reader of the same blob is served from memory. The
+        # copy is checked once, here, so that every reader may check its checksum instead.
+        cached = _read_verified(state, sha256)
+    if cached is not None:
+        if cached.checksum is not None:
+            headers[checksums.HEADER] = cached.checksum
+        return MemoryBlob(cached.pieces, headers)
     if not state.store.exists(sha256):
         raise HTTPException(
             500, f"blob {sha256} is recorded but its file is missing from the store; tell the hub operator"

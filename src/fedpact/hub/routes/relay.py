@@ -414,7 +414,7 @@ async def store_raw_message(
         state.store.discard(partial)
         raise
     if got.data is not None and got.sha256 is not None:
-        state.blob_cache.put(got.sha256, got.data)  # its reader (the aggregator) fetches it next
+        state.blob_cache.put(got.sha256, got.data, got.checksum)  # its reader (the aggregator) fetches it next
     if not replayed:
         state.metrics.messages.inc()
         state.notifier.notify(task_id, head.recipient)
