@@ -831,7 +831,7 @@ class HubClient:
                     self._outage_started(exc.__class__.__name__)
                 time.sleep(0.5)
                 waited += 0.5
-        if expected_sha and not check.matches():
+        if (expected_sha or check.by_checksum) and not check.matches():
             what = "the checksum the hub sent with it" if check.by_checksum else f"sha256 {expected_sha}"
             raise FedpactError(f"downloaded data does not match {what}; try again")
 
