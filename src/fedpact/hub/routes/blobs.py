@@ -670,6 +670,13 @@ class _Digests:
         self.sum = checksums.Checksummer()
 
 
+def _hash_and_write(digests: _Digests, f: BinaryIO, data: bytes | bytearray) -> None:
+    if data:
+        digests.sha.update(data)
+        digests.sum.update(data)
+        f.write(data)
+
+
 def _read_verified(state: HubState, sha256: str) -> Cached | None:
     """A stored blob read whole into the cache once its bytes hash to its name (None: no file)."""
     whole = state.store.read_all(sha256)
@@ -682,13 +689,6 @@ def _read_verified(state: HubState, sha256: str) -> Cached | None:
     checksum = checksums.checksum((whole,))
     state.blob_cache.put(sha256, (whole,), checksum)
     return Cached((whole,), checksum, len(whole))
-
-
-def _hash_and_write(digests: _Digests, f: BinaryIO, data: bytes | bytearray) -> None:
-    if data:
-        digests.sha.update(data)
-        digests.sum.update(data)
-        f.write(data)
 
 
 @router.get("/tasks/{task}/blobs/{sha256}", response_class=FileResponse)
