@@ -37,25 +37,25 @@ _VALUE = re.compile(r"xxh128:([0-9a-f]{32})")
 Buffer = bytes | bytearray | memoryview
 
 
-def checksum(pieces: Iterable[Buffer]) -> str:
-    """The checksum of the pieces laid end to end, as a header or attribute carries it."""
-    h = xxhash.xxh3_128()
-    for piece in pieces:
-        h.update(piece)
-    return _format(h)
+class Digests:
+    """What the hub takes of a body in one pass as it arrives: its sha256 (its name) and its checksum."""
 
-
-class Checksummer:
-    """A checksum taken piece by piece (a body streamed to a file)."""
-
-    def __init__(self) -> None:
-        self._h = xxhash.xxh3_128()
+    def __init__(self, pieces: Iterable[Buffer] = ()) -> None:
+        self._sha = hashlib.sha256()
+        self._sum = xxhash.xxh3_128()
+        for piece in pieces:
+            self.update(piece)
 
     def update(self, piece: Buffer) -> None:
-        self._h.update(piece)
+        self._sha.update(piece)
+        self._sum.update(piece)
 
-    def value(self) -> str:
-        return _format(self._h)
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    def checksum(self) -> str:
+        """As a header or attribute carries it."""
+        return _format(self._sum)
 
 
 def _format(h: Any) -> str:

@@ -242,15 +242,13 @@ class BlobStore(ABC):
 
     def hash_partial(self, upload_id: str) -> str:
         """The partial file's sha256; the file gets its checksum attribute on the way (see Received.stage)."""
-        h = hashlib.sha256()
-        summer = checksums.Checksummer()
+        digests = checksums.Digests()
         path = self.partial_path(upload_id)
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
-                h.update(chunk)
-                summer.update(chunk)
-        checksums.write_xattr(path, summer.value())
-        return h.hexdigest()
+                digests.update(chunk)
+        checksums.write_xattr(path, digests.checksum())
+        return digests.sha256()
 
     def sync(self, upload_id: str) -> None:
         """Force a partial file to disk before it is committed.

@@ -14,7 +14,6 @@ and no session's bytes sit on one replica's disk.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -590,14 +589,12 @@ class Received:
         """
         if self.sha256 is None:
             assert self.data is not None  # a streamed body was hashed as it arrived
-            digest = hashlib.sha256()
-            for piece in self.data:
-                digest.update(piece)
-            self.checksum = checksums.checksum(self.data)
+            digests = checksums.Digests(self.data)
+            self.checksum = digests.checksum()
             with open(self.path, "wb") as f:
                 f.writelines(self.data)
             checksums.write_xattr(self.path, self.checksum)
-            self.sha256 = digest.hexdigest()
+            self.sha256 = digests.sha256()
         return self.sha256
 
 
@@ -641,7 +638,7 @@ async def _receive_small(request: Request, size: int) -> Pieces:
 
 async def _receive_streamed(request: Request, path: Path, size: int) -> tuple[str, str]:
     """Stream the body to ``path``: its sha256 and checksum (see :meth:`Received.stage`)."""
-    digests = _Digests()
+    digests = checksums.Digests()
     received = 0
     buffer = bytearray()
     f: BinaryIO = await anyio.to_thread.run_sync(open, path, "wb")
@@ -659,21 +656,14 @@ async def _receive_streamed(request: Request, path: Path, size: int) -> tuple[st
         await anyio.to_thread.run_sync(f.close)
     if received != size:
         raise HTTPException(400, f"the body ended after {received} of {size} bytes; nothing was kept, send it again")
-    checksum = digests.sum.value()
+    checksum = digests.checksum()
     await anyio.to_thread.run_sync(checksums.write_xattr, path, checksum)
-    return digests.sha.hexdigest(), checksum
+    return digests.sha256(), checksum
 
 
-class _Digests:
-    def __init__(self) -> None:
-        self.sha = hashlib.sha256()
-        self.sum = checksums.Checksummer()
-
-
-def _hash_and_write(digests: _Digests, f: BinaryIO, data: bytes | bytearray) -> None:
+def _hash_and_write(digests: checksums.Digests, f: BinaryIO, data: bytes | bytearray) -> None:
     if data:
-        digests.sha.update(data)
-        digests.sum.update(data)
+        digests.update(data)
         f.write(data)
 
 
@@ -682,11 +672,12 @@ def _read_verified(state: HubState, sha256: str) -> Cached | None:
     whole = state.store.read_all(sha256)
     if whole is None:
         return None
-    if hashlib.sha256(whole).hexdigest() != sha256:
+    digests = checksums.Digests((whole,))
+    if digests.sha256() != sha256:
         raise HTTPException(
             500, f"the stored file of blob {sha256} does not match its sha256; tell the hub operator to check the disk"
         )
-    checksum = checksums.checksum((whole,))
+    checksum = digests.checksum()
     state.blob_cache.put(sha256, (whole,), checksum)
     return Cached((whole,), checksum, len(whole))
 
